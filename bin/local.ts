@@ -1,0 +1,80 @@
+/**
+ * `npm start`: the embedded local cloud. No Docker, no AWS account.
+ */
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { startLocalCloud } from '../lib/local/cloud.ts';
+
+// The SDK warns that releases after January 2027 need Node 22; this project supports Node 20 today.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+const usage = `usage: npm start -- [--in-memory] [--data <dir>]
+
+Starts the epochkv local cloud: DynamoDB Local and the SQS emulator on loopback, the
+home region's tables, three node processes (node-a, node-b, node-c) and the API.
+
+  --in-memory   keep nothing: DynamoDB Local runs in memory
+  --data <dir>  where DynamoDB Local keeps its files (default .epochkv/dynamodb)
+  -h, --help    this text
+
+Environment: EPOCHKV_BASE_PORT (default 8080) sets the home API port; DynamoDB Local
+listens on base+20 and the SQS emulator on base+21.`;
+
+let args;
+try {
+  args = parseArgs({
+    options: {
+      'in-memory': { type: 'boolean', default: false },
+      data: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  }).values;
+} catch (error) {
+  console.error(`${(error as Error).message}\n\n${usage}`);
+  process.exit(2);
+}
+if (args.help) {
+  console.log(usage);
+  process.exit(0);
+}
+
+const basePortRaw = process.env.EPOCHKV_BASE_PORT ?? '8080';
+const basePort = Number(basePortRaw);
+if (!Number.isInteger(basePort) || basePort < 1 || basePort > 65_000) {
+  console.error(`EPOCHKV_BASE_PORT must be a port number (1-65000), got "${basePortRaw}"`);
+  process.exit(2);
+}
+const dataDirectory = args['in-memory'] ? undefined : path.resolve(args.data ?? path.join('.epochkv', 'dynamodb'));
+
+console.log(`epochkv local cloud: starting DynamoDB Local (${dataDirectory === undefined ? 'in memory' : `data in ${dataDirectory}`}) and the SQS emulator...`);
+const startedMs = Date.now();
+let cloud;
+try {
+  cloud = await startLocalCloud({ basePort, dataDirectory });
+} catch (error) {
+  console.error(`epochkv local cloud failed to start: ${(error as Error).message}`);
+  process.exit(1);
+}
+const { config } = cloud;
+console.log(`dynamodb ${cloud.dynamoEndpoint}`);
+console.log(`sqs ${cloud.sqsEndpoint}`);
+console.log(`nodes ${config.nodeIds.join(' ')} (${config.shardCount} shards, leaseMs ${config.leaseMs}, tickMs ${config.tickMs})`);
+console.log(`api ${config.region} ${cloud.apiUrl}`);
+console.log(`ready in ${Date.now() - startedMs} ms. Try: curl -X PUT --data-binary hello ${cloud.apiUrl}/kv/greeting. Ctrl-C stops everything.`);
+
+let stopping = false;
+const shutdown = async (signal: string) => {
+  if (stopping) return;
+  stopping = true;
+  console.log(`\n${signal}: stopping nodes, API and emulators...`);
+  const timer = setTimeout(() => {
+    console.error('shutdown took longer than 15 s; exiting');
+    process.exit(1);
+  }, 15_000);
+  await cloud.stop();
+  clearTimeout(timer);
+  console.log('stopped.');
+  process.exit(0);
+};
+process.on('SIGINT', () => void shutdown('SIGINT'));
+process.on('SIGTERM', () => void shutdown('SIGTERM'));

@@ -1,0 +1,219 @@
+import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
+import { makeDynamoClient } from '../lib/adapters/aws/clients.ts';
+import { DynamoStore } from '../lib/adapters/aws/dynamo-store.ts';
+import { systemClock, type Clock } from '../lib/clock.ts';
+import { configFromEnv, type ClusterConfig } from '../lib/config.ts';
+import { limits } from '../lib/core/limits.ts';
+import { isValidUtf8, parseListLimit, parseVersion, validateKey, validateValue, type Invalid } from '../lib/core/validation.ts';
+import { EpochKvError, NoLeaderError, NotFoundError, ValidationError } from '../lib/ports/errors.ts';
+import type { KvItem, Precondition } from '../lib/ports/store.ts';
+import { clusterStatus } from '../lib/service/cluster-status.ts';
+import { KvService } from '../lib/service/kv-service.ts';
+
+export type ApiHandler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
+
+export interface ApiDependencies {
+  config: ClusterConfig;
+  service: KvService;
+  clock: Clock;
+}
+
+const jsonHeaders = { 'content-type': 'application/json; charset=utf-8' };
+
+function json(statusCode: number, body: unknown, headers: Record<string, string> = {}): APIGatewayProxyResult {
+  return { statusCode, headers: { ...jsonHeaders, ...headers }, body: JSON.stringify(body) };
+}
+
+function problem(statusCode: number, error: string, message: string, headers: Record<string, string> = {}): APIGatewayProxyResult {
+  return json(statusCode, { error, message }, headers);
+}
+
+function invalid(result: Invalid, status = 400): never {
+  throw new ValidationError(result.field, result.message, status);
+}
+
+/** Header lookup that is case-insensitive and refuses a header sent twice with different values. */
+function header(event: APIGatewayProxyEvent, name: string): string | undefined {
+  const wanted = name.toLowerCase();
+  const values: string[] = [];
+  for (const [key, list] of Object.entries(event.multiValueHeaders ?? {})) {
+    if (key.toLowerCase() === wanted && list) values.push(...list);
+  }
+  if (values.length === 0) {
+    for (const [key, value] of Object.entries(event.headers ?? {})) {
+      if (key.toLowerCase() === wanted && value !== undefined) values.push(value);
+    }
+  }
+  const distinct = [...new Set(values)];
+  if (distinct.length > 1) throw new ValidationError(name, `${name} was sent ${values.length} times with different values; send it once`);
+  return distinct[0];
+}
+
+const knownQueryParameters: Record<string, readonly string[]> = {
+  'GET /kv/{key}': [],
+  'PUT /kv/{key}': [],
+  'DELETE /kv/{key}': [],
+  'GET /kv': ['prefix', 'limit', 'after'],
+};
+
+function queryParameters(event: APIGatewayProxyEvent, route: string): Record<string, string> {
+  const allowed = knownQueryParameters[route] ?? [];
+  const out: Record<string, string> = {};
+  const multi = event.multiValueQueryStringParameters ?? {};
+  const single = event.queryStringParameters ?? {};
+  for (const name of new Set([...Object.keys(multi), ...Object.keys(single)])) {
+    if (!allowed.includes(name)) {
+      const hint = allowed.length === 0 ? 'this route takes no query parameters' : `known parameters: ${allowed.join(', ')}`;
+      throw new ValidationError(name, `unknown query parameter "${name.slice(0, 64)}"; ${hint}`);
+    }
+    const values = multi[name] ?? (single[name] === undefined ? [] : [single[name] as string]);
+    if (values.length > 1) throw new ValidationError(name, `query parameter "${name}" was given ${values.length} times; give it once`);
+    out[name] = values[0] ?? '';
+  }
+  return out;
+}
+
+function bodyBytes(event: APIGatewayProxyEvent): Uint8Array {
+  if (event.body === null || event.body === undefined) return new Uint8Array();
+  return event.isBase64Encoded ? new Uint8Array(Buffer.from(event.body, 'base64')) : new Uint8Array(Buffer.from(event.body, 'utf8'));
+}
+
+function itemJson(item: KvItem): Record<string, unknown> {
+  const utf8 = isValidUtf8(item.value);
+  return {
+    key: item.key,
+    value: utf8 ? Buffer.from(item.value).toString('utf8') : Buffer.from(item.value).toString('base64'),
+    encoding: utf8 ? 'utf8' : 'base64',
+    version: item.version,
+    epoch: item.epoch,
+    index: item.index,
+  };
+}
+
+function wantsJson(event: APIGatewayProxyEvent): boolean {
+  return (header(event, 'accept') ?? '').toLowerCase().includes('application/json');
+}
+
+/** The key of `/kv/{key+}`: API Gateway hands the greedy path parameter over URL-decoded. */
+function keyOf(event: APIGatewayProxyEvent): string {
+  const raw = event.pathParameters?.key ?? event.pathParameters?.proxy;
+  if (raw === undefined) throw new ValidationError('key', 'missing key: use /kv/{key}');
+  const checked = validateKey(raw);
+  if (!checked.ok) invalid(checked);
+  return checked.value;
+}
+
+function preconditionOf(event: APIGatewayProxyEvent, method: string): Precondition {
+  const version = parseVersion(header(event, 'if-match'), 'If-Match');
+  if (!version.ok) invalid(version);
+  const noneMatch = header(event, 'if-none-match');
+  if (noneMatch !== undefined && noneMatch.trim() !== '*') {
+    throw new ValidationError('If-None-Match', 'If-None-Match only supports "*" (create the key only if it does not exist)');
+  }
+  if (noneMatch !== undefined && method !== 'PUT') throw new ValidationError('If-None-Match', 'If-None-Match: * applies to PUT only');
+  if (noneMatch !== undefined && version.value !== undefined) {
+    throw new ValidationError('If-Match', 'send either If-Match or If-None-Match, not both');
+  }
+  return { ifVersion: version.value, ifAbsent: noneMatch !== undefined };
+}
+
+function methodNotAllowed(method: string, allowed: string[]): APIGatewayProxyResult {
+  return problem(405, 'MethodNotAllowed', `${method} is not supported here; use ${allowed.join(', ')}`, { allow: allowed.join(', ') });
+}
+
+async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> {
+  const method = event.httpMethod.toUpperCase();
+  const path = event.path;
+  const { service } = deps;
+
+  if (path === '/health') {
+    if (method !== 'GET') return methodNotAllowed(method, ['GET']);
+    return json(200, { status: 'ok', region: deps.config.region });
+  }
+  if (path === '/cluster') {
+    if (method !== 'GET') return methodNotAllowed(method, ['GET']);
+    return json(200, await clusterStatus(service.store, deps.config, deps.clock));
+  }
+  if (path === '/kv' || path === '/kv/') {
+    if (method !== 'GET') return methodNotAllowed(method, ['GET']);
+    const query = queryParameters(event, 'GET /kv');
+    const prefix = query.prefix ?? '';
+    if (prefix !== '') {
+      const checked = validateKey(prefix);
+      if (!checked.ok) invalid({ ...checked, field: 'prefix', message: checked.message.replace(/^key/, 'prefix') });
+    }
+    const limit = parseListLimit(query.limit);
+    if (!limit.ok) invalid(limit);
+    const after = query.after;
+    if (after !== undefined) {
+      const checked = validateKey(after);
+      if (!checked.ok) invalid({ ...checked, field: 'after', message: checked.message.replace(/^key/, 'after') });
+    }
+    const page = await service.list(prefix, limit.value, after);
+    return json(200, { items: page.items.map(itemJson), next: page.next ?? null });
+  }
+  if (path.startsWith('/kv/')) {
+    const allowed = ['GET', 'PUT', 'DELETE'];
+    if (!allowed.includes(method)) return methodNotAllowed(method, allowed);
+    const key = keyOf(event);
+    queryParameters(event, `${method} /kv/{key}`);
+    if (method === 'GET') {
+      const item = await service.get(key, true);
+      if (item === undefined) throw new NotFoundError(`key "${key}" does not exist`);
+      const etag = { etag: `"${item.version}"` };
+      if (wantsJson(event)) return json(200, itemJson(item), etag);
+      return {
+        statusCode: 200,
+        headers: { 'content-type': 'application/octet-stream', ...etag, 'x-epochkv-epoch': String(item.epoch), 'x-epochkv-index': String(item.index) },
+        body: Buffer.from(item.value).toString('base64'),
+        isBase64Encoded: true,
+      };
+    }
+    const precondition = preconditionOf(event, method);
+    if (method === 'PUT') {
+      const value = validateValue(bodyBytes(event));
+      if (!value.ok) invalid(value, 413);
+      const result = await service.write({ type: 'put', key, value: value.value }, precondition);
+      return json(200, { key, version: result.version, epoch: result.epoch, index: result.index }, { etag: `"${result.version}"` });
+    }
+    if (event.body !== null && event.body !== undefined && event.body.length > 0) {
+      throw new ValidationError('body', 'DELETE takes no body');
+    }
+    const result = await service.write({ type: 'delete', key }, precondition);
+    return json(200, { key, deleted: true, version: result.version, epoch: result.epoch, index: result.index });
+  }
+  return problem(404, 'NotFound', `no route for ${method} ${path.slice(0, 200)}; routes: /kv/{key}, /kv?prefix=, /cluster, /health`);
+}
+
+/** Maps typed errors to responses; anything else is a 500 that is logged, never leaked. */
+export function createApiHandler(deps: ApiDependencies, log: (line: string) => void = console.error): ApiHandler {
+  return async (event) => {
+    try {
+      return await route(deps, event);
+    } catch (error) {
+      if (error instanceof NoLeaderError) {
+        return problem(error.status, error.code, error.message, { 'retry-after': String(error.retryAfterSeconds) });
+      }
+      if (error instanceof EpochKvError) {
+        const headers: Record<string, string> = error.status === 503 ? { 'retry-after': String(limits.retryAfterSeconds) } : {};
+        return problem(error.status, error.code, error.message, headers);
+      }
+      log(`api: ${event.httpMethod} ${event.path} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+      // Store errors (throttling, network) are retryable from the client's side.
+      return problem(503, 'Unavailable', 'the store did not answer; retry', { 'retry-after': String(limits.retryAfterSeconds) });
+    }
+  };
+}
+
+let cached: ApiHandler | undefined;
+
+/** The Lambda entry point (API Gateway REST proxy integration). */
+export const handler: ApiHandler = async (event) => {
+  if (cached === undefined) {
+    const config = configFromEnv();
+    const clock = systemClock();
+    const store = new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
+    cached = createApiHandler({ config, clock, service: new KvService(store, config, clock) });
+  }
+  return cached(event);
+};

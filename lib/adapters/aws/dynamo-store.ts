@@ -1,0 +1,433 @@
+import { createHash } from 'node:crypto';
+import { ConditionalCheckFailedException, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
+import {
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  TransactWriteCommand,
+  UpdateCommand,
+  type DynamoDBDocumentClient,
+} from '@aws-sdk/lib-dynamodb';
+import { assert } from '../../core/assert.ts';
+import type { LeaseRecord } from '../../core/lease.ts';
+import type { LogEntry, Operation } from '../../core/log.ts';
+import type { TableNames } from '../../infra/schema.ts';
+import {
+  HeadConflictError,
+  NotFoundError,
+  StaleEpochError,
+  TransactionRaceError,
+  VersionConflictError,
+} from '../../ports/errors.ts';
+import type { CommitRequest, HeartbeatItem, KvItem, ListPage, LogHead, Store } from '../../ports/store.ts';
+
+const leasePartition = 'lease';
+const nodePartition = 'node';
+
+/** Sort keys of leases are zero-padded so the one Query returns them in shard order. */
+function leaseSortKey(shard: number): string {
+  return String(shard).padStart(4, '0');
+}
+
+type Item = Record<string, unknown>;
+
+function toLease(item: Item): LeaseRecord {
+  return {
+    shard: Number(item.shard),
+    holder: typeof item.holder === 'string' ? item.holder : undefined,
+    incarnation: typeof item.incarnation === 'string' ? item.incarnation : undefined,
+    epoch: Number(item.epoch ?? 0),
+    version: Number(item.version ?? 0),
+    renewedAtMs: Number(item.renewedAtMs ?? 0),
+  };
+}
+
+function toBytes(value: unknown): Uint8Array {
+  if (value instanceof Uint8Array) return value;
+  if (value === undefined || value === null) return new Uint8Array();
+  throw new Error(`expected binary attribute, got ${typeof value}`);
+}
+
+function toOperation(raw: Item): Operation {
+  switch (raw.type) {
+    case 'put':
+      return { type: 'put', key: String(raw.key), value: toBytes(raw.value) };
+    case 'delete':
+      return { type: 'delete', key: String(raw.key) };
+    case 'leader':
+      return { type: 'leader', node: String(raw.node), epoch: Number(raw.epoch), previousEpoch: Number(raw.previousEpoch) };
+    default:
+      throw new Error(`unknown operation type ${String(raw.type)} in log`);
+  }
+}
+
+export function toLogEntry(item: Item): LogEntry {
+  return {
+    shard: Number(item.shard),
+    index: Number(item.index),
+    epoch: Number(item.epoch),
+    ops: (item.ops as Item[]).map(toOperation),
+    prevHash: String(item.prevHash),
+    hash: String(item.hash),
+    requestId: String(item.requestId),
+    committedAtMs: Number(item.committedAtMs),
+  };
+}
+
+export function fromLogEntry(entry: LogEntry): Item {
+  return { ...entry, ops: entry.ops.map((op) => ({ ...op })) };
+}
+
+function toKvItem(item: Item): KvItem {
+  return {
+    key: String(item.key),
+    shard: Number(item.shard),
+    value: toBytes(item.value),
+    version: Number(item.version),
+    epoch: Number(item.epoch),
+    index: Number(item.index),
+  };
+}
+
+function attemptToken(entry: LogEntry): string {
+  return createHash('sha256').update(`${entry.requestId}:${entry.shard}:${entry.index}`).digest('hex').slice(0, 36);
+}
+
+/** Every attribute name goes through an alias: `shard`, `key`, `index` and `hash` are reserved words. */
+const leaseNames = { '#holder': 'holder', '#incarnation': 'incarnation', '#epoch': 'epoch', '#version': 'version', '#renewedAtMs': 'renewedAtMs' };
+
+/** Cancellation reason codes in TransactItems order. */
+function reasonCodes(error: TransactionCanceledException): string[] {
+  return (error.CancellationReasons ?? []).map((reason) => reason.Code ?? 'None');
+}
+
+function oldVersion(error: TransactionCanceledException, position: number): number | undefined {
+  const item = error.CancellationReasons?.[position]?.Item;
+  const version = item?.version;
+  return version?.N === undefined ? undefined : Number(version.N);
+}
+
+/** The home region's `control`, `log` and `kv` tables on DynamoDB (or DynamoDB Local). */
+export class DynamoStore implements Store {
+  constructor(
+    private readonly client: DynamoDBDocumentClient,
+    private readonly tables: TableNames,
+    private readonly shardCount: number,
+  ) {}
+
+  async readLeases(): Promise<LeaseRecord[]> {
+    const leases: LeaseRecord[] = [];
+    let startKey: Item | undefined;
+    do {
+      const page = await this.client.send(
+        new QueryCommand({
+          TableName: this.tables.control,
+          KeyConditionExpression: '#pk = :pk',
+          ExpressionAttributeNames: { '#pk': 'pk' },
+          ExpressionAttributeValues: { ':pk': leasePartition },
+          ConsistentRead: true,
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      leases.push(...(page.Items ?? []).map(toLease));
+      startKey = page.LastEvaluatedKey;
+    } while (startKey !== undefined);
+    return leases;
+  }
+
+  async readLease(shard: number): Promise<LeaseRecord | undefined> {
+    const result = await this.client.send(
+      new GetCommand({ TableName: this.tables.control, Key: { pk: leasePartition, sk: leaseSortKey(shard) }, ConsistentRead: true }),
+    );
+    return result.Item === undefined ? undefined : toLease(result.Item);
+  }
+
+  async renewLease(shard: number, holder: { node: string; incarnation: string }, epoch: number, nowMs: number): Promise<LeaseRecord> {
+    return this.#updateHeld(shard, holder, epoch, 'SET #renewedAtMs = :now, #version = #version + :one', nowMs);
+  }
+
+  async releaseLease(shard: number, holder: { node: string; incarnation: string }, epoch: number, nowMs: number): Promise<LeaseRecord> {
+    return this.#updateHeld(shard, holder, epoch, 'SET #renewedAtMs = :now, #version = #version + :one REMOVE #holder, #incarnation', nowMs);
+  }
+
+  async #updateHeld(
+    shard: number,
+    holder: { node: string; incarnation: string },
+    epoch: number,
+    update: string,
+    nowMs: number,
+  ): Promise<LeaseRecord> {
+    try {
+      const result = await this.client.send(
+        new UpdateCommand({
+          TableName: this.tables.control,
+          Key: { pk: leasePartition, sk: leaseSortKey(shard) },
+          UpdateExpression: update,
+          ConditionExpression: '#holder = :node AND #incarnation = :incarnation AND #epoch = :epoch',
+          ExpressionAttributeNames: leaseNames,
+          ExpressionAttributeValues: { ':node': holder.node, ':incarnation': holder.incarnation, ':epoch': epoch, ':now': nowMs, ':one': 1 },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      assert(result.Attributes !== undefined, 'UpdateItem with ALL_NEW returned no attributes');
+      return toLease(result.Attributes);
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) throw new StaleEpochError(shard, epoch);
+      throw error;
+    }
+  }
+
+  async acquireLease(
+    shard: number,
+    holder: { node: string; incarnation: string },
+    expectedVersion: number | undefined,
+    epoch: number,
+    nowMs: number,
+    marker: LogEntry,
+  ): Promise<LeaseRecord> {
+    assert(marker.shard === shard && marker.epoch === epoch, 'the leader marker must be of the acquired shard and epoch');
+    const lease: LeaseRecord = { shard, holder: holder.node, incarnation: holder.incarnation, epoch, version: (expectedVersion ?? 0) + 1, renewedAtMs: nowMs };
+    try {
+      await this.client.send(
+        new TransactWriteCommand({
+          TransactItems: [
+            {
+              Put: {
+                TableName: this.tables.control,
+                Item: { pk: leasePartition, sk: leaseSortKey(shard), ...lease },
+                ...(expectedVersion === undefined
+                  ? { ConditionExpression: 'attribute_not_exists(#pk)', ExpressionAttributeNames: { '#pk': 'pk' } }
+                  : {
+                      ConditionExpression: '#version = :version',
+                      ExpressionAttributeNames: { '#version': 'version' },
+                      ExpressionAttributeValues: { ':version': expectedVersion },
+                    }),
+              },
+            },
+            {
+              Put: {
+                TableName: this.tables.log,
+                Item: fromLogEntry(marker),
+                ConditionExpression: 'attribute_not_exists(#index)',
+                ExpressionAttributeNames: { '#index': 'index' },
+              },
+            },
+          ],
+        }),
+      );
+      return lease;
+    } catch (error) {
+      if (error instanceof TransactionCanceledException) {
+        const [leaseCode, logCode] = reasonCodes(error);
+        if (leaseCode === 'ConditionalCheckFailed') throw new StaleEpochError(shard, epoch);
+        if (logCode === 'ConditionalCheckFailed') throw new HeadConflictError(shard, marker.index);
+        throw new TransactionRaceError(`shard ${shard}: lease takeover raced another transaction`);
+      }
+      throw error;
+    }
+  }
+
+  async putHeartbeat(heartbeat: HeartbeatItem): Promise<void> {
+    await this.client.send(new PutCommand({ TableName: this.tables.control, Item: { pk: nodePartition, sk: heartbeat.node, ...heartbeat } }));
+  }
+
+  async readHeartbeats(): Promise<HeartbeatItem[]> {
+    const result = await this.client.send(
+      new QueryCommand({
+        TableName: this.tables.control,
+        KeyConditionExpression: '#pk = :pk',
+        ExpressionAttributeNames: { '#pk': 'pk' },
+        ExpressionAttributeValues: { ':pk': nodePartition },
+        ConsistentRead: true,
+      }),
+    );
+    return (result.Items ?? []).map((item) => ({
+      node: String(item.node),
+      incarnation: String(item.incarnation),
+      seq: Number(item.seq),
+      atMs: Number(item.atMs),
+    }));
+  }
+
+  async readHead(shard: number): Promise<LogHead | undefined> {
+    const result = await this.client.send(
+      new QueryCommand({
+        TableName: this.tables.log,
+        KeyConditionExpression: '#shard = :shard',
+        ExpressionAttributeValues: { ':shard': shard },
+        ProjectionExpression: '#index, #hash',
+        ExpressionAttributeNames: { '#shard': 'shard', '#index': 'index', '#hash': 'hash' },
+        ScanIndexForward: false,
+        Limit: 1,
+        ConsistentRead: true,
+      }),
+    );
+    const item = result.Items?.[0];
+    return item === undefined ? undefined : { index: Number(item.index), hash: String(item.hash) };
+  }
+
+  async readLogEntry(shard: number, index: number): Promise<LogEntry | undefined> {
+    const result = await this.client.send(new GetCommand({ TableName: this.tables.log, Key: { shard, index }, ConsistentRead: true }));
+    return result.Item === undefined ? undefined : toLogEntry(result.Item);
+  }
+
+  async readLog(shard: number, fromIndex: number, limit: number): Promise<LogEntry[]> {
+    const entries: LogEntry[] = [];
+    let startKey: Item | undefined;
+    do {
+      const page = await this.client.send(
+        new QueryCommand({
+          TableName: this.tables.log,
+          KeyConditionExpression: '#shard = :shard AND #index >= :from',
+          ExpressionAttributeNames: { '#shard': 'shard', '#index': 'index' },
+          ExpressionAttributeValues: { ':shard': shard, ':from': fromIndex },
+          ConsistentRead: true,
+          Limit: Math.min(limit - entries.length, 1000),
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      entries.push(...(page.Items ?? []).map(toLogEntry));
+      startKey = page.LastEvaluatedKey;
+    } while (startKey !== undefined && entries.length < limit);
+    return entries;
+  }
+
+  async commit({ entry, kv }: CommitRequest): Promise<void> {
+    const { shard, epoch } = entry;
+    const items: NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']> = [
+      {
+        // The fencing token: a writer whose epoch is not the lease's can never append.
+        ConditionCheck: {
+          TableName: this.tables.control,
+          Key: { pk: leasePartition, sk: leaseSortKey(shard) },
+          ConditionExpression: '#epoch = :epoch AND attribute_exists(#holder)',
+          ExpressionAttributeNames: { '#epoch': 'epoch', '#holder': 'holder' },
+          ExpressionAttributeValues: { ':epoch': epoch },
+        },
+      },
+      {
+        // The log index is the compare-and-swap that serializes writers of one shard.
+        Put: {
+          TableName: this.tables.log,
+          Item: fromLogEntry(entry),
+          ConditionExpression: 'attribute_not_exists(#index)',
+          ExpressionAttributeNames: { '#index': 'index' },
+        },
+      },
+    ];
+    if (kv !== undefined) {
+      const { change, precondition } = kv;
+      const conditions: string[] = [];
+      const names: Record<string, string> = {};
+      const values: Record<string, unknown> = {};
+      if (precondition.ifAbsent) {
+        conditions.push('attribute_not_exists(#key)');
+        names['#key'] = 'key';
+      }
+      if (precondition.ifVersion !== undefined) {
+        conditions.push('#version = :expected');
+        names['#version'] = 'version';
+        values[':expected'] = precondition.ifVersion;
+      }
+      if (change.type === 'delete' && precondition.ifVersion === undefined) {
+        conditions.push('attribute_exists(#key)');
+        names['#key'] = 'key';
+      }
+      const condition =
+        conditions.length === 0
+          ? {}
+          : {
+              ConditionExpression: conditions.join(' AND '),
+              ExpressionAttributeNames: names,
+              ...(Object.keys(values).length === 0 ? {} : { ExpressionAttributeValues: values }),
+              ReturnValuesOnConditionCheckFailure: 'ALL_OLD' as const,
+            };
+      if (change.type === 'put') {
+        items.push({
+          Put: {
+            TableName: this.tables.kv,
+            Item: { shard, key: change.key, value: change.value, version: entry.index, epoch, index: entry.index },
+            ...condition,
+          },
+        });
+      } else {
+        items.push({ Delete: { TableName: this.tables.kv, Key: { shard, key: change.key }, ...condition } });
+      }
+    }
+    try {
+      // The token makes the SDK's own retry of a timed-out commit idempotent: DynamoDB then
+      // applies the transaction at most once. It names this attempt (request and index).
+      await this.client.send(new TransactWriteCommand({ TransactItems: items, ClientRequestToken: attemptToken(entry) }));
+    } catch (error) {
+      if (!(error instanceof TransactionCanceledException)) throw error;
+      const [leaseCode, logCode, kvCode] = reasonCodes(error);
+      // Order matters: a stale epoch or a stale head makes the kv condition meaningless.
+      if (leaseCode === 'ConditionalCheckFailed') throw new StaleEpochError(shard, epoch);
+      if (logCode === 'ConditionalCheckFailed') throw new HeadConflictError(shard, entry.index);
+      if (kvCode === 'ConditionalCheckFailed' && kv !== undefined) {
+        const current = oldVersion(error, 2);
+        const { change, precondition } = kv;
+        if (current === undefined && change.type === 'delete' && precondition.ifVersion === undefined) {
+          throw new NotFoundError(`key "${change.key}" does not exist`);
+        }
+        const expected = precondition.ifVersion !== undefined ? `version ${precondition.ifVersion}` : 'no existing item';
+        const actual = current === undefined ? 'the key does not exist' : `the current version is ${current}`;
+        throw new VersionConflictError(`version conflict on "${change.key}": expected ${expected}, but ${actual}`, current);
+      }
+      throw new TransactionRaceError(`shard ${shard}: write raced another transaction (${reasonCodes(error).join(', ')})`);
+    }
+  }
+
+  async getItem(shard: number, key: string, consistent: boolean): Promise<KvItem | undefined> {
+    const result = await this.client.send(new GetCommand({ TableName: this.tables.kv, Key: { shard, key }, ConsistentRead: consistent }));
+    return result.Item === undefined ? undefined : toKvItem(result.Item);
+  }
+
+  async list(prefix: string, limit: number, after: string | undefined, consistent: boolean): Promise<ListPage> {
+    // One ordered Query per shard, merged: each shard returns at most `limit` keys, so the
+    // first `limit` of the merge are the first `limit` overall.
+    const perShard = await Promise.all(
+      Array.from({ length: this.shardCount }, (_, shard) => this.#listShard(shard, prefix, limit, after, consistent)),
+    );
+    const merged = perShard.flatMap((page) => page.items).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    const items = merged.slice(0, limit);
+    const more = merged.length > limit || perShard.some((page) => page.more);
+    const last = items.at(-1);
+    return { items, next: more && last !== undefined ? last.key : undefined };
+  }
+
+  async #listShard(shard: number, prefix: string, limit: number, after: string | undefined, consistent: boolean): Promise<{ items: KvItem[]; more: boolean }> {
+    const conditions = ['#shard = :shard'];
+    const values: Record<string, unknown> = { ':shard': shard };
+    if (after !== undefined && after >= prefix) {
+      conditions.push('#key > :after');
+      values[':after'] = after;
+    } else if (prefix !== '') {
+      conditions.push('begins_with(#key, :prefix)');
+      values[':prefix'] = prefix;
+    }
+    const items: KvItem[] = [];
+    let startKey: Item | undefined;
+    do {
+      const page = await this.client.send(
+        new QueryCommand({
+          TableName: this.tables.kv,
+          KeyConditionExpression: conditions.join(' AND '),
+          ExpressionAttributeNames: conditions.length > 1 ? { '#shard': 'shard', '#key': 'key' } : { '#shard': 'shard' },
+          ExpressionAttributeValues: values,
+          ConsistentRead: consistent,
+          Limit: limit + 1,
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      for (const raw of page.Items ?? []) {
+        const item = toKvItem(raw);
+        // With `after` the key condition is a range, so keys past the prefix end the scan.
+        if (!item.key.startsWith(prefix)) return { items, more: false };
+        items.push(item);
+      }
+      startKey = page.LastEvaluatedKey;
+    } while (startKey !== undefined && items.length <= limit);
+    return { items: items.slice(0, limit), more: items.length > limit || startKey !== undefined };
+  }
+}

@@ -1,0 +1,87 @@
+import { assert } from './core/assert.ts';
+import { checkTimings, limits } from './core/limits.ts';
+import { tableNames, type TableNames } from './infra/schema.ts';
+
+/**
+ * Environment variable names: the contract between the infrastructure (CDK stacks, the local
+ * cloud) and the handlers. Nothing else reads the environment.
+ */
+export const env = {
+  region: 'EPOCHKV_REGION',
+  tablePrefix: 'EPOCHKV_TABLE_PREFIX',
+  shardCount: 'EPOCHKV_SHARD_COUNT',
+  leaseMs: 'EPOCHKV_LEASE_MS',
+  tickMs: 'EPOCHKV_TICK_MS',
+  nodeIds: 'EPOCHKV_NODE_IDS',
+  nodeId: 'EPOCHKV_NODE_ID',
+  dynamoEndpoint: 'EPOCHKV_DYNAMODB_ENDPOINT',
+  sqsEndpoint: 'EPOCHKV_SQS_ENDPOINT',
+  /** Local cloud only: enables /_local fault controls. */
+  local: 'EPOCHKV_LOCAL',
+  /** Test and fault-injection only: shifts this process's wall clock by this many ms. */
+  clockSkewMs: 'EPOCHKV_CLOCK_SKEW_MS',
+} as const;
+
+export interface ClusterConfig {
+  region: string;
+  tablePrefix: string;
+  tables: TableNames;
+  shardCount: number;
+  leaseMs: number;
+  tickMs: number;
+  nodeIds: string[];
+  dynamoEndpoint: string | undefined;
+  sqsEndpoint: string | undefined;
+  local: boolean;
+}
+
+export const defaultNodeIds = ['node-a', 'node-b', 'node-c'];
+
+function integer(source: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = source[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  assert(Number.isInteger(value), `${name} must be an integer, got "${raw}"`);
+  return value;
+}
+
+export function configFromEnv(source: NodeJS.ProcessEnv = process.env): ClusterConfig {
+  const region = source[env.region] ?? source.AWS_REGION ?? 'us-east-1';
+  const tablePrefix = source[env.tablePrefix] ?? 'epochkv';
+  const config: ClusterConfig = {
+    region,
+    tablePrefix,
+    tables: tableNames(tablePrefix),
+    shardCount: integer(source, env.shardCount, limits.shardsDefault),
+    leaseMs: integer(source, env.leaseMs, limits.leaseMsDefault),
+    tickMs: integer(source, env.tickMs, limits.tickMsDefault),
+    nodeIds: (source[env.nodeIds] ?? defaultNodeIds.join(',')).split(',').map((id) => id.trim()).filter(Boolean),
+    dynamoEndpoint: source[env.dynamoEndpoint] || undefined,
+    sqsEndpoint: source[env.sqsEndpoint] || undefined,
+    local: source[env.local] === '1',
+  };
+  validateConfig(config);
+  return config;
+}
+
+export function validateConfig(config: ClusterConfig): void {
+  assert(config.shardCount >= 1 && config.shardCount <= limits.shardsMax, `shardCount must be 1..${limits.shardsMax}, got ${config.shardCount}`);
+  assert(config.nodeIds.length >= 1 && config.nodeIds.length <= limits.nodesMax, `nodeIds must list 1..${limits.nodesMax} nodes`);
+  assert(new Set(config.nodeIds).size === config.nodeIds.length, `nodeIds has duplicates: ${config.nodeIds.join(',')}`);
+  checkTimings(config);
+}
+
+export function configToEnv(config: ClusterConfig): Record<string, string> {
+  const out: Record<string, string> = {
+    [env.region]: config.region,
+    [env.tablePrefix]: config.tablePrefix,
+    [env.shardCount]: String(config.shardCount),
+    [env.leaseMs]: String(config.leaseMs),
+    [env.tickMs]: String(config.tickMs),
+    [env.nodeIds]: config.nodeIds.join(','),
+  };
+  if (config.dynamoEndpoint) out[env.dynamoEndpoint] = config.dynamoEndpoint;
+  if (config.sqsEndpoint) out[env.sqsEndpoint] = config.sqsEndpoint;
+  if (config.local) out[env.local] = '1';
+  return out;
+}

@@ -1,0 +1,90 @@
+import { assert } from './assert.ts';
+
+/**
+ * Every bound of the system in one place. The relations between them are checked when the
+ * module loads (and again by `checkTimings` for configured values), so an impossible
+ * configuration fails at start instead of misbehaving under load.
+ */
+export const limits = {
+  /** Shards a cluster may have; a shard is a lease, a log and a FIFO message group. */
+  shardsMax: 256,
+  shardsDefault: 8,
+  /** Node identities a cluster may have. */
+  nodesMax: 16,
+
+  /** Keys are UTF-8, 1..1024 bytes: the DynamoDB sort-key limit is 1024 bytes. */
+  keyBytesMin: 1,
+  keyBytesMax: 1024,
+  /**
+   * Values up to 256 KiB. The value is stored twice in one transaction (log entry and kv item,
+   * each a DynamoDB item of at most 400 KB with the key and metadata), and a replication
+   * message carries it base64-encoded (4/3 larger, ~342 KiB) within the 1 MiB SQS message limit.
+   */
+  valueBytesMax: 256 * 1024,
+  /** DynamoDB's own limits that the two above must stay under. */
+  dynamoItemBytesMax: 400 * 1000,
+  sqsMessageBytesMax: 1024 * 1024,
+  /** Bytes reserved in an item for attribute names, key and metadata. */
+  itemOverheadBytesMax: 8 * 1024,
+
+  /** Prefix listing page size. */
+  listLimitDefault: 100,
+  listLimitMax: 1000,
+
+  /** Lease and tick timing defaults (AWS); the local cloud uses shorter ones. */
+  leaseMsDefault: 6000,
+  tickMsDefault: 1000,
+  leaseMsLocal: 2000,
+  tickMsLocal: 250,
+  /** A lease shorter than this cannot be renewed reliably over a network. */
+  leaseMsMin: 200,
+  tickMsMin: 20,
+
+  /** Failure detector: suspect after this many missed ticks, dead after that many. */
+  suspectAfterTicks: 3,
+  deadAfterTicks: 8,
+
+  /** Lost races (stale head, stale lease) are retried this many times with jittered backoff. */
+  writeAttemptsMax: 8,
+  retryBackoffMsBase: 5,
+  retryBackoffMsMax: 200,
+  /** The API trusts a lease this much past its renewal time to absorb clock skew. */
+  leaseSkewToleranceMs: 500,
+  /** Seconds a client should wait before retrying a 503 for a leaderless shard. */
+  retryAfterSeconds: 1,
+} as const;
+
+export interface Timings {
+  leaseMs: number;
+  tickMs: number;
+}
+
+/** Checks the relations a lease/tick pair must satisfy; throws with what to fix. */
+export function checkTimings({ leaseMs, tickMs }: Timings): void {
+  assert(Number.isInteger(leaseMs) && leaseMs >= limits.leaseMsMin, `leaseMs must be an integer >= ${limits.leaseMsMin}, got ${leaseMs}`);
+  assert(Number.isInteger(tickMs) && tickMs >= limits.tickMsMin, `tickMs must be an integer >= ${limits.tickMsMin}, got ${tickMs}`);
+  // A leader renews every tick; three ticks per lease lets two renewals fail in a row
+  // (a slow write, a GC pause) before the lease can be taken over.
+  assert(tickMs * 3 <= leaseMs, `tickMs * 3 must be <= leaseMs (tickMs=${tickMs}, leaseMs=${leaseMs})`);
+}
+
+// Relations checked at load.
+assert(limits.keyBytesMin >= 1 && limits.keyBytesMin <= limits.keyBytesMax, 'key byte bounds are inverted');
+assert(
+  2 * (limits.valueBytesMax + limits.keyBytesMax + limits.itemOverheadBytesMax) <= 4 * 1000 * 1000,
+  'a write transaction (log entry + kv item) must stay under the 4 MB TransactWriteItems limit',
+);
+assert(
+  limits.valueBytesMax + limits.keyBytesMax + limits.itemOverheadBytesMax <= limits.dynamoItemBytesMax,
+  'a log entry or kv item must fit in a 400 KB DynamoDB item',
+);
+assert(
+  Math.ceil((limits.valueBytesMax + limits.keyBytesMax + limits.itemOverheadBytesMax) / 3) * 4 <= limits.sqsMessageBytesMax,
+  'a base64-encoded log entry must fit in one 1 MiB SQS message',
+);
+assert(limits.shardsDefault <= limits.shardsMax, 'shardsDefault exceeds shardsMax');
+assert(limits.suspectAfterTicks < limits.deadAfterTicks, 'a node must be suspected before it is declared dead');
+assert(limits.listLimitDefault <= limits.listLimitMax, 'listLimitDefault exceeds listLimitMax');
+assert(limits.retryBackoffMsBase <= limits.retryBackoffMsMax, 'retry backoff bounds are inverted');
+checkTimings({ leaseMs: limits.leaseMsDefault, tickMs: limits.tickMsDefault });
+checkTimings({ leaseMs: limits.leaseMsLocal, tickMs: limits.tickMsLocal });

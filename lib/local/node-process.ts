@@ -1,0 +1,45 @@
+/**
+ * A node of the local cloud: one OS process per node identity, so it can be killed
+ * (SIGKILL) or paused (SIGSTOP) like a crashed or frozen Lambda. It plays the EventBridge
+ * schedule: it starts an invocation of the same `node` handler logic every `invocationMs`,
+ * each running a lease longer than that, so consecutive invocations overlap and hand the
+ * node's leases over exactly as on AWS (only shorter).
+ */
+import { makeDynamoClient } from '../adapters/aws/clients.ts';
+import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
+import { sleep, systemClock } from '../clock.ts';
+import { configFromEnv } from '../config.ts';
+import { newIncarnation, runNode } from '../../functions/node.ts';
+
+const node = process.argv[2];
+const invocationMs = Number(process.env.EPOCHKV_LOCAL_INVOCATION_MS ?? 20_000);
+if (node === undefined) {
+  console.error('usage: node-process <node-id>');
+  process.exit(2);
+}
+
+const config = configFromEnv();
+const clock = systemClock();
+const store = new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
+const stop = new AbortController();
+const running = new Set<Promise<unknown>>();
+
+const shutdown = () => stop.abort();
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
+// The parent went away (even by SIGKILL): do not linger as an orphan.
+process.on('disconnect', shutdown);
+
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+while (!stop.signal.aborted) {
+  const incarnation = newIncarnation(clock);
+  const invocation = runNode({ config, store, node, incarnation, budgetMs: invocationMs + config.leaseMs, clock, log, signal: stop.signal })
+    .catch((error: unknown) => log(`${node} invocation ${incarnation} failed: ${String(error)}`))
+    .finally(() => running.delete(invocation));
+  running.add(invocation);
+  const nextMs = clock.monotonicMs() + invocationMs;
+  while (!stop.signal.aborted && clock.monotonicMs() < nextMs) await sleep(Math.min(100, nextMs - clock.monotonicMs()));
+}
+await Promise.allSettled([...running]);
+process.exit(0);

@@ -1,0 +1,92 @@
+/**
+ * Typed errors of the store. Handlers map them to HTTP statuses; nothing else inspects
+ * messages.
+ */
+export class EpochKvError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly code: string,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** Bad input: says which field and what to fix. Nothing was changed. */
+export class ValidationError extends EpochKvError {
+  constructor(
+    readonly field: string,
+    message: string,
+    status = 400,
+  ) {
+    super(message, status, status === 413 ? 'TooLarge' : 'BadRequest');
+  }
+}
+
+export class NotFoundError extends EpochKvError {
+  constructor(message: string) {
+    super(message, 404, 'NotFound');
+  }
+}
+
+/** A compare-and-swap condition did not hold. Nothing was changed. */
+export class VersionConflictError extends EpochKvError {
+  constructor(
+    message: string,
+    readonly currentVersion: number | undefined,
+  ) {
+    super(message, 412, 'VersionConflict');
+  }
+}
+
+/** The transaction's lease check failed: the writer's epoch is not the shard's epoch any more. */
+export class StaleEpochError extends EpochKvError {
+  constructor(
+    readonly shard: number,
+    readonly epoch: number,
+  ) {
+    super(`shard ${shard}: epoch ${epoch} is no longer the shard's epoch`, 503, 'StaleEpoch');
+  }
+}
+
+/** The log already has an entry at the index the writer tried: its head was stale. */
+export class HeadConflictError extends EpochKvError {
+  constructor(
+    readonly shard: number,
+    readonly index: number,
+  ) {
+    super(`shard ${shard}: log index ${index} is taken`, 503, 'HeadConflict');
+  }
+}
+
+/** Two transactions touched the same item at once; DynamoDB refused one. Safe to retry. */
+export class TransactionRaceError extends EpochKvError {
+  constructor(message: string) {
+    super(message, 503, 'TransactionConflict');
+  }
+}
+
+/** No live leader for the shard: writes wait for failover. Retry after a short while. */
+export class NoLeaderError extends EpochKvError {
+  constructor(
+    readonly shard: number,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(`shard ${shard} has no live leader (failover in progress); retry after ${retryAfterSeconds} s`, 503, 'NoLeader');
+  }
+}
+
+/** The store was reached but the outcome of a write is not known (timeout mid-commit). */
+export class OutcomeUnknownError extends EpochKvError {
+  constructor(message: string) {
+    super(message, 503, 'OutcomeUnknown');
+  }
+}
+
+/** Lost races kept happening; the write was not applied. */
+export class RetriesExhaustedError extends EpochKvError {
+  constructor(message: string) {
+    super(message, 503, 'Busy');
+  }
+}

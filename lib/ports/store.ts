@@ -1,0 +1,89 @@
+import type { LeaseRecord } from '../core/lease.ts';
+import type { LogEntry } from '../core/log.ts';
+
+/** A stored key-value item. `version` is the log index of the write that produced it. */
+export interface KvItem {
+  key: string;
+  shard: number;
+  value: Uint8Array;
+  version: number;
+  epoch: number;
+  index: number;
+}
+
+export interface LogHead {
+  index: number;
+  hash: string;
+}
+
+export type KvChange = { type: 'put'; key: string; value: Uint8Array } | { type: 'delete'; key: string };
+
+/** The caller's compare-and-swap condition on the kv item. */
+export interface Precondition {
+  /** `If-Match`: the item exists at exactly this version. */
+  ifVersion?: number | undefined;
+  /** `If-None-Match: *`: the item does not exist. */
+  ifAbsent?: boolean | undefined;
+}
+
+export interface CommitRequest {
+  /** The sealed entry at head + 1, under the epoch the lease check asserts. */
+  entry: LogEntry;
+  kv: { change: KvChange; precondition: Precondition } | undefined;
+}
+
+export interface HeartbeatItem {
+  node: string;
+  incarnation: string;
+  seq: number;
+  atMs: number;
+}
+
+export interface ListPage {
+  items: KvItem[];
+  /** Pass as `after` to get the next page; undefined on the last page. */
+  next: string | undefined;
+}
+
+/**
+ * What the core needs from the home region's tables. Every method states its consistency;
+ * every write is conditional and reports a lost condition as a typed error.
+ */
+export interface Store {
+  /** All lease items, strongly consistent. */
+  readLeases(): Promise<LeaseRecord[]>;
+  readLease(shard: number): Promise<LeaseRecord | undefined>;
+  /** Throws StaleEpochError when the lease is not (node, incarnation, epoch) any more. */
+  renewLease(shard: number, holder: { node: string; incarnation: string }, epoch: number, nowMs: number): Promise<LeaseRecord>;
+  /** Frees the shard; same condition as renew. */
+  releaseLease(shard: number, holder: { node: string; incarnation: string }, epoch: number, nowMs: number): Promise<LeaseRecord>;
+  /**
+   * Takes the lease at `epoch` if its version is still `expectedVersion` (or it does not exist)
+   * and appends `marker` — the `leader` entry at head + 1 — in the same transaction. Throws
+   * StaleEpochError when the lease moved, HeadConflictError when the log did.
+   */
+  acquireLease(
+    shard: number,
+    holder: { node: string; incarnation: string },
+    expectedVersion: number | undefined,
+    epoch: number,
+    nowMs: number,
+    marker: LogEntry,
+  ): Promise<LeaseRecord>;
+  putHeartbeat(heartbeat: HeartbeatItem): Promise<void>;
+  readHeartbeats(): Promise<HeartbeatItem[]>;
+  /** The last log entry of a shard (strongly consistent), undefined for an empty log. */
+  readHead(shard: number): Promise<LogHead | undefined>;
+  readLogEntry(shard: number, index: number): Promise<LogEntry | undefined>;
+  /** Entries with index >= fromIndex in order, at most `limit`. */
+  readLog(shard: number, fromIndex: number, limit: number): Promise<LogEntry[]>;
+  /**
+   * The fenced write: ONE transaction of lease epoch check + log put at a free index + kv
+   * change under the caller's condition. Throws StaleEpochError, HeadConflictError,
+   * VersionConflictError, NotFoundError (delete of a missing key) or TransactionRaceError.
+   */
+  commit(request: CommitRequest): Promise<void>;
+  getItem(shard: number, key: string, consistent: boolean): Promise<KvItem | undefined>;
+  /** Keys starting with `prefix` in key order across all shards, after `after` (exclusive). */
+  list(prefix: string, limit: number, after: string | undefined, consistent: boolean): Promise<ListPage>;
+}

@@ -1,0 +1,48 @@
+import type { Clock } from '../clock.ts';
+import type { ClusterConfig } from '../config.ts';
+import type { NodeStatus } from '../core/failure-detector.ts';
+import { limits } from '../core/limits.ts';
+import type { Store } from '../ports/store.ts';
+
+export interface ClusterStatus {
+  region: string;
+  leaseMs: number;
+  tickMs: number;
+  nodes: { id: string; status: NodeStatus; lastHeartbeatAgeMs: number | null; incarnation: string | null; seq: number | null }[];
+  shards: { shard: number; leader: string | null; epoch: number; headIndex: number; leaseAgeMs: number | null; live: boolean }[];
+}
+
+/**
+ * A snapshot for people and dashboards. The API is stateless, so node health here compares
+ * heartbeat stamps with this process's clock (display only; the nodes' own failure detectors
+ * use local elapsed time and never compare clocks).
+ */
+export async function clusterStatus(store: Store, config: ClusterConfig, clock: Clock): Promise<ClusterStatus> {
+  const [heartbeats, leases, heads] = await Promise.all([
+    store.readHeartbeats(),
+    store.readLeases(),
+    Promise.all(Array.from({ length: config.shardCount }, (_, shard) => store.readHead(shard))),
+  ]);
+  const now = clock.wallMs();
+  const ids = [...new Set([...config.nodeIds, ...heartbeats.map((heartbeat) => heartbeat.node)])].sort();
+  const nodes = ids.map((id) => {
+    const heartbeat = heartbeats.find((candidate) => candidate.node === id);
+    const ageMs = heartbeat === undefined ? null : Math.max(0, now - heartbeat.atMs);
+    const status: NodeStatus =
+      ageMs === null || ageMs >= limits.deadAfterTicks * config.tickMs ? 'dead' : ageMs >= limits.suspectAfterTicks * config.tickMs ? 'suspected' : 'alive';
+    return { id, status, lastHeartbeatAgeMs: ageMs, incarnation: heartbeat?.incarnation ?? null, seq: heartbeat?.seq ?? null };
+  });
+  const shards = Array.from({ length: config.shardCount }, (_, shard) => {
+    const lease = leases.find((candidate) => candidate.shard === shard);
+    const leaseAgeMs = lease === undefined ? null : Math.max(0, now - lease.renewedAtMs);
+    return {
+      shard,
+      leader: lease?.holder ?? null,
+      epoch: lease?.epoch ?? 0,
+      headIndex: heads[shard]?.index ?? 0,
+      leaseAgeMs,
+      live: lease?.holder !== undefined && leaseAgeMs !== null && leaseAgeMs <= config.leaseMs + limits.leaseSkewToleranceMs,
+    };
+  });
+  return { region: config.region, leaseMs: config.leaseMs, tickMs: config.tickMs, nodes, shards };
+}

@@ -1,0 +1,142 @@
+import { randomUUID } from 'node:crypto';
+import { backoffMs, sleep, type Clock } from '../clock.ts';
+import { limits } from '../core/limits.ts';
+import type { LeaseRecord } from '../core/lease.ts';
+import { sealEntry, type Operation } from '../core/log.ts';
+import { shardOf } from '../core/shard.ts';
+import {
+  EpochKvError,
+  HeadConflictError,
+  NoLeaderError,
+  OutcomeUnknownError,
+  RetriesExhaustedError,
+  StaleEpochError,
+  TransactionRaceError,
+} from '../ports/errors.ts';
+import type { KvChange, KvItem, ListPage, LogHead, Precondition, Store } from '../ports/store.ts';
+
+export interface WriteResult {
+  key: string;
+  shard: number;
+  version: number;
+  epoch: number;
+  index: number;
+}
+
+export interface ServiceOptions {
+  shardCount: number;
+  leaseMs: number;
+  tickMs: number;
+}
+
+interface CachedLease {
+  record: LeaseRecord | undefined;
+  readAtMs: number;
+}
+
+/**
+ * The write and read paths of the stateless API. The lease and the head index are cached
+ * per instance to save reads; the transaction's conditions are what make a write safe, so a
+ * stale cache costs a retry, never correctness.
+ */
+export class KvService {
+  readonly #leases = new Map<number, CachedLease>();
+  readonly #heads = new Map<number, LogHead | undefined>();
+
+  constructor(
+    readonly store: Store,
+    readonly options: ServiceOptions,
+    private readonly clock: Clock,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  shardOf(key: string): number {
+    return shardOf(key, this.options.shardCount);
+  }
+
+  async write(change: KvChange, precondition: Precondition): Promise<WriteResult> {
+    const shard = this.shardOf(change.key);
+    const requestId = randomUUID();
+    const operation: Operation = change.type === 'put' ? { type: 'put', key: change.key, value: change.value } : { type: 'delete', key: change.key };
+    let lastRace: EpochKvError | undefined;
+    for (let attempt = 0; attempt < limits.writeAttemptsMax; attempt += 1) {
+      if (attempt > 0) await sleep(backoffMs(attempt, limits.retryBackoffMsBase, limits.retryBackoffMsMax, this.random));
+      const lease = await this.#liveLease(shard);
+      const head = this.#heads.has(shard) ? this.#heads.get(shard) : await this.store.readHead(shard);
+      const entry = sealEntry(head, {
+        shard,
+        index: (head?.index ?? 0) + 1,
+        epoch: lease.epoch,
+        ops: [operation],
+        requestId,
+        committedAtMs: this.clock.wallMs(),
+      });
+      try {
+        await this.store.commit({ entry, kv: { change, precondition } });
+        this.#heads.set(shard, { index: entry.index, hash: entry.hash });
+        return { key: change.key, shard, version: entry.index, epoch: entry.epoch, index: entry.index };
+      } catch (error) {
+        if (error instanceof StaleEpochError) {
+          this.#leases.delete(shard);
+          lastRace = error;
+        } else if (error instanceof HeadConflictError) {
+          this.#heads.delete(shard);
+          lastRace = error;
+        } else if (error instanceof TransactionRaceError) {
+          lastRace = error;
+        } else if (error instanceof EpochKvError) {
+          throw error;
+        } else {
+          // Not a refusal: a timeout or a dropped connection. The transaction may have
+          // committed; the log tells, because the entry carries our request id.
+          this.#heads.delete(shard);
+          const stored = await this.store.readLogEntry(shard, entry.index).catch(() => undefined);
+          if (stored?.requestId === requestId) {
+            return { key: change.key, shard, version: entry.index, epoch: entry.epoch, index: entry.index };
+          }
+          if (stored === undefined) {
+            throw new OutcomeUnknownError(`the write to "${change.key}" may or may not have been applied: ${String(error)}`);
+          }
+          lastRace = new HeadConflictError(shard, entry.index);
+        }
+      }
+    }
+    throw new RetriesExhaustedError(
+      `the write to "${change.key}" lost ${limits.writeAttemptsMax} races in a row (${lastRace?.code ?? 'unknown'}) and was not applied; retry`,
+    );
+  }
+
+  async get(key: string, consistent: boolean): Promise<KvItem | undefined> {
+    return this.store.getItem(this.shardOf(key), key, consistent);
+  }
+
+  async list(prefix: string, limit: number, after: string | undefined): Promise<ListPage> {
+    return this.store.list(prefix, limit, after, true);
+  }
+
+  /** A lease with a holder whose renewal is recent enough, re-read when the cached one is old. */
+  async #liveLease(shard: number): Promise<LeaseRecord & { holder: string }> {
+    let cached = this.#leases.get(shard);
+    const now = this.clock.monotonicMs();
+    if (cached === undefined || now - cached.readAtMs > this.options.tickMs || !this.#isLive(cached.record)) {
+      cached = { record: await this.store.readLease(shard), readAtMs: this.clock.monotonicMs() };
+      this.#leases.set(shard, cached);
+    }
+    const record = cached.record;
+    if (record === undefined || record.holder === undefined || !this.#isLive(record)) {
+      this.#leases.delete(shard);
+      throw new NoLeaderError(shard, limits.retryAfterSeconds);
+    }
+    return { ...record, holder: record.holder };
+  }
+
+  /**
+   * The liveness gate: compares the holder's renewal stamp with this process's clock, with a
+   * tolerance. Skew only makes it refuse or accept a little early or late; safety rests on
+   * the epoch check in the transaction.
+   */
+  #isLive(record: LeaseRecord | undefined): boolean {
+    if (record === undefined || record.holder === undefined) return false;
+    return this.clock.wallMs() - record.renewedAtMs <= this.options.leaseMs + limits.leaseSkewToleranceMs;
+  }
+}
