@@ -134,7 +134,7 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
     if (method !== 'GET') return methodNotAllowed(method, ['GET']);
     return json(200, await clusterStatus(service.store, deps.config, deps.clock));
   }
-  if (path === '/kv' || path === '/kv/') {
+  if (path === '/kv' || (path === '/kv/' && method === 'GET')) {
     if (method !== 'GET') return methodNotAllowed(method, ['GET']);
     const query = queryParameters(event, 'GET /kv');
     const prefix = query.prefix ?? '';
@@ -155,6 +155,7 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
   if (path.startsWith('/kv/')) {
     const allowed = ['GET', 'PUT', 'DELETE'];
     if (!allowed.includes(method)) return methodNotAllowed(method, allowed);
+    if (path === '/kv/') throw new ValidationError('key', 'missing key: use /kv/{key} with a key of 1 to 1024 bytes');
     const key = keyOf(event);
     queryParameters(event, `${method} /kv/{key}`);
     if (method === 'GET') {

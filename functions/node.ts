@@ -127,7 +127,9 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
       summary.errors += 1;
       log(`${node} tick failed: ${String(error)}`);
     }
-    const waitMs = config.tickMs - (clock.monotonicMs() - tickStartMs);
+    const untilTakeoverMs = election.msUntilTakeover();
+    const tickRemainingMs = config.tickMs - (clock.monotonicMs() - tickStartMs);
+    const waitMs = untilTakeoverMs === undefined ? tickRemainingMs : Math.min(tickRemainingMs, untilTakeoverMs - (clock.monotonicMs() - (observedMs ?? tickStartMs)));
     if (waitMs > 0) await sleep(Math.min(waitMs, Math.max(0, options.budgetMs - (clock.monotonicMs() - startedMs))));
   }
   return summary;

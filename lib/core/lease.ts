@@ -75,6 +75,15 @@ export class Election {
   #aliveCount = 1;
   /** Local time since this node last released a shard: releases are spaced by a lease. */
   #sinceReleaseMs: number;
+  /** The last shard this node released, until it is seen held again. */
+  #releasedShard: number | undefined;
+  /**
+   * The alive set (sorted, comma-joined) in which a shard this node released came back to it:
+   * the nodes that looked under-loaded did not take it (draining, or alive only to the failure
+   * detector). Releasing again in the same alive set would only cycle shards through outages.
+   */
+  #releaseFutileFor: string | undefined;
+  #aliveKey = '';
 
   constructor(options: ElectionOptions) {
     checkTimings(options);
@@ -83,6 +92,8 @@ export class Election {
     this.#options = options;
     this.#shards = Array.from({ length: options.shardCount }, () => ({ record: undefined, unchangedMs: 0, steppedDown: false }));
     this.#sinceReleaseMs = 0;
+    this.#releasedShard = undefined;
+    this.#releaseFutileFor = undefined;
   }
 
   /** Feeds one consistent read of all leases; returns the writes to attempt this tick. */
@@ -101,7 +112,10 @@ export class Election {
       if (stored.version !== view.record?.version) view.unchangedMs = 0;
       view.record = stored;
       view.steppedDown = false;
-      if (action.type === 'release') this.#sinceReleaseMs = 0;
+      if (action.type === 'release') {
+        this.#sinceReleaseMs = 0;
+        this.#releasedShard = action.shard;
+      }
       return;
     }
     if (outcome === 'conflict') {
@@ -121,6 +135,22 @@ export class Election {
   epochOf(shard: number): number | undefined {
     const view = this.#view(shard);
     return this.#isMine(view) ? view.record?.epoch : undefined;
+  }
+
+  /**
+   * Local ms until the earliest lease held by another node could be taken over, if no
+   * renewal shows up before then. The caller observes again at that moment rather than at
+   * its next regular tick, so a takeover is not delayed by up to a tick.
+   */
+  msUntilTakeover(): number | undefined {
+    let earliest: number | undefined;
+    for (const view of this.#shards) {
+      const holder = view.record?.holder;
+      if (holder === undefined || holder === this.#options.node) continue;
+      const remaining = this.#options.leaseMs - view.unchangedMs;
+      if (remaining > 0 && (earliest === undefined || remaining < earliest)) earliest = remaining;
+    }
+    return earliest;
   }
 
   /** How many shards a node should lead when leaderships are spread over the alive nodes. */
@@ -150,6 +180,12 @@ export class Election {
     const alive = new Set(observation.aliveNodes);
     alive.add(this.#options.node);
     this.#aliveCount = alive.size;
+    this.#aliveKey = [...alive].sort().join(',');
+    if (this.#releasedShard !== undefined) {
+      const holder = this.#view(this.#releasedShard).record?.holder;
+      if (holder === this.#options.node) this.#releaseFutileFor = this.#aliveKey;
+      if (holder !== undefined) this.#releasedShard = undefined;
+    }
   }
 
   #decide(observation: Observation): LeaseAction[] {
@@ -224,6 +260,8 @@ export class Election {
     const mine = counts.get(node) ?? 0;
     if (mine <= fairShare) return undefined;
     if (this.#sinceReleaseMs < leaseMs) return undefined;
+    // Not while the last released shard is still free, nor after one came back to us unwanted.
+    if (this.#releasedShard !== undefined || this.#releaseFutileFor === this.#aliveKey) return undefined;
     // Only when a live node would take it: moving a shard costs a short write outage.
     const underLoaded = observation.aliveNodes.some((other) => {
       const theirs = counts.get(other) ?? 0;

@@ -1,0 +1,236 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { DynamoStore } from '../../lib/adapters/aws/dynamo-store.ts';
+import { systemClock } from '../../lib/clock.ts';
+import { sealEntry, verifyChain, type LogEntry } from '../../lib/core/log.ts';
+import { HeadConflictError, NoLeaderError, NotFoundError, StaleEpochError, VersionConflictError } from '../../lib/ports/errors.ts';
+import { KvService } from '../../lib/service/kv-service.ts';
+import { createStore, keyInShard, uniquePrefix } from '../support.ts';
+
+const shardCount = 8;
+const holder = { node: 'node-a', incarnation: '000000000000001-aaaa' };
+const usurper = { node: 'node-b', incarnation: '000000000000001-bbbb' };
+const text = (value: string) => new TextEncoder().encode(value);
+
+/** Takes shard's lease for `who` the way a node does: lease write and leader marker in one transaction. */
+async function acquire(store: DynamoStore, shard: number, who: { node: string; incarnation: string }): Promise<number> {
+  const lease = await store.readLease(shard);
+  const head = await store.readHead(shard);
+  const epoch = (lease?.epoch ?? 0) + 1;
+  const marker = sealEntry(head, {
+    shard,
+    index: (head?.index ?? 0) + 1,
+    epoch,
+    ops: [{ type: 'leader', node: who.node, epoch, previousEpoch: lease?.epoch ?? 0 }],
+    requestId: `leader-${who.node}-${epoch}`,
+    committedAtMs: Date.now(),
+  });
+  await store.acquireLease(shard, who, lease?.version, epoch, Date.now(), marker);
+  return epoch;
+}
+
+async function putEntry(store: DynamoStore, shard: number, epoch: number, key: string, value: string, requestId: string): Promise<LogEntry> {
+  const head = await store.readHead(shard);
+  return sealEntry(head, { shard, index: (head?.index ?? 0) + 1, epoch, ops: [{ type: 'put', key, value: text(value) }], requestId, committedAtMs: Date.now() });
+}
+
+describe('Class: DynamoStore', () => {
+  let store: DynamoStore;
+
+  beforeAll(async () => {
+    ({ store } = await createStore(uniquePrefix('store'), shardCount));
+  });
+
+  describe('Method: commit (the fenced write)', () => {
+    it('refuses a writer holding a stale epoch in the transaction itself, changing nothing', async () => {
+      // Prepare: node-a leads at epoch e, writes once; node-b takes over at e + 1.
+      const shard = 1;
+      const key = keyInShard(shard, shardCount, 'fenced');
+      const staleEpoch = await acquire(store, shard, holder);
+      const first = await putEntry(store, shard, staleEpoch, key, 'v1', 'r1');
+      await store.commit({ entry: first, kv: { change: { type: 'put', key, value: text('v1') }, precondition: {} } });
+      const newEpoch = await acquire(store, shard, usurper);
+      expect(newEpoch).toBe(staleEpoch + 1);
+      const headBefore = await store.readHead(shard);
+
+      // Act: the old leader's writer still believes in its epoch.
+      const zombie = await putEntry(store, shard, staleEpoch, key, 'zombie', 'r2');
+      const attempt = store.commit({ entry: zombie, kv: { change: { type: 'put', key, value: text('zombie') }, precondition: {} } });
+
+      // Assess
+      await expect(attempt).rejects.toBeInstanceOf(StaleEpochError);
+      expect(await store.readHead(shard)).toEqual(headBefore);
+      const item = await store.getItem(shard, key, true);
+      expect(new TextDecoder().decode(item?.value)).toBe('v1');
+      expect(item?.epoch).toBe(staleEpoch);
+    });
+
+    it('refuses an entry at an index that is taken (the log index is the CAS)', async () => {
+      // Prepare
+      const shard = 2;
+      const key = keyInShard(shard, shardCount, 'head');
+      const epoch = await acquire(store, shard, holder);
+      const entry = await putEntry(store, shard, epoch, key, 'a', 'h1');
+      const racer = await putEntry(store, shard, epoch, key, 'b', 'h2');
+      await store.commit({ entry, kv: { change: { type: 'put', key, value: text('a') }, precondition: {} } });
+
+      // Act
+      const attempt = store.commit({ entry: racer, kv: { change: { type: 'put', key, value: text('b') }, precondition: {} } });
+
+      // Assess
+      await expect(attempt).rejects.toBeInstanceOf(HeadConflictError);
+      expect((await store.getItem(shard, key, true))?.version).toBe(entry.index);
+    });
+
+    it('reports a failed If-Match with the current version and appends nothing', async () => {
+      // Prepare
+      const shard = 3;
+      const key = keyInShard(shard, shardCount, 'cas');
+      const epoch = await acquire(store, shard, holder);
+      const created = await putEntry(store, shard, epoch, key, 'a', 'c1');
+      await store.commit({ entry: created, kv: { change: { type: 'put', key, value: text('a') }, precondition: { ifAbsent: true } } });
+      const next = await putEntry(store, shard, epoch, key, 'b', 'c2');
+
+      // Act
+      const attempt = store.commit({ entry: next, kv: { change: { type: 'put', key, value: text('b') }, precondition: { ifVersion: created.index + 7 } } });
+
+      // Assess
+      await expect(attempt).rejects.toSatisfy((error) => error instanceof VersionConflictError && error.currentVersion === created.index);
+      expect((await store.readHead(shard))?.index).toBe(created.index);
+    });
+
+    it('refuses a create-only put of an existing key and a delete of a missing key', async () => {
+      // Prepare
+      const shard = 4;
+      const key = keyInShard(shard, shardCount, 'create');
+      const epoch = await acquire(store, shard, holder);
+      const created = await putEntry(store, shard, epoch, key, 'a', 'k1');
+      await store.commit({ entry: created, kv: { change: { type: 'put', key, value: text('a') }, precondition: { ifAbsent: true } } });
+
+      // Act
+      const again = await putEntry(store, shard, epoch, key, 'b', 'k2');
+      const createTwice = await store.commit({ entry: again, kv: { change: { type: 'put', key, value: text('b') }, precondition: { ifAbsent: true } } }).catch((error: unknown) => error);
+      const missing = keyInShard(shard, shardCount, 'missing');
+      const deleteEntry = sealEntry(await store.readHead(shard), { shard, index: created.index + 1, epoch, ops: [{ type: 'delete', key: missing }], requestId: 'k3', committedAtMs: 1 });
+      const deleteMissing = await store.commit({ entry: deleteEntry, kv: { change: { type: 'delete', key: missing }, precondition: {} } }).catch((error: unknown) => error);
+
+      // Assess
+      expect(createTwice).toBeInstanceOf(VersionConflictError);
+      expect(deleteMissing).toBeInstanceOf(NotFoundError);
+      expect((await store.readHead(shard))?.index).toBe(created.index);
+    });
+  });
+
+  describe('Method: acquireLease / renewLease', () => {
+    it('lets only one of two contenders take a lease at the version they both saw', async () => {
+      // Prepare
+      const shard = 5;
+      const head = await store.readHead(shard);
+      const marker = (node: string) =>
+        sealEntry(head, { shard, index: (head?.index ?? 0) + 1, epoch: 1, ops: [{ type: 'leader', node, epoch: 1, previousEpoch: 0 }], requestId: node, committedAtMs: 1 });
+
+      // Act
+      const results = await Promise.allSettled([
+        store.acquireLease(shard, holder, undefined, 1, Date.now(), marker(holder.node)),
+        store.acquireLease(shard, usurper, undefined, 1, Date.now(), marker(usurper.node)),
+      ]);
+
+      // Assess
+      expect(results.filter((result) => result.status === 'fulfilled')).toHaveLength(1);
+      const lease = await store.readLease(shard);
+      const log = await store.readLog(shard, 1, 10);
+      expect(log).toHaveLength(1);
+      expect(log[0]?.ops[0]).toMatchObject({ type: 'leader', node: lease?.holder, epoch: 1 });
+    });
+
+    it('refuses a renewal by another incarnation of the holder and by the holder at an old epoch', async () => {
+      // Prepare
+      const shard = 6;
+      const epoch = await acquire(store, shard, holder);
+
+      // Act / Assess
+      const renewed = await store.renewLease(shard, holder, epoch, Date.now());
+      expect(renewed.version).toBe(2);
+      await expect(store.renewLease(shard, { node: holder.node, incarnation: 'other' }, epoch, Date.now())).rejects.toBeInstanceOf(StaleEpochError);
+      await expect(store.renewLease(shard, holder, epoch - 1, Date.now())).rejects.toBeInstanceOf(StaleEpochError);
+      const released = await store.releaseLease(shard, holder, epoch, Date.now());
+      expect(released.holder).toBeUndefined();
+      expect(released.epoch).toBe(epoch);
+    });
+  });
+
+  describe('Method: list', () => {
+    it('lists keys with a prefix in key order across shards, page by page', async () => {
+      // Prepare: keys of one prefix spread over every shard.
+      const { store: listing } = await createStore(uniquePrefix('list'), shardCount);
+      const service = new KvService(listing, { shardCount, leaseMs: 2000, tickMs: 250 }, systemClock());
+      for (let shard = 0; shard < shardCount; shard += 1) await acquire(listing, shard, holder);
+      const keys = Array.from({ length: 25 }, (_, index) => `user/${String(index).padStart(3, '0')}`);
+      for (const key of keys) await service.write({ type: 'put', key, value: text(key) }, {});
+      await service.write({ type: 'put', key: 'other', value: text('x') }, {});
+
+      // Act
+      const seen: string[] = [];
+      let after: string | undefined;
+      let pages = 0;
+      do {
+        const page = await listing.list('user/', 10, after, true);
+        seen.push(...page.items.map((item) => item.key));
+        after = page.next;
+        pages += 1;
+      } while (after !== undefined && pages < 10);
+
+      // Assess
+      expect(seen).toEqual(keys);
+      expect(pages).toBe(3);
+    });
+  });
+});
+
+describe('Class: KvService', () => {
+  it('lets exactly one of many concurrent If-Match writers win per version, with a dense, intact log', async () => {
+    // Prepare
+    const { store } = await createStore(uniquePrefix('service'), shardCount);
+    const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250 }, systemClock());
+    const key = 'counter';
+    const shard = service.shardOf(key);
+    await acquire(store, shard, holder);
+    let version = (await service.write({ type: 'put', key, value: text('0') }, {})).version;
+    const writers = 12;
+    const rounds = 5;
+
+    // Act: every round, all writers try to move the same version forward.
+    const winnersPerRound: number[] = [];
+    for (let round = 0; round < rounds; round += 1) {
+      const results = await Promise.allSettled(
+        Array.from({ length: writers }, (_, writer) => service.write({ type: 'put', key, value: text(`${round}:${writer}`) }, { ifVersion: version })),
+      );
+      const winners = results.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+      const losers = results.flatMap((result) => (result.status === 'rejected' ? [result.reason as unknown] : []));
+      winnersPerRound.push(winners.length);
+      expect(losers.every((error) => error instanceof VersionConflictError)).toBe(true);
+      version = winners[0]?.version ?? version;
+    }
+
+    // Assess
+    expect(winnersPerRound).toEqual(Array.from({ length: rounds }, () => 1));
+    const log = await store.readLog(shard, 1, 1000);
+    expect(log.map((entry) => entry.index)).toEqual(log.map((_, position) => position + 1));
+    expect(verifyChain(log)).toEqual({ ok: true });
+    expect((await service.get(key, true))?.version).toBe(version);
+  });
+
+  it('refuses writes to a shard without a live leader with a NoLeaderError', async () => {
+    // Prepare: a lease whose holder stopped renewing long ago.
+    const { store } = await createStore(uniquePrefix('noleader'), shardCount);
+    const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250 }, { wallMs: () => Date.now() + 60_000, monotonicMs: () => performance.now() });
+    const key = 'orphan';
+    await acquire(store, service.shardOf(key), holder);
+
+    // Act
+    const attempt = service.write({ type: 'put', key, value: text('x') }, {});
+
+    // Assess
+    await expect(attempt).rejects.toBeInstanceOf(NoLeaderError);
+    expect((await store.readHead(service.shardOf(key)))?.index).toBe(1);
+  });
+});

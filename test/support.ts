@@ -1,0 +1,54 @@
+import { randomBytes } from 'node:crypto';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { inject } from 'vitest';
+import { localCredentials, makeDynamoClient } from '../lib/adapters/aws/clients.ts';
+import { DynamoStore } from '../lib/adapters/aws/dynamo-store.ts';
+import { shardOf } from '../lib/core/shard.ts';
+import { tableNames, type TableNames } from '../lib/infra/schema.ts';
+import { ensureTables } from '../lib/local/tables.ts';
+
+export const region = 'us-east-1';
+
+/** A table prefix no other test uses. */
+export function uniquePrefix(label: string): string {
+  return `t-${label}-${randomBytes(4).toString('hex')}`;
+}
+
+export async function createStore(prefix: string, shardCount = 8): Promise<{ store: DynamoStore; tables: TableNames; endpoint: string }> {
+  const endpoint = inject('dynamoEndpoint');
+  const tables = tableNames(prefix);
+  const admin = new DynamoDBClient({ region, endpoint, credentials: localCredentials });
+  try {
+    await ensureTables(admin, tables);
+  } finally {
+    admin.destroy();
+  }
+  return { store: new DynamoStore(makeDynamoClient({ region, endpoint }), tables, shardCount), tables, endpoint };
+}
+
+/** Polls until `probe` returns a value other than undefined, or fails after `timeoutMs`. */
+export async function waitUntil<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs: number, intervalMs = 25): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError === undefined ? '' : ` (last error: ${String(lastError)})`}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+/** A key that hashes to `shard`, so a test can aim at one shard's leader. */
+export function keyInShard(shard: number, shardCount: number, label = 'k'): string {
+  for (let attempt = 0; attempt < 100_000; attempt += 1) {
+    const key = `${label}-${attempt}`;
+    if (shardOf(key, shardCount) === shard) return key;
+  }
+  throw new Error(`no key found for shard ${shard}`);
+}
