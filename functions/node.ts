@@ -78,7 +78,11 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
             requestId: `leader:${incarnation}:${action.shard}:${action.epoch}`,
             committedAtMs: clock.wallMs(),
           });
-          const stored = await store.acquireLease(action.shard, holder, action.expectedVersion, action.epoch, clock.wallMs(), marker);
+          const expected =
+            action.expectedIncarnation === undefined
+              ? { version: action.expectedVersion }
+              : { incarnation: action.expectedIncarnation, epoch: action.previousEpoch };
+          const stored = await store.acquireLease(action.shard, holder, expected, action.epoch, clock.wallMs(), marker);
           summary.acquired += 1;
           log(`${node} leads shard ${action.shard} at epoch ${action.epoch} (${action.reason}, log index ${marker.index})`);
           return { outcome: 'ok', stored };

@@ -27,7 +27,16 @@ export type LeaseAction =
    * Conditional on the version we saw (or on the item not existing). `epoch` is the new epoch.
    * The caller appends the `leader` marker entry in the same transaction.
    */
-  | { type: 'acquire'; shard: number; expectedVersion: number | undefined; epoch: number; previousEpoch: number; reason: AcquireReason }
+  | {
+      type: 'acquire';
+      shard: number;
+      expectedVersion: number | undefined;
+      /** Set when taking over from this node's older incarnation: conditional on it (and `previousEpoch`) instead of the version. */
+      expectedIncarnation?: string | undefined;
+      epoch: number;
+      previousEpoch: number;
+      reason: AcquireReason;
+    }
   /** Give a shard back so an under-loaded node can take it; conditional like a renewal. */
   | { type: 'release'; shard: number; epoch: number };
 
@@ -201,27 +210,31 @@ export class Election {
       }
     }
 
-    if (!observation.draining) {
-      for (const shard of this.#preferenceOrder()) {
-        const view = this.#view(shard);
-        if (this.#isMine(view) || view.steppedDown) continue;
-        const reason = this.#acquireReason(view);
-        if (reason === undefined) continue;
-        const leaderless = reason === 'leaderless';
-        const ownIncarnation = reason === 'own-incarnation';
-        // Taking a shard from our own older incarnation moves no load between nodes.
-        if (!ownIncarnation && !leaderless && mine >= fairShare) continue;
-        const record = view.record;
-        actions.push({
-          type: 'acquire',
-          shard,
-          expectedVersion: record?.version,
-          epoch: (record?.epoch ?? 0) + 1,
-          previousEpoch: record?.epoch ?? 0,
-          reason,
-        });
-        if (!ownIncarnation) mine += 1;
-      }
+    for (const shard of this.#preferenceOrder()) {
+      const view = this.#view(shard);
+      if (this.#isMine(view) || view.steppedDown) continue;
+      const reason = this.#acquireReason(view);
+      if (reason === undefined) continue;
+      // A draining incarnation takes no free shard (its successor will), but still takes a
+      // lease whose holder is gone: liveness first. Its successor then takes it over at once.
+      if (observation.draining && (reason === 'free' || reason === 'own-incarnation')) continue;
+      const leaderless = reason === 'leaderless';
+      const ownIncarnation = reason === 'own-incarnation';
+      // Taking a shard from our own older incarnation moves no load between nodes.
+      if (!ownIncarnation && !leaderless && mine >= fairShare) continue;
+      const record = view.record;
+      actions.push({
+        type: 'acquire',
+        shard,
+        expectedVersion: record?.version,
+        // From our own older incarnation the condition is on who holds it, not on the
+        // version: the older one keeps renewing (changing the version) until it sees this.
+        expectedIncarnation: ownIncarnation ? record?.incarnation : undefined,
+        epoch: (record?.epoch ?? 0) + 1,
+        previousEpoch: record?.epoch ?? 0,
+        reason,
+      });
+      if (!ownIncarnation) mine += 1;
     }
 
     const release = this.#maybeRelease(counts, fairShare, observation);

@@ -45,6 +45,11 @@ export interface ListPage {
   next: string | undefined;
 }
 
+/** What a takeover is conditional on: the version seen, absence, or our node's older incarnation at an epoch. */
+export type LeaseExpectation =
+  | { version: number | undefined }
+  | { incarnation: string; epoch: number };
+
 /**
  * What the core needs from the home region's tables. Every method states its consistency;
  * every write is conditional and reports a lost condition as a typed error.
@@ -58,14 +63,15 @@ export interface Store {
   /** Frees the shard; same condition as renew. */
   releaseLease(shard: number, holder: { node: string; incarnation: string }, epoch: number, nowMs: number): Promise<LeaseRecord>;
   /**
-   * Takes the lease at `epoch` if its version is still `expectedVersion` (or it does not exist)
+   * Takes the lease at `epoch` if it is still as `expected` (same version, or absent, or held by
+   * our node's older incarnation at the previous epoch)
    * and appends `marker` — the `leader` entry at head + 1 — in the same transaction. Throws
    * StaleEpochError when the lease moved, HeadConflictError when the log did.
    */
   acquireLease(
     shard: number,
     holder: { node: string; incarnation: string },
-    expectedVersion: number | undefined,
+    expected: LeaseExpectation,
     epoch: number,
     nowMs: number,
     marker: LogEntry,

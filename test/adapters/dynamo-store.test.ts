@@ -24,7 +24,7 @@ async function acquire(store: DynamoStore, shard: number, who: { node: string; i
     requestId: `leader-${who.node}-${epoch}`,
     committedAtMs: Date.now(),
   });
-  await store.acquireLease(shard, who, lease?.version, epoch, Date.now(), marker);
+  await store.acquireLease(shard, who, { version: lease?.version }, epoch, Date.now(), marker);
   return epoch;
 }
 
@@ -130,8 +130,8 @@ describe('Class: DynamoStore', () => {
 
       // Act
       const results = await Promise.allSettled([
-        store.acquireLease(shard, holder, undefined, 1, Date.now(), marker(holder.node)),
-        store.acquireLease(shard, usurper, undefined, 1, Date.now(), marker(usurper.node)),
+        store.acquireLease(shard, holder, { version: undefined }, 1, Date.now(), marker(holder.node)),
+        store.acquireLease(shard, usurper, { version: undefined }, 1, Date.now(), marker(usurper.node)),
       ]);
 
       // Assess

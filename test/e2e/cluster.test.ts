@@ -217,6 +217,8 @@ describe('Local cloud: a fenced, leader-elected store', () => {
     const failoverMs = recovered.returnedMs - killedMs;
     const after = await leaderOf(shard);
     console.log(`failover: shard ${shard} ${before.leader}@${before.epoch} -> ${after.leader}@${after.epoch}; first write under the new epoch ${failoverMs} ms after the kill (bound ${leaseMs + 2 * tickMs} ms)`);
+    const takeoverLine = output.find((line) => line.includes(`leads shard ${shard} at epoch ${after.epoch}`));
+    if (takeoverLine !== undefined) console.log(`failover: takeover logged ${Number(takeoverLine.split(' ')[0]) - killedMs} ms after the kill: ${takeoverLine.split(' ').slice(1).join(' ')}`);
     expect(after.leader).not.toBe(before.leader);
     expect(after.epoch).toBeGreaterThan(before.epoch);
     expect(failoverMs).toBeLessThanOrEqual(leaseMs + 2 * tickMs);

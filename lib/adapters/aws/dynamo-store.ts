@@ -19,7 +19,7 @@ import {
   TransactionRaceError,
   VersionConflictError,
 } from '../../ports/errors.ts';
-import type { CommitRequest, HeartbeatItem, KvItem, ListPage, LogHead, Store } from '../../ports/store.ts';
+import type { CommitRequest, HeartbeatItem, KvItem, LeaseExpectation, ListPage, LogHead, Store } from '../../ports/store.ts';
 
 const leasePartition = 'lease';
 const nodePartition = 'node';
@@ -94,6 +94,7 @@ function attemptToken(entry: LogEntry): string {
 }
 
 /** Every attribute name goes through an alias: `shard`, `key`, `index` and `hash` are reserved words. */
+const acquireNames = { '#shard': 'shard', '#holder': 'holder', '#incarnation': 'incarnation', '#epoch': 'epoch', '#renewedAtMs': 'renewedAtMs', '#version': 'version' };
 const leaseNames = { '#holder': 'holder', '#incarnation': 'incarnation', '#epoch': 'epoch', '#version': 'version', '#renewedAtMs': 'renewedAtMs' };
 
 /** Cancellation reason codes in TransactItems order. */
@@ -180,28 +181,47 @@ export class DynamoStore implements Store {
   async acquireLease(
     shard: number,
     holder: { node: string; incarnation: string },
-    expectedVersion: number | undefined,
+    expected: LeaseExpectation,
     epoch: number,
     nowMs: number,
     marker: LogEntry,
   ): Promise<LeaseRecord> {
     assert(marker.shard === shard && marker.epoch === epoch, 'the leader marker must be of the acquired shard and epoch');
-    const lease: LeaseRecord = { shard, holder: holder.node, incarnation: holder.incarnation, epoch, version: (expectedVersion ?? 0) + 1, renewedAtMs: nowMs };
+    const condition: { ConditionExpression: string; ExpressionAttributeNames: Record<string, string>; ExpressionAttributeValues?: Record<string, unknown> } =
+      'incarnation' in expected
+        ? {
+            ConditionExpression: '#holder = :node AND #incarnation = :incarnation AND #epoch = :epoch',
+            ExpressionAttributeNames: { '#holder': 'holder', '#incarnation': 'incarnation', '#epoch': 'epoch' },
+            ExpressionAttributeValues: { ':node': holder.node, ':incarnation': expected.incarnation, ':epoch': expected.epoch },
+          }
+        : expected.version === undefined
+          ? { ConditionExpression: 'attribute_not_exists(#pk)', ExpressionAttributeNames: { '#pk': 'pk' } }
+          : {
+              ConditionExpression: '#version = :version',
+              ExpressionAttributeNames: { '#version': 'version' },
+              ExpressionAttributeValues: { ':version': expected.version },
+            };
     try {
       await this.client.send(
         new TransactWriteCommand({
           TransactItems: [
             {
-              Put: {
+              Update: {
                 TableName: this.tables.control,
-                Item: { pk: leasePartition, sk: leaseSortKey(shard), ...lease },
-                ...(expectedVersion === undefined
-                  ? { ConditionExpression: 'attribute_not_exists(#pk)', ExpressionAttributeNames: { '#pk': 'pk' } }
-                  : {
-                      ConditionExpression: '#version = :version',
-                      ExpressionAttributeNames: { '#version': 'version' },
-                      ExpressionAttributeValues: { ':version': expectedVersion },
-                    }),
+                Key: { pk: leasePartition, sk: leaseSortKey(shard) },
+                UpdateExpression: 'SET #shard = :shard, #holder = :node, #incarnation = :self, #epoch = :newEpoch, #renewedAtMs = :now, #version = if_not_exists(#version, :zero) + :one',
+                ...condition,
+                ExpressionAttributeNames: { ...condition.ExpressionAttributeNames, ...acquireNames },
+                ExpressionAttributeValues: {
+                  ...condition.ExpressionAttributeValues,
+                  ':shard': shard,
+                  ':node': holder.node,
+                  ':self': holder.incarnation,
+                  ':newEpoch': epoch,
+                  ':now': nowMs,
+                  ':zero': 0,
+                  ':one': 1,
+                },
               },
             },
             {
@@ -215,7 +235,10 @@ export class DynamoStore implements Store {
           ],
         }),
       );
-      return lease;
+      // The transaction returns no attributes: read back what was stored.
+      const stored = await this.readLease(shard);
+      assert(stored !== undefined && stored.epoch >= epoch, 'an acquired lease must be readable at its epoch or later');
+      return stored;
     } catch (error) {
       if (error instanceof TransactionCanceledException) {
         const [leaseCode, logCode] = reasonCodes(error);
