@@ -16,6 +16,13 @@ export interface LeaseRecord {
   version: number;
   /** Wall-clock time of the last write by the holder. Never used for safety: only by the API's liveness gate and status. */
   renewedAtMs: number;
+  /**
+   * Set by a takeover until the new leader's `leader` marker entry is in the log. Writers
+   * wait while it is set, so the marker is the first entry of every epoch.
+   */
+  markerPending?: boolean;
+  /** The epoch this one replaced (for the marker entry). */
+  previousEpoch?: number;
 }
 
 export type AcquireReason = 'free' | 'expired' | 'own-incarnation' | 'leaderless';
@@ -23,6 +30,8 @@ export type AcquireReason = 'free' | 'expired' | 'own-incarnation' | 'leaderless
 export type LeaseAction =
   /** Conditional on holder, incarnation and epoch all being ours. */
   | { type: 'renew'; shard: number; epoch: number }
+  /** Append the `leader` marker entry of a lease we took but whose marker is not in the log yet. */
+  | { type: 'mark'; shard: number; epoch: number; previousEpoch: number }
   /**
    * Conditional on the version we saw (or on the item not existing). `epoch` is the new epoch.
    * The caller appends the `leader` marker entry in the same transaction.
@@ -60,6 +69,8 @@ export interface Observation {
   aliveNodes: readonly string[];
   /** True in the last part of an invocation: keep renewing, take nothing new. */
   draining: boolean;
+  /** False on observations between ticks: decide takeovers, but do not renew (default true). */
+  renewDue?: boolean;
 }
 
 interface ShardView {
@@ -205,9 +216,10 @@ export class Election {
     let mine = counts.get(node) ?? 0;
 
     for (const [shard, view] of this.#shards.entries()) {
-      if (this.#isMine(view)) {
-        actions.push({ type: 'renew', shard, epoch: view.record!.epoch });
-      }
+      if (!this.#isMine(view)) continue;
+      const record = view.record!;
+      if (observation.renewDue !== false) actions.push({ type: 'renew', shard, epoch: record.epoch });
+      if (record.markerPending === true) actions.push({ type: 'mark', shard, epoch: record.epoch, previousEpoch: record.previousEpoch ?? 0 });
     }
 
     for (const shard of this.#preferenceOrder()) {
@@ -244,7 +256,7 @@ export class Election {
       if (index >= 0) actions.splice(index, 1);
       actions.push(release);
     }
-    assert(actions.length <= 2 * this.#options.shardCount, 'at most one renew/release and one acquire per shard');
+    assert(actions.length <= 2 * this.#options.shardCount, 'at most two actions per shard');
     return actions;
   }
 

@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { DynamoDBClient, ListTablesCommand } from '@aws-sdk/client-dynamodb';
+import { ListQueuesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { localCredentials } from '../adapters/aws/clients.ts';
 
 export interface Emulator {
@@ -133,8 +134,16 @@ export async function startDynamoLocal(options: DynamoLocalOptions = {}): Promis
 export async function startSqsEmulator(options: { port?: number } = {}): Promise<Emulator> {
   const { startFauxqs } = await import('fauxqs');
   const server = await startFauxqs({ port: options.port ?? 0, logger: false, host: '127.0.0.1' });
+  const endpoint = `http://127.0.0.1:${server.port}`;
+  // Answering the SQS protocol, not just listening, is what "started" means.
+  const client = new SQSClient({ endpoint, region: 'us-east-1', credentials: localCredentials, maxAttempts: 1 });
+  try {
+    await waitFor('the SQS emulator to answer', async () => (await client.send(new ListQueuesCommand({})), true), 10_000);
+  } finally {
+    client.destroy();
+  }
   return {
-    endpoint: `http://127.0.0.1:${server.port}`,
+    endpoint,
     async stop() {
       await server.stop();
     },

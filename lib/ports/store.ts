@@ -64,18 +64,15 @@ export interface Store {
   releaseLease(shard: number, holder: { node: string; incarnation: string }, epoch: number, nowMs: number): Promise<LeaseRecord>;
   /**
    * Takes the lease at `epoch` if it is still as `expected` (same version, or absent, or held by
-   * our node's older incarnation at the previous epoch)
-   * and appends `marker` — the `leader` entry at head + 1 — in the same transaction. Throws
-   * StaleEpochError when the lease moved, HeadConflictError when the log did.
+   * our node's older incarnation at the previous epoch), with `markerPending` set: from this
+   * write on, no writer of an older epoch can append. Throws StaleEpochError when it moved.
    */
-  acquireLease(
-    shard: number,
-    holder: { node: string; incarnation: string },
-    expected: LeaseExpectation,
-    epoch: number,
-    nowMs: number,
-    marker: LogEntry,
-  ): Promise<LeaseRecord>;
+  acquireLease(shard: number, holder: { node: string; incarnation: string }, expected: LeaseExpectation, epoch: number, nowMs: number): Promise<LeaseRecord>;
+  /**
+   * Appends the new leader's `leader` marker at head + 1 and clears `markerPending`, in one
+   * transaction. Throws StaleEpochError when the lease moved, HeadConflictError when the log did.
+   */
+  appendMarker(shard: number, holder: { node: string; incarnation: string }, marker: LogEntry): Promise<LeaseRecord>;
   putHeartbeat(heartbeat: HeartbeatItem): Promise<void>;
   readHeartbeats(): Promise<HeartbeatItem[]>;
   /** The last log entry of a shard (strongly consistent), undefined for an empty log. */

@@ -15,6 +15,10 @@ import {
 } from '../ports/errors.ts';
 import type { KvChange, KvItem, ListPage, LogHead, Precondition, Store } from '../ports/store.ts';
 
+/** How long a write waits for a new leader's marker entry: 5 × 20 ms. */
+const markerWaitAttemptsMax = 5;
+const markerWaitMs = 20;
+
 export interface WriteResult {
   key: string;
   shard: number;
@@ -120,6 +124,12 @@ export class KvService {
     const now = this.clock.monotonicMs();
     if (cached === undefined || now - cached.readAtMs > this.options.tickMs || !this.#isLive(cached.record)) {
       cached = { record: await this.store.readLease(shard), readAtMs: this.clock.monotonicMs() };
+      // A new leader's marker is normally in within milliseconds of its takeover: wait for it
+      // briefly rather than answer 503.
+      for (let attempt = 0; cached.record?.markerPending === true && attempt < markerWaitAttemptsMax; attempt += 1) {
+        await sleep(markerWaitMs);
+        cached = { record: await this.store.readLease(shard), readAtMs: this.clock.monotonicMs() };
+      }
       this.#leases.set(shard, cached);
     }
     const record = cached.record;
@@ -136,7 +146,7 @@ export class KvService {
    * the epoch check in the transaction.
    */
   #isLive(record: LeaseRecord | undefined): boolean {
-    if (record === undefined || record.holder === undefined) return false;
+    if (record === undefined || record.holder === undefined || record.markerPending === true) return false;
     return this.clock.wallMs() - record.renewedAtMs <= this.options.leaseMs + limits.leaseSkewToleranceMs;
   }
 }

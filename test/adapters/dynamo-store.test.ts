@@ -24,7 +24,8 @@ async function acquire(store: DynamoStore, shard: number, who: { node: string; i
     requestId: `leader-${who.node}-${epoch}`,
     committedAtMs: Date.now(),
   });
-  await store.acquireLease(shard, who, { version: lease?.version }, epoch, Date.now(), marker);
+  await store.acquireLease(shard, who, { version: lease?.version }, epoch, Date.now());
+  await store.appendMarker(shard, who, marker);
   return epoch;
 }
 
@@ -130,13 +131,21 @@ describe('Class: DynamoStore', () => {
 
       // Act
       const results = await Promise.allSettled([
-        store.acquireLease(shard, holder, { version: undefined }, 1, Date.now(), marker(holder.node)),
-        store.acquireLease(shard, usurper, { version: undefined }, 1, Date.now(), marker(usurper.node)),
+        store.acquireLease(shard, holder, { version: undefined }, 1, Date.now()),
+        store.acquireLease(shard, usurper, { version: undefined }, 1, Date.now()),
       ]);
 
-      // Assess
+      // Assess: one winner, whose lease takes no writes until its marker is in.
       expect(results.filter((result) => result.status === 'fulfilled')).toHaveLength(1);
+      expect(results.filter((result) => result.status === 'rejected').map((result) => (result as PromiseRejectedResult).reason)).toEqual([expect.any(StaleEpochError)]);
       const lease = await store.readLease(shard);
+      expect(lease?.markerPending).toBe(true);
+      const early = sealEntry(head, { shard, index: (head?.index ?? 0) + 1, epoch: 1, ops: [{ type: 'put', key: 'early', value: text('x') }], requestId: 'early', committedAtMs: 1 });
+      await expect(store.commit({ entry: early, kv: { change: { type: 'put', key: 'early', value: text('x') }, precondition: {} } })).rejects.toBeInstanceOf(StaleEpochError);
+      const loser = lease?.holder === holder.node ? usurper : holder;
+      await expect(store.appendMarker(shard, loser, marker(loser.node))).rejects.toBeInstanceOf(StaleEpochError);
+      const winner = lease?.holder === holder.node ? holder : usurper;
+      expect((await store.appendMarker(shard, winner, marker(winner.node))).markerPending).toBe(false);
       const log = await store.readLog(shard, 1, 10);
       expect(log).toHaveLength(1);
       expect(log[0]?.ops[0]).toMatchObject({ type: 'leader', node: lease?.holder, epoch: 1 });

@@ -39,6 +39,8 @@ function toLease(item: Item): LeaseRecord {
     epoch: Number(item.epoch ?? 0),
     version: Number(item.version ?? 0),
     renewedAtMs: Number(item.renewedAtMs ?? 0),
+    markerPending: item.markerPending === true,
+    previousEpoch: Number(item.previousEpoch ?? 0),
   };
 }
 
@@ -94,7 +96,16 @@ function attemptToken(entry: LogEntry): string {
 }
 
 /** Every attribute name goes through an alias: `shard`, `key`, `index` and `hash` are reserved words. */
-const acquireNames = { '#shard': 'shard', '#holder': 'holder', '#incarnation': 'incarnation', '#epoch': 'epoch', '#renewedAtMs': 'renewedAtMs', '#version': 'version' };
+const acquireNames = {
+  '#shard': 'shard',
+  '#holder': 'holder',
+  '#incarnation': 'incarnation',
+  '#epoch': 'epoch',
+  '#previousEpoch': 'previousEpoch',
+  '#renewedAtMs': 'renewedAtMs',
+  '#markerPending': 'markerPending',
+  '#version': 'version',
+};
 const leaseNames = { '#holder': 'holder', '#incarnation': 'incarnation', '#epoch': 'epoch', '#version': 'version', '#renewedAtMs': 'renewedAtMs' };
 
 /** Cancellation reason codes in TransactItems order. */
@@ -184,15 +195,13 @@ export class DynamoStore implements Store {
     expected: LeaseExpectation,
     epoch: number,
     nowMs: number,
-    marker: LogEntry,
   ): Promise<LeaseRecord> {
-    assert(marker.shard === shard && marker.epoch === epoch, 'the leader marker must be of the acquired shard and epoch');
     const condition: { ConditionExpression: string; ExpressionAttributeNames: Record<string, string>; ExpressionAttributeValues?: Record<string, unknown> } =
       'incarnation' in expected
         ? {
             ConditionExpression: '#holder = :node AND #incarnation = :incarnation AND #epoch = :epoch',
             ExpressionAttributeNames: { '#holder': 'holder', '#incarnation': 'incarnation', '#epoch': 'epoch' },
-            ExpressionAttributeValues: { ':node': holder.node, ':incarnation': expected.incarnation, ':epoch': expected.epoch },
+            ExpressionAttributeValues: { ':incarnation': expected.incarnation, ':epoch': expected.epoch },
           }
         : expected.version === undefined
           ? { ConditionExpression: 'attribute_not_exists(#pk)', ExpressionAttributeNames: { '#pk': 'pk' } }
@@ -202,6 +211,42 @@ export class DynamoStore implements Store {
               ExpressionAttributeValues: { ':version': expected.version },
             };
     try {
+      // One conditional write fences every writer of the old epoch at once; the marker entry
+      // follows (appendMarker) and writers wait for it, so it is still the epoch's first entry.
+      const result = await this.client.send(
+        new UpdateCommand({
+          TableName: this.tables.control,
+          Key: { pk: leasePartition, sk: leaseSortKey(shard) },
+          UpdateExpression:
+            'SET #shard = :shard, #holder = :node, #incarnation = :self, #previousEpoch = if_not_exists(#epoch, :zero), #epoch = :newEpoch, #renewedAtMs = :now, #markerPending = :true, #version = if_not_exists(#version, :zero) + :one',
+          ConditionExpression: condition.ConditionExpression,
+          ExpressionAttributeNames: { ...condition.ExpressionAttributeNames, ...acquireNames },
+          ExpressionAttributeValues: {
+            ...condition.ExpressionAttributeValues,
+            ':shard': shard,
+            ':node': holder.node,
+            ':self': holder.incarnation,
+            ':newEpoch': epoch,
+            ':now': nowMs,
+            ':true': true,
+            ':zero': 0,
+            ':one': 1,
+          },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      assert(result.Attributes !== undefined, 'UpdateItem with ALL_NEW returned no attributes');
+      return toLease(result.Attributes);
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) throw new StaleEpochError(shard, epoch);
+      throw error;
+    }
+  }
+
+  async appendMarker(shard: number, holder: { node: string; incarnation: string }, marker: LogEntry): Promise<LeaseRecord> {
+    const epoch = marker.epoch;
+    assert(marker.shard === shard, 'the leader marker must be of its shard');
+    try {
       await this.client.send(
         new TransactWriteCommand({
           TransactItems: [
@@ -209,19 +254,10 @@ export class DynamoStore implements Store {
               Update: {
                 TableName: this.tables.control,
                 Key: { pk: leasePartition, sk: leaseSortKey(shard) },
-                UpdateExpression: 'SET #shard = :shard, #holder = :node, #incarnation = :self, #epoch = :newEpoch, #renewedAtMs = :now, #version = if_not_exists(#version, :zero) + :one',
-                ...condition,
-                ExpressionAttributeNames: { ...condition.ExpressionAttributeNames, ...acquireNames },
-                ExpressionAttributeValues: {
-                  ...condition.ExpressionAttributeValues,
-                  ':shard': shard,
-                  ':node': holder.node,
-                  ':self': holder.incarnation,
-                  ':newEpoch': epoch,
-                  ':now': nowMs,
-                  ':zero': 0,
-                  ':one': 1,
-                },
+                UpdateExpression: 'REMOVE #markerPending',
+                ConditionExpression: '#holder = :node AND #incarnation = :incarnation AND #epoch = :epoch AND #markerPending = :true',
+                ExpressionAttributeNames: { '#holder': 'holder', '#incarnation': 'incarnation', '#epoch': 'epoch', '#markerPending': 'markerPending' },
+                ExpressionAttributeValues: { ':node': holder.node, ':incarnation': holder.incarnation, ':epoch': epoch, ':true': true },
               },
             },
             {
@@ -235,19 +271,18 @@ export class DynamoStore implements Store {
           ],
         }),
       );
-      // The transaction returns no attributes: read back what was stored.
-      const stored = await this.readLease(shard);
-      assert(stored !== undefined && stored.epoch >= epoch, 'an acquired lease must be readable at its epoch or later');
-      return stored;
     } catch (error) {
       if (error instanceof TransactionCanceledException) {
         const [leaseCode, logCode] = reasonCodes(error);
         if (leaseCode === 'ConditionalCheckFailed') throw new StaleEpochError(shard, epoch);
         if (logCode === 'ConditionalCheckFailed') throw new HeadConflictError(shard, marker.index);
-        throw new TransactionRaceError(`shard ${shard}: lease takeover raced another transaction`);
+        throw new TransactionRaceError(`shard ${shard}: leader marker raced another transaction`);
       }
       throw error;
     }
+    const stored = await this.readLease(shard);
+    assert(stored !== undefined, 'a lease whose marker was appended must exist');
+    return stored;
   }
 
   async putHeartbeat(heartbeat: HeartbeatItem): Promise<void> {
@@ -323,8 +358,10 @@ export class DynamoStore implements Store {
         ConditionCheck: {
           TableName: this.tables.control,
           Key: { pk: leasePartition, sk: leaseSortKey(shard) },
-          ConditionExpression: '#epoch = :epoch AND attribute_exists(#holder)',
-          ExpressionAttributeNames: { '#epoch': 'epoch', '#holder': 'holder' },
+          // A lease whose leader marker is not in the log yet takes no writes: the marker is
+          // the first entry of every epoch.
+          ConditionExpression: '#epoch = :epoch AND attribute_exists(#holder) AND attribute_not_exists(#markerPending)',
+          ExpressionAttributeNames: { '#epoch': 'epoch', '#holder': 'holder', '#markerPending': 'markerPending' },
           ExpressionAttributeValues: { ':epoch': epoch },
         },
       },
