@@ -15,9 +15,8 @@ import {
 } from '../ports/errors.ts';
 import type { KvChange, KvItem, ListPage, LogHead, Precondition, Store } from '../ports/store.ts';
 
-/** How long a write waits for a new leader's marker entry: 5 × 20 ms. */
-const markerWaitAttemptsMax = 5;
-const markerWaitMs = 20;
+/** How often a write waiting for a live leader re-reads the lease. */
+const leaderPollMs = 25;
 
 export interface WriteResult {
   key: string;
@@ -124,10 +123,11 @@ export class KvService {
     const now = this.clock.monotonicMs();
     if (cached === undefined || now - cached.readAtMs > this.options.tickMs || !this.#isLive(cached.record)) {
       cached = { record: await this.store.readLease(shard), readAtMs: this.clock.monotonicMs() };
-      // A new leader's marker is normally in within milliseconds of its takeover: wait for it
-      // briefly rather than answer 503.
-      for (let attempt = 0; cached.record?.markerPending === true && attempt < markerWaitAttemptsMax; attempt += 1) {
-        await sleep(markerWaitMs);
+      // Handoffs (a new leader's marker, a shard given back to spread load, a node's next
+      // invocation) finish within a tick or two: wait that long, bounded, rather than answer 503.
+      const waitStartMs = this.clock.monotonicMs();
+      while (!this.#isLive(cached.record) && this.clock.monotonicMs() - waitStartMs < this.#leaderWaitMs()) {
+        await sleep(leaderPollMs);
         cached = { record: await this.store.readLease(shard), readAtMs: this.clock.monotonicMs() };
       }
       this.#leases.set(shard, cached);
@@ -138,6 +138,11 @@ export class KvService {
       throw new NoLeaderError(shard, limits.retryAfterSeconds);
     }
     return { ...record, holder: record.holder };
+  }
+
+  /** Two ticks: a handoff's length, and short against a failover (a lease). */
+  #leaderWaitMs(): number {
+    return 2 * this.options.tickMs;
   }
 
   /**
