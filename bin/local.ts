@@ -17,8 +17,9 @@ home region's tables, three node processes (node-a, node-b, node-c) and the API.
   --data <dir>  where DynamoDB Local keeps its files (default .epochkv/dynamodb)
   -h, --help    this text
 
-Environment: EPOCHKV_BASE_PORT (default 8080) sets the home API port; DynamoDB Local
-listens on base+20 and the SQS emulator on base+21.`;
+Environment: EPOCHKV_BASE_PORT (default 8080) sets the home API port; the replica
+regions' APIs listen on base+1 and base+2, DynamoDB Local on base+20 and the SQS
+emulator on base+21.`;
 
 let args;
 try {
@@ -59,7 +60,8 @@ const { config } = cloud;
 console.log(`dynamodb ${cloud.dynamoEndpoint}`);
 console.log(`sqs ${cloud.sqsEndpoint}`);
 console.log(`nodes ${config.nodeIds.join(' ')} (${config.shardCount} shards, leaseMs ${config.leaseMs}, tickMs ${config.tickMs})`);
-console.log(`api ${config.region} ${cloud.apiUrl}`);
+console.log(`home ${config.homeRegion}; replicas ${config.replicaRegions.join(' ') || '(none)'}`);
+for (const region of cloud.regions) console.log(`api ${region.region} ${region.apiUrl}`);
 console.log(`ready in ${Date.now() - startedMs} ms. Try: curl -X PUT --data-binary hello ${cloud.apiUrl}/kv/greeting. Ctrl-C stops everything.`);
 
 let stopping = false;

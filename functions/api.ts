@@ -1,14 +1,16 @@
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
-import { makeDynamoClient } from '../lib/adapters/aws/clients.ts';
-import { DynamoStore } from '../lib/adapters/aws/dynamo-store.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { configFromEnv, type ClusterConfig } from '../lib/config.ts';
 import { limits } from '../lib/core/limits.ts';
 import { isValidUtf8, parseListLimit, parseVersion, validateKey, validateValue, type Invalid } from '../lib/core/validation.ts';
 import { EpochKvError, NoLeaderError, NotFoundError, ValidationError } from '../lib/ports/errors.ts';
-import type { KvItem, Precondition } from '../lib/ports/store.ts';
+import type { KvChange, KvItem, Precondition } from '../lib/ports/store.ts';
+import { decodeToken, encodeToken, mergeToken, type SessionToken } from '../lib/core/session.ts';
+import { hashTagOf } from '../lib/core/shard.ts';
+import { consistencies, type Consistency } from '../lib/service/kv-service.ts';
 import { clusterStatus } from '../lib/service/cluster-status.ts';
-import { KvService } from '../lib/service/kv-service.ts';
+import { createRegionService } from '../lib/service/factory.ts';
+import type { KvService } from '../lib/service/kv-service.ts';
 
 export type ApiHandler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
 
@@ -50,11 +52,38 @@ function header(event: APIGatewayProxyEvent, name: string): string | undefined {
 }
 
 const knownQueryParameters: Record<string, readonly string[]> = {
-  'GET /kv/{key}': [],
+  'GET /kv/{key}': ['consistency'],
   'PUT /kv/{key}': [],
   'DELETE /kv/{key}': [],
-  'GET /kv': ['prefix', 'limit', 'after'],
+  'GET /kv': ['prefix', 'limit', 'after', 'consistency'],
+  'GET /watch': ['shard', 'from', 'prefix', 'limit', 'waitMs'],
 };
+
+const sessionHeader = 'x-epochkv-session';
+
+function tokenOf(event: APIGatewayProxyEvent): SessionToken {
+  const parsed = decodeToken(header(event, sessionHeader));
+  if (!parsed.ok) throw new ValidationError('X-Epochkv-Session', parsed.message);
+  return parsed.token;
+}
+
+function consistencyOf(raw: string | undefined, deps: ApiDependencies): Consistency {
+  // Home answers strong by default; a replica region answers session: its own copy when it is
+  // fresh enough for the client, never older than what the client saw.
+  if (raw === undefined) return deps.service.isReplica() ? 'session' : 'strong';
+  if (!(consistencies as readonly string[]).includes(raw)) {
+    throw new ValidationError('consistency', `consistency must be one of ${consistencies.join(', ')}; got "${raw.slice(0, 40)}"`);
+  }
+  return raw as Consistency;
+}
+
+function integerParameter(raw: string | undefined, field: string, min: number, max: number, fallback: number): number {
+  if (raw === undefined) return fallback;
+  if (!/^\d{1,16}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+    throw new ValidationError(field, `${field} must be an integer from ${min} to ${max}; got "${raw.slice(0, 40)}"`);
+  }
+  return Number(raw);
+}
 
 function queryParameters(event: APIGatewayProxyEvent, route: string): Record<string, string> {
   const allowed = knownQueryParameters[route] ?? [];
@@ -149,7 +178,7 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
       const checked = validateKey(after);
       if (!checked.ok) invalid({ ...checked, field: 'after', message: checked.message.replace(/^key/, 'after') });
     }
-    const page = await service.list(prefix, limit.value, after);
+    const page = await service.list(prefix, limit.value, after, consistencyOf(query.consistency, deps));
     return json(200, { items: page.items.map(itemJson), next: page.next ?? null });
   }
   if (path.startsWith('/kv/')) {
@@ -157,11 +186,14 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
     if (!allowed.includes(method)) return methodNotAllowed(method, allowed);
     if (path === '/kv/') throw new ValidationError('key', 'missing key: use /kv/{key} with a key of 1 to 1024 bytes');
     const key = keyOf(event);
-    queryParameters(event, `${method} /kv/{key}`);
+    const query = queryParameters(event, `${method} /kv/{key}`);
+    const token = tokenOf(event);
     if (method === 'GET') {
-      const item = await service.get(key, true);
-      if (item === undefined) throw new NotFoundError(`key "${key}" does not exist`);
-      const etag = { etag: `"${item.version}"` };
+      const read = await service.read(key, consistencyOf(query.consistency, deps), token);
+      const session = { [sessionHeader]: encodeToken(read.token), 'x-epochkv-served-by': read.servedBy };
+      const item = read.item;
+      if (item === undefined) return problem(404, 'NotFound', `key "${key}" does not exist`, session);
+      const etag = { etag: `"${item.version}"`, ...session };
       if (wantsJson(event)) return json(200, itemJson(item), etag);
       return {
         statusCode: 200,
@@ -171,20 +203,68 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
       };
     }
     const precondition = preconditionOf(event, method);
+    let change: KvChange;
     if (method === 'PUT') {
       const value = validateValue(bodyBytes(event));
       if (!value.ok) invalid(value, 413);
-      const result = await service.write({ type: 'put', key, value: value.value }, precondition);
-      return json(200, { key, version: result.version, epoch: result.epoch, index: result.index }, { etag: `"${result.version}"` });
+      change = { type: 'put', key, value: value.value };
+    } else {
+      if (event.body !== null && event.body !== undefined && event.body.length > 0) throw new ValidationError('body', 'DELETE takes no body');
+      change = { type: 'delete', key };
     }
-    if (event.body !== null && event.body !== undefined && event.body.length > 0) {
-      throw new ValidationError('body', 'DELETE takes no body');
-    }
-    const result = await service.write({ type: 'delete', key }, precondition);
-    return json(200, { key, deleted: true, version: result.version, epoch: result.epoch, index: result.index });
+    // Writes sent to a replica region run against the home region: the same fenced path.
+    const result = await service.write(change, precondition);
+    const next = encodeToken(mergeToken(token, result.shard, result.index));
+    const body = { key, ...(change.type === 'delete' ? { deleted: true } : {}), version: result.version, epoch: result.epoch, index: result.index, token: next };
+    return json(200, body, { ...(change.type === 'put' ? { etag: `"${result.version}"` } : {}), [sessionHeader]: next });
   }
-  return problem(404, 'NotFound', `no route for ${method} ${path.slice(0, 200)}; routes: /kv/{key}, /kv?prefix=, /cluster, /health`);
+  if (path === '/watch') {
+    if (method !== 'GET') return methodNotAllowed(method, ['GET']);
+    return watch(deps, event);
+  }
+  return problem(404, 'NotFound', `no route for ${method} ${path.slice(0, 200)}; routes: /kv/{key}, /kv?prefix=, /watch, /cluster, /health`);
 }
+
+/** Long-poll of this region's copy of one shard's log, in index order. */
+async function watch(deps: ApiDependencies, event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> {
+  const query = queryParameters(event, 'GET /watch');
+  const prefix = query.prefix;
+  if (prefix !== undefined && prefix !== '') {
+    const checked = validateKey(prefix);
+    if (!checked.ok) invalid({ ...checked, field: 'prefix', message: checked.message.replace(/^key/, 'prefix') });
+  }
+  let shard: number;
+  if (query.shard !== undefined) {
+    shard = integerParameter(query.shard, 'shard', 0, deps.config.shardCount - 1, 0);
+  } else if (prefix !== undefined && hashTagOf(prefix) !== prefix) {
+    // A prefix with a hash tag names one shard: every key under it shares the tag.
+    shard = deps.service.shardOf(prefix);
+  } else {
+    throw new ValidationError('shard', 'watch needs shard=<0..' + (deps.config.shardCount - 1) + '>, or a prefix with a hash tag such as prefix={user42}/');
+  }
+  const fromIndex = integerParameter(query.from, 'from', 1, Number.MAX_SAFE_INTEGER, 1);
+  const limit = integerParameter(query.limit, 'limit', 1, limits.listLimitMax, limits.listLimitDefault);
+  const waitMs = integerParameter(query.waitMs, 'waitMs', 0, watchWaitMsMax, watchWaitMsDefault);
+  const entries = await deps.service.watch(shard, fromIndex, limit, waitMs);
+  const last = entries.at(-1);
+  const matching = entries.filter((entry) => prefix === undefined || entry.ops.some((op) => op.type !== 'leader' && op.key.startsWith(prefix)));
+  return json(200, {
+    shard,
+    region: deps.config.region,
+    entries: matching.map((entry) => ({
+      index: entry.index,
+      epoch: entry.epoch,
+      committedAtMs: entry.committedAtMs,
+      hash: entry.hash,
+      ops: entry.ops.map((op) => (op.type === 'put' ? { type: 'put', key: op.key, value: Buffer.from(op.value).toString('base64'), encoding: 'base64' } : op)),
+    })),
+    // Where to continue: past everything read, including entries the prefix filtered out.
+    next: last === undefined ? fromIndex : last.index + 1,
+  });
+}
+
+const watchWaitMsDefault = 10_000;
+const watchWaitMsMax = 20_000;
 
 /** Maps typed errors to responses; anything else is a 500 that is logged, never leaked. */
 export function createApiHandler(deps: ApiDependencies, log: (line: string) => void = console.error): ApiHandler {
@@ -213,8 +293,8 @@ export const handler: ApiHandler = async (event) => {
   if (cached === undefined) {
     const config = configFromEnv();
     const clock = systemClock();
-    const store = new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
-    cached = createApiHandler({ config, clock, service: new KvService(store, config, clock) });
+    const log = (line: string) => console.error(line);
+    cached = createApiHandler({ config, clock, service: createRegionService(config, clock, log).service }, log);
   }
   return cached(event);
 };

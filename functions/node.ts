@@ -9,6 +9,7 @@ import { Election, type ActionOutcome, type LeaseAction, type LeaseRecord } from
 import { sealEntry } from '../lib/core/log.ts';
 import { HeadConflictError, StaleEpochError, TransactionRaceError } from '../lib/ports/errors.ts';
 import type { Store } from '../lib/ports/store.ts';
+import { Shipper } from '../lib/adapters/aws/replication.ts';
 
 export interface NodeRunOptions {
   config: ClusterConfig;
@@ -22,6 +23,8 @@ export interface NodeRunOptions {
   log: (line: string) => void;
   /** Ends the loop early (process shutdown). */
   signal?: AbortSignal;
+  /** Replica queues, for the leader's duty of re-shipping a stuck range. */
+  shipper?: Shipper;
 }
 
 export interface NodeRunSummary {
@@ -73,7 +76,10 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
         committedAtMs: clock.wallMs(),
       });
       try {
-        return await store.appendMarker(shard, holder, marker);
+        const stored = await store.appendMarker(shard, holder, marker);
+        // Replicas see the epoch boundary in order, like any entry.
+        if (options.shipper !== undefined) await options.shipper.ship(marker);
+        return stored;
       } catch (error) {
         if (!(error instanceof HeadConflictError) || attempt >= markerAttemptsMax) throw error;
       }
@@ -125,6 +131,44 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
     }
   };
 
+  // Leader duty: a replica whose progress on a shard we lead stood still while behind the head
+  // gets the missing range again (the apply is idempotent; a lost message is the usual cause).
+  const stuck = new Map<string, { appliedIndex: number; sinceMs: number }>();
+  let reships = 0;
+  let lastReplicaCheckMs = clock.monotonicMs();
+  const maybeReship = async (): Promise<void> => {
+    const shipper = options.shipper;
+    const nowMs = clock.monotonicMs();
+    if (shipper === undefined || nowMs - lastReplicaCheckMs < replicaCheckEveryMs(config)) return;
+    lastReplicaCheckMs = nowMs;
+    const leading = election.leading();
+    if (leading.length === 0) return;
+    const reports = await store.readReplicaReports();
+    await Promise.all(
+      leading.map(async (shard) => {
+        const head = await store.readHead(shard);
+        for (const report of reports.filter((candidate) => candidate.shard === shard && shipper.regions().includes(candidate.region))) {
+          const key = `${report.region}#${shard}`;
+          const seen = stuck.get(key);
+          if (head === undefined || report.appliedIndex >= head.index) {
+            stuck.delete(key);
+            continue;
+          }
+          if (seen === undefined || seen.appliedIndex !== report.appliedIndex) {
+            stuck.set(key, { appliedIndex: report.appliedIndex, sinceMs: nowMs });
+            continue;
+          }
+          if (nowMs - seen.sinceMs < stuckAfterMs(config)) continue;
+          const entries = await store.readLog(shard, report.appliedIndex + 1, reshipEntriesMax);
+          reships += 1;
+          const accepted = await shipper.reship(report.region, entries, `${incarnation}-${reships}`);
+          log(`${node} re-shipped shard ${shard} entries ${report.appliedIndex + 1}..${report.appliedIndex + entries.length} to ${report.region} (stuck ${Math.round(nowMs - seen.sinceMs)} ms; ${accepted} accepted)`);
+          stuck.set(key, { appliedIndex: report.appliedIndex, sinceMs: nowMs });
+        }
+      }),
+    );
+  };
+
   // Leases are observed twice per tick but renewed (and heartbeats written) once per tick:
   // a takeover waits for a lease to stand still for leaseMs after it was first seen still,
   // so observing more often than renewing shortens failover by up to half a tick for the
@@ -166,6 +210,7 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
           }
         }),
       );
+      if (fullTick) await maybeReship();
     } catch (error) {
       summary.errors += 1;
       log(`${node} tick failed: ${String(error)}`);
@@ -180,6 +225,19 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
   }
   return summary;
 }
+
+/** The leader looks at replica progress every four ticks. */
+function replicaCheckEveryMs(config: ClusterConfig): number {
+  return 4 * config.tickMs;
+}
+
+/** A replica behind the head with no progress for two leases is stuck: more than a slow apply. */
+function stuckAfterMs(config: ClusterConfig): number {
+  return 2 * config.leaseMs;
+}
+
+/** Entries re-shipped per stuck replica and check: the replica pulls the rest itself. */
+const reshipEntriesMax = 10;
 
 /** Immediate retries of a leader marker whose head moved (a commit of the old epoch that landed first). */
 const markerAttemptsMax = 3;
@@ -198,13 +256,20 @@ export const handler = async (_event: ScheduledEvent, context: Context): Promise
   }
   const clock = systemClock();
   const store = new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
-  return runNode({
-    config,
-    store,
-    node,
-    incarnation: newIncarnation(clock),
-    budgetMs: Math.min(invocationBudgetMs, context.getRemainingTimeInMillis() - timeoutMarginMs),
-    clock,
-    log: (line) => console.log(line),
-  });
+  const log = (line: string) => console.log(line);
+  const shipper = config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log });
+  try {
+    return await runNode({
+      config,
+      store,
+      node,
+      incarnation: newIncarnation(clock),
+      budgetMs: Math.min(invocationBudgetMs, context.getRemainingTimeInMillis() - timeoutMarginMs),
+      clock,
+      log,
+      ...(shipper === undefined ? {} : { shipper }),
+    });
+  } finally {
+    shipper?.destroy();
+  }
 };

@@ -8,6 +8,8 @@ import { tableNames, type TableNames } from './infra/schema.ts';
  */
 export const env = {
   region: 'EPOCHKV_REGION',
+  homeRegion: 'EPOCHKV_HOME_REGION',
+  replicaRegions: 'EPOCHKV_REPLICA_REGIONS',
   tablePrefix: 'EPOCHKV_TABLE_PREFIX',
   shardCount: 'EPOCHKV_SHARD_COUNT',
   leaseMs: 'EPOCHKV_LEASE_MS',
@@ -23,7 +25,12 @@ export const env = {
 } as const;
 
 export interface ClusterConfig {
+  /** The region this process runs in. */
   region: string;
+  /** The authoritative region: leases, the log and strong reads live there. */
+  homeRegion: string;
+  /** Regions holding replicas (each a FIFO queue, an apply function, log and kv copies). */
+  replicaRegions: string[];
   tablePrefix: string;
   tables: TableNames;
   shardCount: number;
@@ -50,6 +57,8 @@ export function configFromEnv(source: NodeJS.ProcessEnv = process.env): ClusterC
   const tablePrefix = source[env.tablePrefix] ?? 'epochkv';
   const config: ClusterConfig = {
     region,
+    homeRegion: source[env.homeRegion] ?? region,
+    replicaRegions: (source[env.replicaRegions] ?? '').split(',').map((name) => name.trim()).filter(Boolean),
     tablePrefix,
     tables: tableNames(tablePrefix),
     shardCount: integer(source, env.shardCount, limits.shardsDefault),
@@ -65,6 +74,9 @@ export function configFromEnv(source: NodeJS.ProcessEnv = process.env): ClusterC
 }
 
 export function validateConfig(config: ClusterConfig): void {
+  const regions = [config.homeRegion, ...config.replicaRegions];
+  assert(new Set(regions).size === regions.length, `regions must be distinct: home ${config.homeRegion}, replicas ${config.replicaRegions.join(',') || '(none)'}`);
+  assert(regions.includes(config.region), `region ${config.region} is neither the home region nor a replica region`);
   assert(config.shardCount >= 1 && config.shardCount <= limits.shardsMax, `shardCount must be 1..${limits.shardsMax}, got ${config.shardCount}`);
   assert(config.nodeIds.length >= 1 && config.nodeIds.length <= limits.nodesMax, `nodeIds must list 1..${limits.nodesMax} nodes`);
   assert(new Set(config.nodeIds).size === config.nodeIds.length, `nodeIds has duplicates: ${config.nodeIds.join(',')}`);
@@ -74,6 +86,8 @@ export function validateConfig(config: ClusterConfig): void {
 export function configToEnv(config: ClusterConfig): Record<string, string> {
   const out: Record<string, string> = {
     [env.region]: config.region,
+    [env.homeRegion]: config.homeRegion,
+    [env.replicaRegions]: config.replicaRegions.join(','),
     [env.tablePrefix]: config.tablePrefix,
     [env.shardCount]: String(config.shardCount),
     [env.leaseMs]: String(config.leaseMs),

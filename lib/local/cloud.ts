@@ -4,15 +4,22 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { createApiHandler } from '../../functions/api.ts';
+import { createApplyHandler } from '../../functions/apply.ts';
+import { runReplicaHeartbeat } from '../../functions/replica-heartbeat.ts';
+import { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
+import { makeSqsClient } from '../adapters/aws/replication.ts';
+import { createRegionService } from '../service/factory.ts';
+import { ReplicaApplier } from '../service/replica-applier.ts';
+import { createEventSource, type EventSource, type FaultSettings } from './event-source.ts';
+import { ensureReplicationQueue, type ReplicationQueue } from './queues.ts';
 import { localCredentials, makeDynamoClient } from '../adapters/aws/clients.ts';
 import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
 import { systemClock } from '../clock.ts';
 import { configToEnv, defaultNodeIds, validateConfig, type ClusterConfig } from '../config.ts';
 import { limits } from '../core/limits.ts';
 import { tableNames } from '../infra/schema.ts';
-import { KvService } from '../service/kv-service.ts';
 import { startDynamoLocal, startSqsEmulator, type Emulator } from './emulators.ts';
-import { serveApi, type ApiServer } from './http-server.ts';
+import { serveApi, type ApiServer, type LocalRoute } from './http-server.ts';
 import { ensureTables } from './tables.ts';
 
 export interface LocalCloudOptions {
@@ -23,7 +30,10 @@ export interface LocalCloudOptions {
   /** Reuse running emulators instead of starting them (tests start them once per run). */
   dynamoEndpoint?: string;
   sqsEndpoint?: string;
+  /** The home region. */
   region?: string;
+  /** Replica regions; [] runs the home region alone. */
+  replicaRegions?: string[];
   tablePrefix?: string;
   shardCount?: number;
   leaseMs?: number;
@@ -31,6 +41,8 @@ export interface LocalCloudOptions {
   nodeIds?: string[];
   /** Length of one node invocation before the next (overlapping) one starts. */
   invocationMs?: number;
+  /** Seeds the replication fault hooks (per region: seed + position). */
+  faultSeed?: number;
   log?: (line: string) => void;
 }
 
@@ -42,9 +54,26 @@ export interface NodeControl {
   pid: number | undefined;
 }
 
+export interface RegionEndpoint {
+  region: string;
+  apiUrl: string;
+  role: 'home' | 'replica';
+}
+
+/** A replica region's machinery in the local cloud. */
+export interface LocalReplicaRegion {
+  region: string;
+  /** The poller playing the Lambda SQS event source mapping, with fault hooks. */
+  eventSource: EventSource;
+  queue: ReplicationQueue;
+}
+
 export interface LocalCloud {
   config: ClusterConfig;
+  /** The home API. */
   apiUrl: string;
+  regions: RegionEndpoint[];
+  replicas: LocalReplicaRegion[];
   dynamoEndpoint: string;
   sqsEndpoint: string;
   nodes(): NodeControl[];
@@ -54,6 +83,8 @@ export interface LocalCloud {
   start(node: string): NodeControl;
   stop(): Promise<void>;
 }
+
+export const defaultReplicaRegions = ['eu-west-1', 'ap-southeast-2'];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -153,6 +184,68 @@ class NodeProcesses {
   }
 }
 
+/** Local queue settings: a short visibility timeout so a failed batch is retried within seconds. */
+const localVisibilityTimeoutS = 2;
+const localMaxReceiveCount = 5;
+
+/**
+ * Replication fault hooks: `GET /_local/replication` lists each replica region's poller and
+ * its stats; `POST /_local/replication/{region}/faults` with JSON `{dropRate, duplicateRate,
+ * reorder, delayMs}` sets faults; `POST /_local/replication/{region}/poller/stop|start`.
+ */
+async function replicationRoute(replicas: LocalReplicaRegion[], method: string, segments: string[], body: Buffer): ReturnType<LocalRoute> {
+  if (segments.length === 0) {
+    if (method !== 'GET') return { status: 405, body: { error: 'MethodNotAllowed', message: 'use GET /_local/replication' } };
+    return {
+      status: 200,
+      body: { replicas: replicas.map((replica) => ({ region: replica.region, running: replica.eventSource.running(), faults: replica.eventSource.faults(), stats: replica.eventSource.stats() })) },
+    };
+  }
+  const [region, verb, action] = segments;
+  const replica = replicas.find((candidate) => candidate.region === region);
+  if (replica === undefined) {
+    return { status: 404, body: { error: 'NotFound', message: `no replica region "${region}"; replica regions: ${replicas.map((candidate) => candidate.region).join(', ')}` } };
+  }
+  if (method !== 'POST') return { status: 405, body: { error: 'MethodNotAllowed', message: 'use POST for replication controls' } };
+  if (verb === 'faults' && action === undefined) {
+    let faults: unknown;
+    try {
+      faults = JSON.parse(body.toString('utf8') || '{}');
+    } catch {
+      return { status: 400, body: { error: 'BadRequest', message: 'send JSON such as {"dropRate":0.2,"duplicateRate":0.2,"reorder":true,"delayMs":0}' } };
+    }
+    const checked = checkFaults(faults);
+    if (typeof checked === 'string') return { status: 400, body: { error: 'BadRequest', message: checked } };
+    return { status: 200, body: { region: replica.region, faults: replica.eventSource.setFaults(checked) } };
+  }
+  if (verb === 'poller' && (action === 'stop' || action === 'start')) {
+    if (action === 'stop') await replica.eventSource.stop();
+    else replica.eventSource.start();
+    return { status: 200, body: { region: replica.region, running: replica.eventSource.running() } };
+  }
+  return { status: 404, body: { error: 'NotFound', message: 'use POST /_local/replication/{region}/faults or /_local/replication/{region}/poller/stop|start' } };
+}
+
+function checkFaults(raw: unknown): Partial<FaultSettings> | string {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return 'faults must be a JSON object';
+  const out: Partial<FaultSettings> = {};
+  for (const [name, value] of Object.entries(raw)) {
+    if (name === 'dropRate' || name === 'duplicateRate') {
+      if (typeof value !== 'number' || value < 0 || value > 1) return `${name} must be a number from 0 to 1`;
+      out[name] = value;
+    } else if (name === 'reorder') {
+      if (typeof value !== 'boolean') return 'reorder must be true or false';
+      out.reorder = value;
+    } else if (name === 'delayMs') {
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 60_000) return 'delayMs must be an integer from 0 to 60000';
+      out.delayMs = value;
+    } else {
+      return `unknown fault "${name.slice(0, 40)}"; known: dropRate, duplicateRate, reorder, delayMs`;
+    }
+  }
+  return out;
+}
+
 export class UnknownNodeError extends Error {
   constructor(id: string, known: string[]) {
     super(`unknown node "${id}"; nodes are ${known.join(', ')}`);
@@ -167,8 +260,11 @@ export class UnknownNodeError extends Error {
 export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<LocalCloud> {
   const log = options.log ?? ((line: string) => console.log(line));
   const basePort = options.basePort ?? 8080;
+  const homeRegion = options.region ?? 'us-east-1';
   const config: ClusterConfig = {
-    region: options.region ?? 'us-east-1',
+    region: homeRegion,
+    homeRegion,
+    replicaRegions: options.replicaRegions ?? defaultReplicaRegions,
     tablePrefix: options.tablePrefix ?? 'epochkv',
     tables: tableNames(options.tablePrefix ?? 'epochkv'),
     shardCount: options.shardCount ?? limits.shardsDefault,
@@ -182,11 +278,20 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
   validateConfig(config);
 
   const owned: Emulator[] = [];
-  let api: ApiServer | undefined;
+  const servers: ApiServer[] = [];
+  const closers: (() => void)[] = [];
+  const replicaLoops: Promise<unknown>[] = [];
+  const replicas: LocalReplicaRegion[] = [];
+  const regions: RegionEndpoint[] = [];
+  const background = new AbortController();
   let nodes: NodeProcesses | undefined;
   const stop = async () => {
+    background.abort();
+    await Promise.all(replicas.map((replica) => replica.eventSource.stop()));
+    await Promise.allSettled(replicaLoops);
     await nodes?.stopAll();
-    await api?.close();
+    await Promise.all(servers.map((server) => server.close()));
+    for (const close of closers) close();
     for (const emulator of owned.reverse()) await emulator.stop();
   };
   try {
@@ -200,30 +305,69 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
       owned.push(sqs);
       config.sqsEndpoint = sqs.endpoint;
     }
-    const admin = new DynamoDBClient({ region: config.region, endpoint: config.dynamoEndpoint, credentials: localCredentials });
-    try {
-      await ensureTables(admin, config.tables);
-    } finally {
-      admin.destroy();
-    }
+    // Every region's tables (and each replica region's queues) from the same definitions.
+    // One DynamoDB Local and one SQS emulator serve them all, separated by the client's region.
+    const queues = new Map<string, ReplicationQueue>();
+    await Promise.all(
+      [config.homeRegion, ...config.replicaRegions].map(async (region) => {
+        const admin = new DynamoDBClient({ region, endpoint: config.dynamoEndpoint, credentials: localCredentials });
+        try {
+          await ensureTables(admin, config.tables);
+        } finally {
+          admin.destroy();
+        }
+        if (region !== config.homeRegion) {
+          const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
+          closers.push(() => sqs.destroy());
+          queues.set(region, await ensureReplicationQueue(sqs, config.tablePrefix, { visibilityTimeoutS: localVisibilityTimeoutS, maxReceiveCount: localMaxReceiveCount }));
+        }
+      }),
+    );
 
     nodes = new NodeProcesses(config, options.invocationMs ?? 20_000, log);
     for (const id of config.nodeIds) nodes.start(id);
 
     const clock = systemClock();
-    const store = new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
-    const handler = createApiHandler({ config, clock, service: new KvService(store, config, clock) }, log);
+    const home = new DynamoStore(makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
+
+    // Each replica region: the apply function on its queue (a poller plays the event source
+    // mapping) and the replica heartbeat, both in this process.
+    for (const [position, region] of config.replicaRegions.entries()) {
+      const regionConfig = { ...config, region };
+      const replica = new DynamoReplicaStore(makeDynamoClient({ region, endpoint: config.dynamoEndpoint }), config.tables);
+      const applier = new ReplicaApplier(replica, home, clock);
+      const queue = queues.get(region) as ReplicationQueue;
+      const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
+      closers.push(() => sqs.destroy());
+      const eventSource = createEventSource({
+        client: sqs,
+        queueUrl: queue.queueUrl,
+        region,
+        handler: createApplyHandler(applier, (line) => log(`${region} ${line}`)),
+        visibilityTimeoutS: localVisibilityTimeoutS,
+        seed: (options.faultSeed ?? 1) + position,
+        log: (line) => log(`${region} ${line}`),
+      });
+      eventSource.start();
+      replicas.push({ region, eventSource, queue });
+      replicaLoops.push(
+        (async () => {
+          while (!background.signal.aborted) {
+            await runReplicaHeartbeat({ config: regionConfig, replica, home, applier, budgetMs: 60_000, clock, log, signal: background.signal });
+          }
+        })(),
+      );
+    }
+
     const processes = nodes;
-    api = await serveApi(handler, {
-      port: basePort,
-      log,
-      localRoute: async (method, segments) => {
-        if (segments[0] !== 'nodes') return undefined;
+    const localRoute: LocalRoute = async (method, segments, body) => {
+      if (segments[0] === 'replication') return replicationRoute(replicas, method, segments.slice(1), body);
+      if (segments[0] !== 'nodes') return undefined;
         if (segments.length === 1 && method === 'GET') return { status: 200, body: { nodes: processes.list() } };
         const [, id, verb] = segments;
         if (id === undefined || verb === undefined || segments.length !== 3) return undefined;
         if (method !== 'POST') return { status: 405, body: { error: 'MethodNotAllowed', message: 'use POST for node controls' } };
-        const actions = { kill: 'kill', pause: 'pause', resume: 'resume', start: 'start' } as const;
+          const actions = { kill: 'kill', pause: 'pause', resume: 'resume', start: 'start' } as const;
         const action = actions[verb as keyof typeof actions];
         if (action === undefined) return { status: 404, body: { error: 'NotFound', message: `unknown control "${verb}"; use kill, pause, resume or start` } };
         try {
@@ -232,8 +376,18 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
           if (error instanceof UnknownNodeError) return { status: 404, body: { error: 'NotFound', message: error.message } };
           throw error;
         }
-      },
-    });
+    };
+
+    // One API per region: home on the base port, replicas on the next ones.
+    for (const [position, region] of [config.homeRegion, ...config.replicaRegions].entries()) {
+      const regionConfig = { ...config, region };
+      const { service, close } = createRegionService(regionConfig, clock, log);
+      closers.push(close);
+      const handler = createApiHandler({ config: regionConfig, clock, service }, log);
+      const server = await serveApi(handler, { port: basePort === 0 ? 0 : basePort + position, log, localRoute });
+      servers.push(server);
+      regions.push({ region, apiUrl: server.url, role: position === 0 ? 'home' : 'replica' });
+    }
   } catch (error) {
     await stop();
     throw error;
@@ -241,7 +395,9 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
   const processes = nodes;
   return {
     config,
-    apiUrl: api.url,
+    apiUrl: (regions[0] as RegionEndpoint).apiUrl,
+    regions,
+    replicas,
     dynamoEndpoint: config.dynamoEndpoint!,
     sqsEndpoint: config.sqsEndpoint!,
     nodes: () => processes.list(),

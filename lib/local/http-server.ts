@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { limits } from '../core/limits.ts';
 
-export type LocalRoute = (method: string, segments: string[]) => Promise<{ status: number; body: unknown } | undefined>;
+export type LocalRoute = (method: string, segments: string[], body: Buffer) => Promise<{ status: number; body: unknown } | undefined>;
 
 /** Bodies are refused past this size; API Gateway's own payload limit is 10 MB. */
 const bodyBytesMax = 10 * 1024 * 1024;
@@ -127,7 +127,7 @@ export async function serveApi(
       const pathname = new URL(request.url ?? '/', 'http://localhost').pathname;
       if (pathname === '/_local' || pathname.startsWith('/_local/')) {
         const segments = pathname.split('/').filter(Boolean).slice(1);
-        const result = options.localRoute ? await options.localRoute(request.method ?? 'GET', segments) : undefined;
+        const result = options.localRoute ? await options.localRoute(request.method ?? 'GET', segments, bytes) : undefined;
         if (result === undefined) {
           sendProblem(response, 404, 'NotFound', 'unknown local control; use POST /_local/nodes/{id}/kill|pause|resume|start or GET /_local/nodes');
           return;

@@ -7,6 +7,7 @@
  */
 import { makeDynamoClient } from '../adapters/aws/clients.ts';
 import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
+import { Shipper } from '../adapters/aws/replication.ts';
 import { sleep, systemClock } from '../clock.ts';
 import { configFromEnv } from '../config.ts';
 import { newIncarnation, runNode } from '../../functions/node.ts';
@@ -21,6 +22,7 @@ if (node === undefined) {
 const config = configFromEnv();
 const clock = systemClock();
 const store = new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
+const shipper = config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log: (line) => process.stdout.write(`${line}\n`) });
 const stop = new AbortController();
 const running = new Set<Promise<unknown>>();
 
@@ -34,7 +36,7 @@ const log = (line: string) => process.stdout.write(`${line}\n`);
 
 while (!stop.signal.aborted) {
   const incarnation = newIncarnation(clock);
-  const invocation = runNode({ config, store, node, incarnation, budgetMs: invocationMs + config.leaseMs, clock, log, signal: stop.signal })
+  const invocation = runNode({ config, store, node, incarnation, budgetMs: invocationMs + config.leaseMs, clock, log, signal: stop.signal, ...(shipper === undefined ? {} : { shipper }) })
     .catch((error: unknown) => log(`${node} invocation ${incarnation} failed: ${String(error)}`))
     .finally(() => running.delete(invocation));
   running.add(invocation);
@@ -42,4 +44,5 @@ while (!stop.signal.aborted) {
   while (!stop.signal.aborted && clock.monotonicMs() < nextMs) await sleep(Math.min(100, nextMs - clock.monotonicMs()));
 }
 await Promise.allSettled([...running]);
+shipper?.destroy();
 process.exit(0);

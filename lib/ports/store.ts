@@ -39,6 +39,17 @@ export interface HeartbeatItem {
   atMs: number;
 }
 
+/** A replica region's progress on one shard, as its heartbeat reports it to the home region. */
+export interface ReplicaReport {
+  region: string;
+  shard: number;
+  appliedIndex: number;
+  appliedAtMs: number;
+  /** Commit → apply time of the last applied entry. */
+  lastLagMs: number;
+  reportedAtMs: number;
+}
+
 export interface ListPage {
   items: KvItem[];
   /** Pass as `after` to get the next page; undefined on the last page. */
@@ -74,6 +85,8 @@ export interface Store {
    */
   appendMarker(shard: number, holder: { node: string; incarnation: string }, marker: LogEntry): Promise<LeaseRecord>;
   putHeartbeat(heartbeat: HeartbeatItem): Promise<void>;
+  putReplicaReport(report: ReplicaReport): Promise<void>;
+  readReplicaReports(): Promise<ReplicaReport[]>;
   readHeartbeats(): Promise<HeartbeatItem[]>;
   /** The last log entry of a shard (strongly consistent), undefined for an empty log. */
   readHead(shard: number): Promise<LogHead | undefined>;

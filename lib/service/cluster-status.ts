@@ -10,6 +10,17 @@ export interface ClusterStatus {
   tickMs: number;
   nodes: { id: string; status: NodeStatus; lastHeartbeatAgeMs: number | null; incarnation: string | null; seq: number | null }[];
   shards: { shard: number; leader: string | null; epoch: number; headIndex: number; leaseAgeMs: number | null; live: boolean }[];
+  replicas: {
+    region: string;
+    shard: number;
+    appliedIndex: number;
+    lagEntries: number;
+    /** Age of the oldest entry the replica has not applied (0 when caught up). */
+    lagMs: number;
+    /** Commit → apply time of the last entry it applied. */
+    lastApplyLagMs: number;
+    reportAgeMs: number;
+  }[];
 }
 
 /**
@@ -18,10 +29,11 @@ export interface ClusterStatus {
  * use local elapsed time and never compare clocks).
  */
 export async function clusterStatus(store: Store, config: ClusterConfig, clock: Clock): Promise<ClusterStatus> {
-  const [heartbeats, leases, heads] = await Promise.all([
+  const [heartbeats, leases, heads, reports] = await Promise.all([
     store.readHeartbeats(),
     store.readLeases(),
     Promise.all(Array.from({ length: config.shardCount }, (_, shard) => store.readHead(shard))),
+    store.readReplicaReports(),
   ]);
   const now = clock.wallMs();
   const ids = [...new Set([...config.nodeIds, ...heartbeats.map((heartbeat) => heartbeat.node)])].sort();
@@ -44,5 +56,24 @@ export async function clusterStatus(store: Store, config: ClusterConfig, clock: 
       live: lease?.holder !== undefined && leaseAgeMs !== null && leaseAgeMs <= config.leaseMs + limits.leaseSkewToleranceMs,
     };
   });
-  return { region: config.region, leaseMs: config.leaseMs, tickMs: config.tickMs, nodes, shards };
+  const replicas = await Promise.all(
+    reports
+      .filter((report) => config.replicaRegions.includes(report.region) && report.shard < config.shardCount)
+      .sort((a, b) => a.region.localeCompare(b.region) || a.shard - b.shard)
+      .map(async (report) => {
+        const headIndex = heads[report.shard]?.index ?? 0;
+        const lagEntries = Math.max(0, headIndex - report.appliedIndex);
+        const oldestUnapplied = lagEntries === 0 ? undefined : await store.readLogEntry(report.shard, report.appliedIndex + 1);
+        return {
+          region: report.region,
+          shard: report.shard,
+          appliedIndex: report.appliedIndex,
+          lagEntries,
+          lagMs: oldestUnapplied === undefined ? 0 : Math.max(0, now - oldestUnapplied.committedAtMs),
+          lastApplyLagMs: report.lastLagMs,
+          reportAgeMs: Math.max(0, now - report.reportedAtMs),
+        };
+      }),
+  );
+  return { region: config.region, leaseMs: config.leaseMs, tickMs: config.tickMs, nodes, shards, replicas };
 }

@@ -2,7 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { backoffMs, sleep, type Clock } from '../clock.ts';
 import { limits } from '../core/limits.ts';
 import type { LeaseRecord } from '../core/lease.ts';
-import { sealEntry, type Operation } from '../core/log.ts';
+import { sealEntry, type LogEntry, type Operation } from '../core/log.ts';
+import { mergeToken, type SessionToken } from '../core/session.ts';
+import type { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
+import type { Shipper } from '../adapters/aws/replication.ts';
 import { shardOf } from '../core/shard.ts';
 import {
   EpochKvError,
@@ -14,6 +17,9 @@ import {
   TransactionRaceError,
 } from '../ports/errors.ts';
 import type { KvChange, KvItem, ListPage, LogHead, Precondition, Store } from '../ports/store.ts';
+
+/** How often a watch re-reads the log while there is nothing new. */
+const watchPollMs = 100;
 
 /** How often a write waiting for a live leader re-reads the lease. */
 const leaderPollMs = 25;
@@ -31,6 +37,27 @@ export interface ServiceOptions {
   leaseMs: number;
   tickMs: number;
 }
+
+export type Consistency = 'strong' | 'session' | 'eventual';
+export const consistencies: readonly Consistency[] = ['strong', 'session', 'eventual'];
+
+/** This region's copy, when the service runs in a replica region. */
+export interface LocalReplica {
+  /** The replica region's log and kv tables (read side only). */
+  store: Store;
+  progress: DynamoReplicaStore;
+}
+
+export interface ReadResult {
+  item: KvItem | undefined;
+  token: SessionToken;
+  /** Which copy answered: the home table or this region's replica. */
+  servedBy: 'home' | 'replica';
+}
+
+/** How long a session read waits for the local replica to reach the token, polling every 20 ms. */
+const sessionWaitMs = 500;
+const sessionPollMs = 20;
 
 interface CachedLease {
   record: LeaseRecord | undefined;
@@ -50,8 +77,48 @@ export class KvService {
     readonly store: Store,
     readonly options: ServiceOptions,
     private readonly clock: Clock,
+    private readonly replication: { shipper?: Shipper | undefined; local?: LocalReplica | undefined; log?: (line: string) => void } = {},
     private readonly random: () => number = Math.random,
   ) {}
+
+  /** True when this service runs in a replica region. */
+  isReplica(): boolean {
+    return this.replication.local !== undefined;
+  }
+
+  /**
+   * strong: the home table with ConsistentRead (linearizable, from any region). eventual: this
+   * region's table. session: this region's replica once it has applied the token's index for
+   * the key's shard (bounded wait), else strong. The returned token records what was observed.
+   */
+  async read(key: string, consistency: Consistency, token: SessionToken): Promise<ReadResult> {
+    const shard = this.shardOf(key);
+    const local = this.replication.local;
+    if (consistency === 'eventual') {
+      const item = await (local?.store ?? this.store).getItem(shard, key, false);
+      return { item, token: mergeToken(token, shard, item?.index ?? 0), servedBy: local === undefined ? 'home' : 'replica' };
+    }
+    if (consistency === 'session' && local !== undefined) {
+      const needed = token[shard] ?? 0;
+      const waitStartMs = this.clock.monotonicMs();
+      let progress = await local.progress.readProgress(shard);
+      while (progress.appliedIndex < needed && this.clock.monotonicMs() - waitStartMs < sessionWaitMs) {
+        await sleep(sessionPollMs);
+        progress = await local.progress.readProgress(shard);
+      }
+      if (progress.appliedIndex >= needed) {
+        // Progress and kv change move in one transaction: a consistent read of the item now
+        // sees at least the state at appliedIndex.
+        const item = await local.store.getItem(shard, key, true);
+        return { item, token: mergeToken(token, shard, Math.max(progress.appliedIndex, item?.index ?? 0)), servedBy: 'replica' };
+      }
+    }
+    const item = await this.store.getItem(shard, key, true);
+    // A missing key says nothing about the index observed: take the head, so a later session
+    // read cannot see the key come back from an older state.
+    const observed = item?.index ?? (await this.store.readHead(shard))?.index ?? 0;
+    return { item, token: mergeToken(token, shard, observed), servedBy: 'home' };
+  }
 
   shardOf(key: string): number {
     return shardOf(key, this.options.shardCount);
@@ -77,6 +144,7 @@ export class KvService {
       try {
         await this.store.commit({ entry, kv: { change, precondition } });
         this.#heads.set(shard, { index: entry.index, hash: entry.hash });
+        await this.#ship(entry);
         return { key: change.key, shard, version: entry.index, epoch: entry.epoch, index: entry.index };
       } catch (error) {
         if (error instanceof StaleEpochError) {
@@ -109,12 +177,33 @@ export class KvService {
     );
   }
 
-  async get(key: string, consistent: boolean): Promise<KvItem | undefined> {
-    return this.store.getItem(this.shardOf(key), key, consistent);
+  /**
+   * Asynchronous replication: the write is acknowledged after the home commit. The send is
+   * awaited (a Lambda may be frozen right after it answers) but its failure is only logged:
+   * the replica repairs any gap from the home log.
+   */
+  async #ship(entry: LogEntry): Promise<void> {
+    const shipper = this.replication.shipper;
+    if (shipper === undefined) return;
+    const outcome = await shipper.ship(entry);
+    if (outcome.missed.length > 0) this.replication.log?.(`shard ${entry.shard} index ${entry.index}: not shipped to ${outcome.missed.join(', ')}; replicas will repair`);
   }
 
-  async list(prefix: string, limit: number, after: string | undefined): Promise<ListPage> {
-    return this.store.list(prefix, limit, after, true);
+  async list(prefix: string, limit: number, after: string | undefined, consistency: Consistency): Promise<ListPage> {
+    const local = this.replication.local;
+    if (consistency === 'eventual' && local !== undefined) return local.store.list(prefix, limit, after, false);
+    return this.store.list(prefix, limit, after, consistency !== 'eventual');
+  }
+
+  /** Entries of this region's copy of a shard's log from `fromIndex`, waiting up to `waitMs` for some. */
+  async watch(shard: number, fromIndex: number, limit: number, waitMs: number, signal?: AbortSignal): Promise<LogEntry[]> {
+    const log = this.replication.local?.store ?? this.store;
+    const startMs = this.clock.monotonicMs();
+    for (;;) {
+      const entries = await log.readLog(shard, fromIndex, limit);
+      if (entries.length > 0 || this.clock.monotonicMs() - startMs >= waitMs || signal?.aborted) return entries;
+      await sleep(Math.min(watchPollMs, Math.max(1, waitMs - (this.clock.monotonicMs() - startMs))));
+    }
   }
 
   /** A lease with a holder whose renewal is recent enough, re-read when the cached one is old. */

@@ -225,7 +225,7 @@ describe('Class: KvService', () => {
     const log = await store.readLog(shard, 1, 1000);
     expect(log.map((entry) => entry.index)).toEqual(log.map((_, position) => position + 1));
     expect(verifyChain(log)).toEqual({ ok: true });
-    expect((await service.get(key, true))?.version).toBe(version);
+    expect((await service.read(key, 'strong', {})).item?.version).toBe(version);
   });
 
   it('refuses writes to a shard without a live leader with a NoLeaderError', async () => {

@@ -19,10 +19,11 @@ import {
   TransactionRaceError,
   VersionConflictError,
 } from '../../ports/errors.ts';
-import type { CommitRequest, HeartbeatItem, KvItem, LeaseExpectation, ListPage, LogHead, Store } from '../../ports/store.ts';
+import type { CommitRequest, HeartbeatItem, KvItem, LeaseExpectation, ListPage, LogHead, ReplicaReport, Store } from '../../ports/store.ts';
 
 const leasePartition = 'lease';
 const nodePartition = 'node';
+const replicaPartition = 'replica';
 
 /** Sort keys of leases are zero-padded so the one Query returns them in shard order. */
 function leaseSortKey(shard: number): string {
@@ -304,6 +305,32 @@ export class DynamoStore implements Store {
       incarnation: String(item.incarnation),
       seq: Number(item.seq),
       atMs: Number(item.atMs),
+    }));
+  }
+
+  async putReplicaReport(report: ReplicaReport): Promise<void> {
+    await this.client.send(
+      new PutCommand({ TableName: this.tables.control, Item: { pk: replicaPartition, sk: `${report.region}#${String(report.shard).padStart(4, '0')}`, ...report } }),
+    );
+  }
+
+  async readReplicaReports(): Promise<ReplicaReport[]> {
+    const result = await this.client.send(
+      new QueryCommand({
+        TableName: this.tables.control,
+        KeyConditionExpression: '#pk = :pk',
+        ExpressionAttributeNames: { '#pk': 'pk' },
+        ExpressionAttributeValues: { ':pk': replicaPartition },
+        ConsistentRead: true,
+      }),
+    );
+    return (result.Items ?? []).map((item) => ({
+      region: String(item.region),
+      shard: Number(item.shard),
+      appliedIndex: Number(item.appliedIndex),
+      appliedAtMs: Number(item.appliedAtMs),
+      lastLagMs: Number(item.lastLagMs),
+      reportedAtMs: Number(item.reportedAtMs),
     }));
   }
 

@@ -1,0 +1,86 @@
+import type { Context, ScheduledEvent } from 'aws-lambda';
+import { makeDynamoClient } from '../lib/adapters/aws/clients.ts';
+import { DynamoStore } from '../lib/adapters/aws/dynamo-store.ts';
+import { DynamoReplicaStore } from '../lib/adapters/aws/replica-store.ts';
+import { sleep, systemClock, type Clock } from '../lib/clock.ts';
+import { configFromEnv, type ClusterConfig } from '../lib/config.ts';
+import type { Store } from '../lib/ports/store.ts';
+import { ReplicaApplier } from '../lib/service/replica-applier.ts';
+
+export interface ReplicaHeartbeatOptions {
+  config: ClusterConfig;
+  replica: DynamoReplicaStore;
+  home: Store;
+  applier: ReplicaApplier;
+  budgetMs: number;
+  clock: Clock;
+  log: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * The replica region's heartbeat: every tick it reports `appliedIndex` per shard to the home
+ * `control` table (the lag the dashboard, metrics and alarms show), and pulls from the home
+ * log any shard that is behind the home head and made no progress since the last tick — the
+ * case of a lost last message, which no later message would reveal.
+ */
+export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Promise<{ ticks: number; repaired: number }> {
+  const { config, replica, home, applier, clock, log } = options;
+  const startedMs = clock.monotonicMs();
+  // Per shard: the applied index last seen and since when (local elapsed time) it stood still.
+  const lastApplied = new Map<number, { appliedIndex: number; sinceMs: number }>();
+  const idleMs = Math.max(4 * config.tickMs, 1_000);
+  const summary = { ticks: 0, repaired: 0 };
+  while (!options.signal?.aborted && clock.monotonicMs() - startedMs < options.budgetMs) {
+    const tickStartMs = clock.monotonicMs();
+    summary.ticks += 1;
+    try {
+      const [progress, heads] = await Promise.all([
+        replica.readAllProgress(),
+        Promise.all(Array.from({ length: config.shardCount }, (_, shard) => home.readHead(shard))),
+      ]);
+      await Promise.all(
+        Array.from({ length: config.shardCount }, async (_, shard) => {
+          let appliedIndex = progress.get(shard)?.appliedIndex ?? 0;
+          const headIndex = heads[shard]?.index ?? 0;
+          const seen = lastApplied.get(shard);
+          const idle = seen !== undefined && seen.appliedIndex === appliedIndex && clock.monotonicMs() - seen.sinceMs >= idleMs;
+          if (appliedIndex < headIndex && idle) {
+            const repaired = await applier.repair(shard, headIndex);
+            if (repaired > 0) log(`replica ${config.region}: shard ${shard} stood at ${appliedIndex} behind home head ${headIndex} for ${idleMs} ms; pulled ${repaired} entries`);
+            summary.repaired += repaired;
+          }
+          const current = await replica.readProgress(shard);
+          appliedIndex = current.appliedIndex;
+          if (seen === undefined || seen.appliedIndex !== appliedIndex) lastApplied.set(shard, { appliedIndex, sinceMs: clock.monotonicMs() });
+          await home.putReplicaReport({ region: config.region, shard, appliedIndex, appliedAtMs: current.appliedAtMs, lastLagMs: current.lastLagMs, reportedAtMs: clock.wallMs() });
+        }),
+      );
+    } catch (error) {
+      log(`replica ${config.region}: heartbeat failed: ${String(error)}`);
+    }
+    const waitMs = config.tickMs - (clock.monotonicMs() - tickStartMs);
+    if (waitMs > 0) await sleep(Math.min(waitMs, Math.max(0, options.budgetMs - (clock.monotonicMs() - startedMs))));
+  }
+  return summary;
+}
+
+const timeoutMarginMs = 5_000;
+const invocationBudgetMs = 55_000;
+
+/** The Lambda entry point: scheduled every minute in each replica region. */
+export const handler = async (_event: ScheduledEvent, context: Context) => {
+  const config = configFromEnv();
+  const clock = systemClock();
+  const home = new DynamoStore(makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
+  const replica = new DynamoReplicaStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables);
+  return runReplicaHeartbeat({
+    config,
+    replica,
+    home,
+    applier: new ReplicaApplier(replica, home, clock),
+    budgetMs: Math.min(invocationBudgetMs, context.getRemainingTimeInMillis() - timeoutMarginMs),
+    clock,
+    log: (line) => console.log(line),
+  });
+};

@@ -1,0 +1,83 @@
+import { assert } from './assert.ts';
+import { genesisHash, verifyChain, type LogEntry, type Operation } from './log.ts';
+
+/** How far a replica has applied one shard's log: an unbroken, verified prefix. */
+export interface ReplicaProgress {
+  appliedIndex: number;
+  /** Hash of the entry at appliedIndex (genesisHash when nothing is applied). */
+  appliedHash: string;
+}
+
+export const emptyProgress: ReplicaProgress = { appliedIndex: 0, appliedHash: genesisHash };
+
+export type ApplyDecision =
+  /** Applied before (a duplicate or a re-ship): acknowledge and skip. */
+  | { type: 'skip' }
+  /** The next entry, and it continues the chain. */
+  | { type: 'apply' }
+  /** Entries are missing before this one: read [fromIndex, toIndex] from the home log. */
+  | { type: 'repair'; fromIndex: number; toIndex: number; reason: string };
+
+/**
+ * What a replica does with one delivered entry, given its progress. Apply strictly in index
+ * order; anything out of order or not matching the chain is fetched from the home log, so
+ * lost, duplicated, reordered or corrupted messages do no harm.
+ */
+export function decideApply(progress: ReplicaProgress, entry: LogEntry): ApplyDecision {
+  if (entry.index <= progress.appliedIndex) return { type: 'skip' };
+  if (entry.index > progress.appliedIndex + 1) {
+    return { type: 'repair', fromIndex: progress.appliedIndex + 1, toIndex: entry.index, reason: `gap: applied ${progress.appliedIndex}, got ${entry.index}` };
+  }
+  const check = verifyChain([entry], { index: progress.appliedIndex, hash: progress.appliedHash });
+  if (!check.ok) return { type: 'repair', fromIndex: entry.index, toIndex: entry.index, reason: `corrupt entry: ${check.reason}` };
+  return { type: 'apply' };
+}
+
+/**
+ * The net change a run of consecutive entries makes to the kv table: one action per key (a
+ * DynamoDB transaction may touch an item only once), the last write to a key winning, as
+ * applying the entries one by one would leave it.
+ */
+export type KvEffect = { type: 'put'; key: string; value: Uint8Array; index: number; epoch: number } | { type: 'delete'; key: string; index: number };
+
+export function netEffects(entries: readonly LogEntry[]): KvEffect[] {
+  const byKey = new Map<string, KvEffect>();
+  for (const entry of entries) {
+    for (const op of entry.ops) {
+      const effect = effectOf(op, entry);
+      if (effect !== undefined) {
+        // Re-insert so the map's order follows the last write.
+        byKey.delete(effect.key);
+        byKey.set(effect.key, effect);
+      }
+    }
+  }
+  return [...byKey.values()];
+}
+
+function effectOf(op: Operation, entry: LogEntry): KvEffect | undefined {
+  switch (op.type) {
+    case 'put':
+      return { type: 'put', key: op.key, value: op.value, index: entry.index, epoch: entry.epoch };
+    case 'delete':
+      return { type: 'delete', key: op.key, index: entry.index };
+    case 'leader':
+      return undefined;
+  }
+}
+
+/** Items a run of `entryCount` entries touches at most: progress + a log copy and a kv change each. */
+export function runItemsMax(entryCount: number): number {
+  return 1 + 2 * entryCount;
+}
+
+/** Largest run that fits one TransactWriteItems (100 items). */
+export const runEntriesMax = 49;
+assert(runItemsMax(runEntriesMax) <= 100, 'a replica apply run must fit one transaction');
+
+/** Splits verified consecutive entries into runs that each fit one transaction. */
+export function chunkRuns(entries: readonly LogEntry[]): LogEntry[][] {
+  const runs: LogEntry[][] = [];
+  for (let start = 0; start < entries.length; start += runEntriesMax) runs.push(entries.slice(start, start + runEntriesMax));
+  return runs;
+}

@@ -1,0 +1,26 @@
+import { makeDynamoClient } from '../adapters/aws/clients.ts';
+import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
+import { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
+import { Shipper } from '../adapters/aws/replication.ts';
+import type { Clock } from '../clock.ts';
+import type { ClusterConfig } from '../config.ts';
+import { KvService } from './kv-service.ts';
+
+/**
+ * The API's service for one region: writes and strong reads against the home tables, the
+ * region's own copy for session and eventual reads, and the replica queues to ship to.
+ */
+export function createRegionService(config: ClusterConfig, clock: Clock, log: (line: string) => void): { service: KvService; close(): void } {
+  const home = new DynamoStore(makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
+  const shipper =
+    config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log });
+  let local;
+  if (config.region !== config.homeRegion) {
+    const client = makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint });
+    local = { store: new DynamoStore(client, config.tables, config.shardCount), progress: new DynamoReplicaStore(client, config.tables) };
+  }
+  return {
+    service: new KvService(home, config, clock, { shipper, local, log }),
+    close: () => shipper?.destroy(),
+  };
+}

@@ -1,0 +1,126 @@
+import { ProgressMovedError, type DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
+import type { Clock } from '../clock.ts';
+import { AssertionError } from '../core/assert.ts';
+import { decideApply, type ReplicaProgress } from '../core/apply.ts';
+import { verifyChain, type LogEntry } from '../core/log.ts';
+import type { Store } from '../ports/store.ts';
+
+/** Entries pulled from the home log per repair read. */
+const repairEntriesMax = 500;
+/** Re-reads of progress after another applier moved it, per delivery. */
+const movedAttemptsMax = 5;
+
+export interface DeliveryResult {
+  applied: number;
+  skipped: number;
+  repaired: number;
+}
+
+/** Delivery of `entries[failedAt]` and everything after it failed; those are retried. */
+export class DeliveryError extends Error {
+  constructor(
+    readonly failedAt: number,
+    readonly reason: unknown,
+  ) {
+    super(`delivery failed at message ${failedAt}: ${String(reason)}`);
+    this.name = 'DeliveryError';
+  }
+}
+
+/**
+ * Applies a replica region's copy of each shard's log: strictly in index order, exactly once
+ * per (shard, index), verifying the hash chain. A gap or a corrupt entry is repaired by
+ * reading the missing range from the home log, so queue faults cannot break the copy.
+ */
+export class ReplicaApplier {
+  constructor(
+    private readonly replica: DynamoReplicaStore,
+    private readonly home: Store,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Delivers messages of one shard, in the order the queue handed them over. */
+  async deliver(shard: number, entries: readonly LogEntry[]): Promise<DeliveryResult> {
+    const result: DeliveryResult = { applied: 0, skipped: 0, repaired: 0 };
+    let progress: ReplicaProgress = await this.replica.readProgress(shard);
+    let position = 0;
+    let moved = 0;
+    while (position < entries.length) {
+      // A run of entries that each continue the chain: one transaction.
+      const run: LogEntry[] = [];
+      let tip = progress;
+      let next = position;
+      let repair: { fromIndex: number; toIndex: number } | undefined;
+      for (; next < entries.length; next += 1) {
+        const entry = entries[next] as LogEntry;
+        if (entry.shard !== shard) throw new DeliveryError(next, new AssertionError(`entry of shard ${entry.shard} delivered in group ${shard}`));
+        const decision = decideApply(tip, entry);
+        if (decision.type === 'skip') {
+          result.skipped += 1;
+          continue;
+        }
+        if (decision.type === 'repair') {
+          repair = decision;
+          break;
+        }
+        run.push(entry);
+        tip = { appliedIndex: entry.index, appliedHash: entry.hash };
+      }
+      try {
+        if (run.length > 0) {
+          progress = await this.replica.applyRun(shard, progress, run, this.clock.wallMs());
+          result.applied += run.length;
+        }
+        if (repair !== undefined) {
+          const before = progress.appliedIndex;
+          progress = await this.#repair(shard, progress, repair.toIndex);
+          result.repaired += progress.appliedIndex - before;
+          if (progress.appliedIndex < repair.toIndex) {
+            throw new Error(`shard ${shard}: the home log does not have index ${repair.toIndex} yet`);
+          }
+          next += 1;
+        }
+        position = next;
+      } catch (error) {
+        if (error instanceof ProgressMovedError && moved < movedAttemptsMax) {
+          moved += 1;
+          progress = await this.replica.readProgress(shard);
+          continue;
+        }
+        // Everything from the first entry not yet applied is reported as failed.
+        const failedAt = entries.findIndex((entry, index) => index >= position && entry.index > progress.appliedIndex);
+        throw new DeliveryError(failedAt === -1 ? position : failedAt, error);
+      }
+    }
+    return result;
+  }
+
+  /** Pulls the shard's missing entries from the home log up to `toIndex` (or its head). */
+  async repair(shard: number, toIndex?: number): Promise<number> {
+    for (let attempt = 0; ; attempt += 1) {
+      const progress = await this.replica.readProgress(shard);
+      try {
+        const after = await this.#repair(shard, progress, toIndex);
+        return after.appliedIndex - progress.appliedIndex;
+      } catch (error) {
+        if (!(error instanceof ProgressMovedError) || attempt >= movedAttemptsMax) throw error;
+      }
+    }
+  }
+
+  async #repair(shard: number, from: ReplicaProgress, toIndex: number | undefined): Promise<ReplicaProgress> {
+    let progress = from;
+    while (toIndex === undefined || progress.appliedIndex < toIndex) {
+      const limit = toIndex === undefined ? repairEntriesMax : Math.min(repairEntriesMax, toIndex - progress.appliedIndex);
+      const entries = await this.home.readLog(shard, progress.appliedIndex + 1, limit);
+      if (entries.length === 0) break;
+      const check = verifyChain(entries, { index: progress.appliedIndex, hash: progress.appliedHash });
+      // The home log is the source of truth: if it does not continue our verified prefix,
+      // something is corrupt and applying more would spread it.
+      if (!check.ok) throw new AssertionError(`shard ${shard}: the home log does not continue the replica's chain: ${check.reason}`);
+      progress = await this.replica.applyRun(shard, progress, entries, this.clock.wallMs());
+      if (entries.length < limit) break;
+    }
+    return progress;
+  }
+}

@@ -1,0 +1,469 @@
+import { createHash } from 'node:crypto';
+import {
+  GetQueueAttributesCommand,
+  ReceiveMessageCommand,
+  SendMessageBatchCommand,
+  SendMessageCommand,
+  type SQSClient,
+} from '@aws-sdk/client-sqs';
+import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { AssertionError } from '../../lib/core/assert.ts';
+import { createEventSource, type EventSource, type EventSourceOptions } from '../../lib/local/event-source.ts';
+import { ensureReplicationQueue, makeSqsClient, replicationQueueNames, type ReplicationQueue } from '../../lib/local/queues.ts';
+import { region, uniquePrefix, waitUntil } from '../support.ts';
+
+interface Outgoing {
+  group: string;
+  body: string;
+}
+
+const clients = new Map<string, SQSClient>();
+/** One client per region: fauxqs tells regions apart by the client's signing region. */
+function sqsIn(regionName: string): SQSClient {
+  let client = clients.get(regionName);
+  if (client === undefined) {
+    client = makeSqsClient({ region: regionName, endpoint: inject('sqsEndpoint') });
+    clients.set(regionName, client);
+  }
+  return client;
+}
+
+async function queueArnOf(client: SQSClient, queueUrl: string): Promise<string> {
+  const arn = (await client.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['QueueArn'] }))).Attributes?.QueueArn;
+  if (arn === undefined) throw new Error(`no QueueArn for ${queueUrl}`);
+  return arn;
+}
+
+/** Sends in order, ten per request; the body doubles as the deduplication id. */
+async function sendInOrder(client: SQSClient, queueUrl: string, messages: readonly Outgoing[]): Promise<void> {
+  for (let start = 0; start < messages.length; start += 10) {
+    const chunk = messages.slice(start, start + 10);
+    const output = await client.send(
+      new SendMessageBatchCommand({
+        QueueUrl: queueUrl,
+        Entries: chunk.map((message, index) => ({
+          Id: String(index),
+          MessageBody: message.body,
+          MessageGroupId: message.group,
+          MessageDeduplicationId: message.body,
+          MessageAttributes: { origin: { DataType: 'String', StringValue: 'home' } },
+        })),
+      }),
+    );
+    expect(output.Failed ?? []).toEqual([]);
+  }
+}
+
+/** Messages visible plus in flight; zero means the queue is drained. */
+async function messagesInQueue(client: SQSClient, queueUrl: string): Promise<number> {
+  const attributes = (
+    await client.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }))
+  ).Attributes;
+  return Number(attributes?.ApproximateNumberOfMessages) + Number(attributes?.ApproximateNumberOfMessagesNotVisible);
+}
+
+async function waitUntilDrained(client: SQSClient, queueUrl: string, timeoutMs = 10_000): Promise<void> {
+  await waitUntil('the queue to drain', async () => ((await messagesInQueue(client, queueUrl)) === 0 ? true : undefined), timeoutMs);
+}
+
+const sources: EventSource[] = [];
+function startSource(options: EventSourceOptions, faults: Parameters<EventSource['setFaults']>[0] = {}): EventSource {
+  const source = createEventSource(options);
+  source.setFaults(faults);
+  sources.push(source);
+  source.start();
+  return source;
+}
+
+/** A fresh replication queue whose failed messages come back after one second. */
+async function freshQueue(label: string, regionName = region, maxReceiveCount = 5): Promise<ReplicationQueue & { client: SQSClient; queueArn: string }> {
+  const client = sqsIn(regionName);
+  const queue = await ensureReplicationQueue(client, uniquePrefix(label), { maxReceiveCount, visibilityTimeoutS: 1 });
+  return { ...queue, client, queueArn: await queueArnOf(client, queue.queueUrl) };
+}
+
+function bodiesOf(events: readonly SQSEvent[]): string[] {
+  return events.flatMap((event) => event.Records.map((record) => record.body));
+}
+
+afterEach(async () => {
+  await Promise.all(sources.splice(0).map((source) => source.stop()));
+});
+
+afterAll(() => {
+  for (const client of clients.values()) client.destroy();
+});
+
+describe('Function: ensureReplicationQueue', () => {
+  it('creates a FIFO queue and a FIFO DLQ with every attribute said explicitly', async () => {
+    // Prepare
+    const client = sqsIn(region);
+    const prefix = uniquePrefix('queues');
+
+    // Act
+    const queue = await ensureReplicationQueue(client, prefix);
+
+    // Assess
+    const names = replicationQueueNames(prefix);
+    expect(queue.region).toBe(region);
+    expect(queue.queueUrl.endsWith(`/${names.queue}`)).toBe(true);
+    expect(queue.dlqUrl.endsWith(`/${names.dlq}`)).toBe(true);
+    const attributes = (await client.send(new GetQueueAttributesCommand({ QueueUrl: queue.queueUrl, AttributeNames: ['All'] }))).Attributes ?? {};
+    const dlqAttributes = (await client.send(new GetQueueAttributesCommand({ QueueUrl: queue.dlqUrl, AttributeNames: ['All'] }))).Attributes ?? {};
+    expect(attributes).toMatchObject({
+      FifoQueue: 'true',
+      ContentBasedDeduplication: 'false',
+      MaximumMessageSize: '1048576',
+      VisibilityTimeout: '30',
+      MessageRetentionPeriod: '345600',
+    });
+    expect(JSON.parse(attributes.RedrivePolicy ?? '{}')).toEqual({ deadLetterTargetArn: dlqAttributes.QueueArn, maxReceiveCount: 5 });
+    expect(dlqAttributes).toMatchObject({ FifoQueue: 'true', ContentBasedDeduplication: 'false', MaximumMessageSize: '1048576' });
+  });
+
+  it('is idempotent, applies changed options to existing queues and keeps regions apart', async () => {
+    // Prepare
+    const prefix = uniquePrefix('queues');
+    const first = await ensureReplicationQueue(sqsIn(region), prefix);
+
+    // Act
+    const again = await ensureReplicationQueue(sqsIn(region), prefix);
+    const changed = await ensureReplicationQueue(sqsIn(region), prefix, { visibilityTimeoutS: 10, maxReceiveCount: 3 });
+    const elsewhere = await ensureReplicationQueue(sqsIn('eu-west-1'), prefix);
+
+    // Assess
+    expect(again).toEqual(first);
+    expect(changed).toEqual(first);
+    const attributes = (await sqsIn(region).send(new GetQueueAttributesCommand({ QueueUrl: first.queueUrl, AttributeNames: ['All'] }))).Attributes ?? {};
+    expect(attributes.VisibilityTimeout).toBe('10');
+    expect(JSON.parse(attributes.RedrivePolicy ?? '{}')).toMatchObject({ maxReceiveCount: 3 });
+    expect(elsewhere.region).toBe('eu-west-1');
+    expect(elsewhere.queueUrl).not.toBe(first.queueUrl);
+    expect(await queueArnOf(sqsIn('eu-west-1'), elsewhere.queueUrl)).toContain(':eu-west-1:');
+  });
+
+  it('accepts a message of 1 MiB and refuses a larger one', async () => {
+    // Prepare
+    const { client, queueUrl } = await freshQueue('size');
+    const send = (body: string) => client.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: body, MessageGroupId: 'g', MessageDeduplicationId: String(body.length) }));
+
+    // Act
+    const largest = send('x'.repeat(1024 * 1024));
+    const tooLarge = send('x'.repeat(1024 * 1024 + 1));
+
+    // Assess
+    await expect(largest).resolves.toMatchObject({ SequenceNumber: expect.any(String) });
+    await expect(tooLarge).rejects.toThrow(/shorter than 1048576 bytes/);
+  });
+});
+
+describe('Function: createEventSource', () => {
+  it('delivers each message group in order, in events of at most 10 records with the Lambda record shape', async () => {
+    // Prepare: the queue lives in another region than the default, to see awsRegion and the ARN follow it.
+    const queue = await freshQueue('order', 'eu-west-1');
+    const outgoing: Outgoing[] = [];
+    for (let index = 1; index <= 12; index += 1) outgoing.push({ group: 'a', body: `a-${index}` }, { group: 'b', body: `b-${index}` });
+    await sendInOrder(queue.client, queue.queueUrl, outgoing);
+    const events: SQSEvent[] = [];
+
+    // Act
+    const source = startSource({
+      client: queue.client,
+      queueUrl: queue.queueUrl,
+      region: queue.region,
+      visibilityTimeoutS: 5,
+      handler: async (event) => {
+        events.push(event);
+      },
+    });
+    await waitUntil('every message to be handled', () => (bodiesOf(events).length >= outgoing.length ? true : undefined), 20_000);
+    await waitUntilDrained(queue.client, queue.queueUrl);
+
+    // Assess
+    expect(events.every((event) => event.Records.length >= 1 && event.Records.length <= 10)).toBe(true);
+    const records = events.flatMap((event) => event.Records);
+    for (const group of ['a', 'b']) {
+      const ofGroup = records.filter((record) => record.attributes.MessageGroupId === group);
+      expect(ofGroup.map((record) => record.body)).toEqual(outgoing.filter((message) => message.group === group).map((message) => message.body));
+      const sequenceNumbers = ofGroup.map((record) => BigInt(record.attributes.SequenceNumber ?? '0'));
+      expect(sequenceNumbers).toEqual([...sequenceNumbers].sort((left, right) => (left < right ? -1 : left > right ? 1 : 0)));
+    }
+    const sample = records.find((record) => record.body === 'b-3') as SQSRecord;
+    expect(sample).toEqual({
+      messageId: expect.any(String),
+      receiptHandle: expect.any(String),
+      body: 'b-3',
+      attributes: expect.objectContaining({
+        ApproximateReceiveCount: '1',
+        SentTimestamp: expect.stringMatching(/^\d+$/),
+        SenderId: expect.any(String),
+        ApproximateFirstReceiveTimestamp: expect.stringMatching(/^\d+$/),
+        MessageGroupId: 'b',
+        MessageDeduplicationId: 'b-3',
+        SequenceNumber: expect.stringMatching(/^\d+$/),
+      }),
+      messageAttributes: { origin: { stringValue: 'home', stringListValues: [], binaryListValues: [], dataType: 'String' } },
+      md5OfBody: createHash('md5').update('b-3').digest('hex'),
+      md5OfMessageAttributes: expect.any(String),
+      eventSource: 'aws:sqs',
+      eventSourceARN: queue.queueArn,
+      awsRegion: 'eu-west-1',
+    });
+    expect(queue.queueArn).toContain(':eu-west-1:');
+    expect(source.stats()).toMatchObject({ received: 24, deleted: 24, failed: 0, batches: events.length });
+  });
+
+  it('deletes what the handler did not report and redelivers the reported failures of a group, in order', async () => {
+    // Prepare
+    const queue = await freshQueue('partial');
+    const outgoing: Outgoing[] = [
+      { group: 'a', body: 'a-1' },
+      { group: 'b', body: 'b-1' },
+      { group: 'a', body: 'a-2' },
+      { group: 'b', body: 'b-2' },
+      { group: 'a', body: 'a-3' },
+      { group: 'a', body: 'a-4' },
+      { group: 'b', body: 'b-3' },
+    ];
+    await sendInOrder(queue.client, queue.queueUrl, outgoing);
+    const deliveries: { body: string; receiveCount: number; outcome: 'ok' | 'failed' }[] = [];
+    // Powertools' FIFO processor: the first failure of a group fails the rest of that group in the batch.
+    const handler = async (event: SQSEvent): Promise<SQSBatchResponse> => {
+      const failedGroups = new Set<string>();
+      const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
+      for (const record of event.Records) {
+        const group = record.attributes.MessageGroupId ?? '';
+        const receiveCount = Number(record.attributes.ApproximateReceiveCount);
+        const fails = failedGroups.has(group) || (record.body === 'a-2' && receiveCount === 1);
+        deliveries.push({ body: record.body, receiveCount, outcome: fails ? 'failed' : 'ok' });
+        if (fails) {
+          failedGroups.add(group);
+          batchItemFailures.push({ itemIdentifier: record.messageId });
+        }
+      }
+      return { batchItemFailures };
+    };
+
+    // Act
+    const source = startSource({ client: queue.client, queueUrl: queue.queueUrl, region: queue.region, visibilityTimeoutS: 1, handler });
+    const succeeded = () => deliveries.filter((delivery) => delivery.outcome === 'ok').map((delivery) => delivery.body);
+    await waitUntil('every message to succeed once', () => (succeeded().length >= outgoing.length ? true : undefined), 20_000);
+    await waitUntilDrained(queue.client, queue.queueUrl);
+
+    // Assess: each message succeeded exactly once, in group order, and the queue is empty, so
+    // nothing that succeeded can come back.
+    expect([...succeeded()].sort()).toEqual(outgoing.map((message) => message.body).sort());
+    for (const group of ['a', 'b']) {
+      expect(succeeded().filter((body) => body.startsWith(`${group}-`))).toEqual(outgoing.filter((message) => message.group === group).map((message) => message.body));
+    }
+    const ofA2 = deliveries.filter((delivery) => delivery.body === 'a-2');
+    expect(ofA2[0]).toEqual({ body: 'a-2', receiveCount: 1, outcome: 'failed' });
+    expect(ofA2.at(-1)).toMatchObject({ outcome: 'ok' });
+    expect(ofA2.at(-1)?.receiveCount).toBeGreaterThanOrEqual(2);
+    for (const failure of deliveries.filter((delivery) => delivery.outcome === 'failed')) {
+      const later = deliveries.filter((delivery) => delivery.body === failure.body && delivery.receiveCount > failure.receiveCount);
+      expect(later.length, `${failure.body} is redelivered after failing`).toBeGreaterThan(0);
+    }
+    for (const body of ['a-1', 'b-1', 'b-2', 'b-3']) {
+      expect(deliveries.filter((delivery) => delivery.body === body)).toEqual([{ body, receiveCount: 1, outcome: 'ok' }]);
+    }
+    const stats = source.stats();
+    expect(stats.deleted).toBe(outgoing.length);
+    expect(stats.failed).toBe(deliveries.filter((delivery) => delivery.outcome === 'failed').length);
+  });
+
+  it('lets SQS move a poison message to the DLQ after maxReceiveCount receives, then goes on with its group', async () => {
+    // Prepare
+    const queue = await freshQueue('poison', region, 2);
+    await sendInOrder(queue.client, queue.queueUrl, [
+      { group: 'p', body: 'p-1' },
+      { group: 'q', body: 'q-1' },
+      { group: 'p', body: 'p-2' },
+    ]);
+    const deliveries: { body: string; receiveCount: number }[] = [];
+    const handler = async (event: SQSEvent): Promise<SQSBatchResponse> => {
+      for (const record of event.Records) deliveries.push({ body: record.body, receiveCount: Number(record.attributes.ApproximateReceiveCount) });
+      return { batchItemFailures: event.Records.filter((record) => record.body === 'p-1').map((record) => ({ itemIdentifier: record.messageId })) };
+    };
+
+    // Act
+    const source = startSource({ client: queue.client, queueUrl: queue.queueUrl, region: queue.region, visibilityTimeoutS: 1, handler });
+    const dead = await waitUntil(
+      'the poison message in the DLQ',
+      async () => {
+        const output = await queue.client.send(new ReceiveMessageCommand({ QueueUrl: queue.dlqUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1, MessageSystemAttributeNames: ['All'] }));
+        return output.Messages?.length ? output.Messages : undefined;
+      },
+      15_000,
+    );
+    await waitUntil('p-2 to be handled', () => (deliveries.some((delivery) => delivery.body === 'p-2') ? true : undefined), 10_000);
+    await waitUntilDrained(queue.client, queue.queueUrl);
+
+    // Assess
+    expect(dead.map((message) => message.Body)).toEqual(['p-1']);
+    expect(dead[0]?.Attributes?.MessageGroupId).toBe('p');
+    expect(deliveries.filter((delivery) => delivery.body === 'p-1').map((delivery) => delivery.receiveCount)).toEqual([1, 2]);
+    expect(deliveries.filter((delivery) => delivery.body !== 'p-1')).toEqual([
+      { body: 'q-1', receiveCount: 1 },
+      { body: 'p-2', receiveCount: 1 },
+    ]);
+    expect(source.stats()).toMatchObject({ failed: 2, deleted: 2 });
+  });
+
+  it('with dropRate 1 deletes every message without calling the handler', async () => {
+    // Prepare
+    const queue = await freshQueue('drop');
+    await sendInOrder(queue.client, queue.queueUrl, ['a', 'b', 'c', 'd', 'e'].map((group) => ({ group, body: `${group}-1` })));
+    let handlerCalls = 0;
+
+    // Act
+    const source = startSource(
+      { client: queue.client, queueUrl: queue.queueUrl, region: queue.region, seed: 1, handler: async () => void (handlerCalls += 1) },
+      { dropRate: 1 },
+    );
+    await waitUntil('every message to be dropped', () => (source.stats().dropped === 5 ? true : undefined), 10_000);
+    await waitUntilDrained(queue.client, queue.queueUrl);
+
+    // Assess
+    expect(handlerCalls).toBe(0);
+    expect(source.stats()).toMatchObject({ received: 5, dropped: 5, batches: 0, deleted: 0, failed: 0 });
+  });
+
+  it('with duplicateRate 1 puts each record twice in its event and still deletes each message once', async () => {
+    // Prepare
+    const queue = await freshQueue('duplicate');
+    await sendInOrder(queue.client, queue.queueUrl, ['a', 'b', 'c', 'd'].map((group) => ({ group, body: `${group}-1` })));
+    const events: SQSEvent[] = [];
+
+    // Act
+    const source = startSource(
+      { client: queue.client, queueUrl: queue.queueUrl, region: queue.region, seed: 2, handler: async (event) => void events.push(event) },
+      { duplicateRate: 1 },
+    );
+    await waitUntil('every message to be handled', () => (new Set(bodiesOf(events)).size === 4 ? true : undefined), 10_000);
+    await waitUntilDrained(queue.client, queue.queueUrl);
+
+    // Assess
+    for (const event of events) {
+      const ids = event.Records.map((record) => record.messageId);
+      expect(ids.length % 2).toBe(0);
+      for (let index = 0; index < ids.length; index += 2) expect(ids[index + 1]).toBe(ids[index]);
+    }
+    expect(bodiesOf(events).sort()).toEqual(['a-1', 'a-1', 'b-1', 'b-1', 'c-1', 'c-1', 'd-1', 'd-1']);
+    expect(source.stats()).toMatchObject({ received: 4, duplicated: 4, deleted: 4, failed: 0 });
+  });
+
+  it('with reorder shuffles the records of an event the same way for the same seed', async () => {
+    // Prepare: ten groups of one message each, all sent before the source starts, arrive in one event.
+    const bodies = Array.from({ length: 10 }, (_, index) => `m-${index}`);
+    async function firstEventWith(seed: number): Promise<{ order: string[]; reordered: number }> {
+      const queue = await freshQueue('reorder');
+      await sendInOrder(queue.client, queue.queueUrl, bodies.map((body) => ({ group: body, body })));
+      const events: SQSEvent[] = [];
+      const source = startSource({ client: queue.client, queueUrl: queue.queueUrl, region: queue.region, seed, handler: async (event) => void events.push(event) }, { reorder: true });
+      const first = await waitUntil('the first event', () => events[0], 10_000);
+      await waitUntilDrained(queue.client, queue.queueUrl);
+      await source.stop();
+      return { order: first.Records.map((record) => record.body), reordered: source.stats().reordered };
+    }
+
+    // Act
+    const once = await firstEventWith(42);
+    const twice = await firstEventWith(42);
+
+    // Assess
+    expect(once.order).toHaveLength(10);
+    expect([...once.order].sort()).toEqual(bodies);
+    expect(once.order).not.toEqual(bodies);
+    expect(twice.order).toEqual(once.order);
+    expect(once.reordered).toBe(1);
+  });
+
+  it('with delayMs holds each event back before the handler, and refuses rates outside [0, 1]', async () => {
+    // Prepare
+    const queue = await freshQueue('delay');
+    await sendInOrder(queue.client, queue.queueUrl, [{ group: 'a', body: 'a-1' }]);
+    const handledAtMs: number[] = [];
+
+    // Act
+    const startedAtMs = Date.now();
+    const source = startSource({ client: queue.client, queueUrl: queue.queueUrl, region: queue.region, handler: async () => void handledAtMs.push(Date.now()) }, { delayMs: 300 });
+    const firstMs = await waitUntil('the event', () => handledAtMs[0], 10_000);
+
+    // Assess
+    expect(firstMs - startedAtMs).toBeGreaterThanOrEqual(290);
+    expect(source.stats()).toMatchObject({ batches: 1, delayed: 1 });
+    expect(() => source.setFaults({ dropRate: 1.5 })).toThrow(AssertionError);
+    expect(() => source.setFaults({ duplicateRate: -0.1 })).toThrow(AssertionError);
+    expect(source.faults()).toEqual({ dropRate: 0, duplicateRate: 0, reorder: false, delayMs: 300 });
+  });
+
+  it('stops promptly while long-polling, and no batch is handled after stop()', async () => {
+    // Prepare
+    const queue = await freshQueue('stop');
+    const waitTimeS = 2;
+    let handlerCalls = 0;
+    const source = startSource({ client: queue.client, queueUrl: queue.queueUrl, queueArn: queue.queueArn, region: queue.region, waitTimeS, handler: async () => void (handlerCalls += 1) });
+    expect(source.running()).toBe(true);
+
+    // Act
+    const stopStartedMs = Date.now();
+    await source.stop();
+    const stopDurationMs = Date.now() - stopStartedMs;
+    await sendInOrder(queue.client, queue.queueUrl, [{ group: 'a', body: 'after-stop' }]);
+
+    // Assess: the message sent after stop() is still unreceived when the test takes it.
+    expect(stopDurationMs).toBeLessThan(waitTimeS * 1000 + 2000);
+    expect(source.running()).toBe(false);
+    const taken = await waitUntil(
+      'the message sent after stop',
+      async () => (await queue.client.send(new ReceiveMessageCommand({ QueueUrl: queue.queueUrl, WaitTimeSeconds: 1, MessageSystemAttributeNames: ['All'] }))).Messages?.[0],
+      5_000,
+    );
+    expect(taken.Body).toBe('after-stop');
+    expect(taken.Attributes?.ApproximateReceiveCount).toBe('1');
+    expect(handlerCalls).toBe(0);
+    expect(source.stats().received).toBe(0);
+  });
+
+  it('stop() waits for the batch in flight, which is deleted before stop() resolves', async () => {
+    // Prepare
+    const queue = await freshQueue('inflight');
+    await sendInOrder(queue.client, queue.queueUrl, [{ group: 'a', body: 'a-1' }]);
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let handlerCalls = 0;
+    const source = startSource({
+      client: queue.client,
+      queueUrl: queue.queueUrl,
+      region: queue.region,
+      handler: async () => {
+        handlerCalls += 1;
+        await gate;
+      },
+    });
+    await waitUntil('the handler to be running', () => (handlerCalls === 1 ? true : undefined), 10_000);
+
+    // Act
+    let stopped = false;
+    const stopping = source.stop().then(() => (stopped = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    const stoppedBeforeRelease = stopped;
+    release();
+    await stopping;
+
+    // Assess
+    expect(stoppedBeforeRelease).toBe(false);
+    expect(await messagesInQueue(queue.client, queue.queueUrl)).toBe(0);
+    expect(source.stats()).toMatchObject({ batches: 1, deleted: 1 });
+    await sendInOrder(queue.client, queue.queueUrl, [{ group: 'a', body: 'a-2' }]);
+    const taken = await waitUntil(
+      'the message sent after stop',
+      async () => (await queue.client.send(new ReceiveMessageCommand({ QueueUrl: queue.queueUrl, WaitTimeSeconds: 1, MessageSystemAttributeNames: ['All'] }))).Messages?.[0],
+      5_000,
+    );
+    expect(taken.Attributes?.ApproximateReceiveCount).toBe('1');
+    expect(handlerCalls).toBe(1);
+  });
+});
