@@ -7,7 +7,7 @@ import { createApiHandler } from '../../functions/api.ts';
 import { createApplyHandler } from '../../functions/apply.ts';
 import { runReplicaHeartbeat } from '../../functions/replica-heartbeat.ts';
 import { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
-import { makeSqsClient } from '../adapters/aws/replication.ts';
+import { makeSqsClient } from '../adapters/aws/clients.ts';
 import { createRegionService } from '../service/factory.ts';
 import { ReplicaApplier } from '../service/replica-applier.ts';
 import { createEventSource, type EventSource, type FaultSettings } from './event-source.ts';

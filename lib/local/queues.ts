@@ -4,10 +4,10 @@ import {
   GetQueueUrlCommand,
   QueueNameExists,
   SetQueueAttributesCommand,
-  SQSClient,
+  type SQSClient,
   type QueueAttributeName,
 } from '@aws-sdk/client-sqs';
-import { localCredentials, type ClientOptions } from '../adapters/aws/clients.ts';
+import { replicationQueueName } from '../adapters/aws/replication.ts';
 import { assert } from '../core/assert.ts';
 
 /** The replication queue of one replica region, with its dead-letter queue. */
@@ -45,19 +45,9 @@ export const replicationQueueLimits = {
   queueNameLengthMax: 80,
 } as const;
 
-/** SQS client for a region; on the local cloud it points at the emulator with the local key. */
-export function makeSqsClient({ region, endpoint }: ClientOptions): SQSClient {
-  return new SQSClient({
-    region,
-    // The event source retries failed polls itself with backoff; the SDK retries only
-    // throttling and transient network errors, a bounded number of times.
-    maxAttempts: 3,
-    ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }),
-  });
-}
-
 export function replicationQueueNames(prefix: string): { queue: string; dlq: string } {
-  const names = { queue: `${prefix}-replication.fifo`, dlq: `${prefix}-replication-dlq.fifo` };
+  // The queue name is the convention the writers and leaders use to find it in each region.
+  const names = { queue: replicationQueueName(prefix), dlq: `${prefix}-replication-dlq.fifo` };
   for (const name of Object.values(names)) {
     assert(
       name.length <= replicationQueueLimits.queueNameLengthMax && /^[A-Za-z0-9_-]+\.fifo$/.test(name),

@@ -10,7 +10,8 @@ import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { AssertionError } from '../../lib/core/assert.ts';
 import { createEventSource, type EventSource, type EventSourceOptions } from '../../lib/local/event-source.ts';
-import { ensureReplicationQueue, makeSqsClient, replicationQueueNames, type ReplicationQueue } from '../../lib/local/queues.ts';
+import { makeSqsClient } from '../../lib/adapters/aws/clients.ts';
+import { ensureReplicationQueue, replicationQueueNames, type ReplicationQueue } from '../../lib/local/queues.ts';
 import { region, uniquePrefix, waitUntil } from '../support.ts';
 
 interface Outgoing {

@@ -1,5 +1,6 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { SQSClient } from '@aws-sdk/client-sqs';
 
 /**
  * DynamoDB Local keeps separate tables per access key and region, so every local process
@@ -25,4 +26,9 @@ export function makeDynamoClient({ region, endpoint }: ClientOptions): DynamoDBD
     marshallOptions: { removeUndefinedValues: true, convertEmptyValues: false },
     unmarshallOptions: { wrapNumbers: false },
   });
+}
+
+/** SQS client for a region; on the local cloud it points at the emulator with the local key. */
+export function makeSqsClient({ region, endpoint }: ClientOptions): SQSClient {
+  return new SQSClient({ region, maxAttempts: 3, ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }) });
 }

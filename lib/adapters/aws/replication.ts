@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { GetQueueUrlCommand, SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { GetQueueUrlCommand, SendMessageBatchCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { LogEntry, Operation } from '../../core/log.ts';
-import { localCredentials } from './clients.ts';
+import { makeSqsClient } from './clients.ts';
 
 /** A replication message that cannot be read back into a log entry: it goes to the DLQ. */
 export class PoisonMessageError extends Error {
@@ -66,10 +66,6 @@ export function decodeEntryMessage(body: string): LogEntry {
 
 export function replicationQueueName(prefix: string): string {
   return `${prefix}-replication.fifo`;
-}
-
-export function makeSqsClient({ region, endpoint }: { region: string; endpoint?: string | undefined }): SQSClient {
-  return new SQSClient({ region, maxAttempts: 3, ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }) });
 }
 
 /** SendMessageBatch takes at most 10 messages; keep a batch's payload well under the 1 MiB cap. */
