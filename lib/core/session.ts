@@ -41,7 +41,7 @@ export function decodeToken(raw: string | undefined): TokenParse {
   if (entries.length > tokenShardsMax) return invalid;
   for (const [shard, index] of entries) {
     const shardNumber = Number(shard);
-    if (!Number.isInteger(shardNumber) || shardNumber < 0 || shardNumber >= tokenShardsMax) return invalid;
+    if (!Number.isInteger(shardNumber) || shardNumber < 0 || shardNumber >= tokenShardsMax || String(shardNumber) !== shard) return invalid;
     if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 0) return invalid;
     token[shardNumber] = index;
   }

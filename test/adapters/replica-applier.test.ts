@@ -1,0 +1,473 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { localCredentials, makeDynamoClient } from '../../lib/adapters/aws/clients.ts';
+import { DynamoStore, fromLogEntry } from '../../lib/adapters/aws/dynamo-store.ts';
+import { DynamoReplicaStore } from '../../lib/adapters/aws/replica-store.ts';
+import { PoisonMessageError, decodeEntryMessage, encodeEntryMessage } from '../../lib/adapters/aws/replication.ts';
+import { systemClock } from '../../lib/clock.ts';
+import { chunkRuns, runEntriesMax } from '../../lib/core/apply.ts';
+import { sealEntry, verifyChain, type LogEntry, type Operation } from '../../lib/core/log.ts';
+import { tableNames, type TableNames } from '../../lib/infra/schema.ts';
+import { ensureTables } from '../../lib/local/tables.ts';
+import { DeliveryError, ReplicaApplier } from '../../lib/service/replica-applier.ts';
+import { createStore, uniquePrefix } from '../support.ts';
+
+const homeRegion = 'us-east-1';
+const replicaRegion = 'eu-west-1';
+/** The replica view lists this many shards; every test below uses its own shard under it. */
+const shardCount = 16;
+const textEncoder = new TextEncoder();
+const text = (value: string): Uint8Array => textEncoder.encode(value);
+/** Every byte value once, so a value that survives the trip proves the encoding is binary-safe. */
+const everyByte = Uint8Array.from({ length: 256 }, (_, byte) => byte);
+
+/**
+ * Seals one entry per element of `opsByEntry` into a chain from index 1. The epoch starts at 1
+ * and follows the leader markers, as a real log's does.
+ */
+function sealChain(shard: number, opsByEntry: readonly Operation[][]): LogEntry[] {
+  const chain: LogEntry[] = [];
+  let epoch = 1;
+  for (const [position, ops] of opsByEntry.entries()) {
+    for (const op of ops) if (op.type === 'leader') epoch = op.epoch;
+    const index = position + 1;
+    chain.push(sealEntry(chain.at(-1), { shard, index, epoch, ops, requestId: `request-${shard}-${index}`, committedAtMs: 1_700_000_000_000 + index }));
+  }
+  return chain;
+}
+
+/** `count` entries cycling over `keys`: mostly puts, every fourth a delete, a marker every 25. */
+function workload(count: number, keys: readonly string[]): Operation[][] {
+  return Array.from({ length: count }, (_, position): Operation[] => {
+    const key = keys[position % keys.length] ?? 'key';
+    if (position % 25 === 0) return [{ type: 'leader', node: 'node-a', epoch: 1 + position / 25, previousEpoch: position / 25 }];
+    if (position % 4 === 3) return [{ type: 'delete', key }];
+    return [{ type: 'put', key, value: text(`${key}@${position + 1}`) }];
+  });
+}
+
+function at<T>(items: readonly T[], position: number): T {
+  const item = items[position];
+  if (item === undefined) throw new Error(`nothing at position ${position}`);
+  return item;
+}
+
+interface ExpectedItem {
+  value: Uint8Array;
+  version: number;
+  epoch: number;
+}
+
+/** The kv state after applying `entries` one by one: what a replica must end up holding. */
+function expectedState(entries: readonly LogEntry[]): Map<string, ExpectedItem> {
+  const state = new Map<string, ExpectedItem>();
+  for (const entry of entries) {
+    for (const op of entry.ops) {
+      if (op.type === 'put') state.set(op.key, { value: op.value, version: entry.index, epoch: entry.epoch });
+      else if (op.type === 'delete') state.delete(op.key);
+    }
+  }
+  return state;
+}
+
+function keysOf(entries: readonly LogEntry[]): string[] {
+  return [...new Set(entries.flatMap((entry) => entry.ops.flatMap((op) => (op.type === 'leader' ? [] : [op.key]))))].sort();
+}
+
+let prefix: string;
+let tables: TableNames;
+let endpoint: string;
+let homeStore: DynamoStore;
+let homeClient: DynamoDBDocumentClient;
+let replicaClient: DynamoDBDocumentClient;
+let replicaStore: DynamoReplicaStore;
+/** The replica's tables read through the home store's adapter: same schema in every region. */
+let replicaView: DynamoStore;
+let applier: ReplicaApplier;
+
+/** Commits entries to the home log the way the write path stores them. */
+async function putHomeLog(entries: readonly LogEntry[]): Promise<void> {
+  for (const entry of entries) {
+    await homeClient.send(new PutCommand({ TableName: tables.log, Item: fromLogEntry(entry) }));
+  }
+}
+
+/** The replica's kv items for `keys` of a shard, as strongly consistent reads. */
+async function replicaState(shard: number, keys: readonly string[]): Promise<Map<string, ExpectedItem>> {
+  const state = new Map<string, ExpectedItem>();
+  for (const key of keys) {
+    const item = await replicaView.getItem(shard, key, true);
+    if (item !== undefined) state.set(key, { value: item.value, version: item.version, epoch: item.epoch });
+  }
+  return state;
+}
+
+async function replicaLog(shard: number): Promise<LogEntry[]> {
+  return replicaView.readLog(shard, 1, 10_000);
+}
+
+beforeAll(async () => {
+  prefix = uniquePrefix('replica');
+  ({ store: homeStore, tables, endpoint } = await createStore(prefix, shardCount));
+  homeClient = makeDynamoClient({ region: homeRegion, endpoint });
+  const admin = new DynamoDBClient({ region: replicaRegion, endpoint, credentials: localCredentials });
+  try {
+    await ensureTables(admin, tableNames(prefix));
+  } finally {
+    admin.destroy();
+  }
+  replicaClient = makeDynamoClient({ region: replicaRegion, endpoint });
+  replicaStore = new DynamoReplicaStore(replicaClient, tableNames(prefix));
+  replicaView = new DynamoStore(replicaClient, tableNames(prefix), shardCount);
+  applier = new ReplicaApplier(replicaStore, homeStore, systemClock());
+});
+
+afterAll(() => {
+  homeClient?.destroy();
+  replicaClient?.destroy();
+});
+
+describe('Function: encodeEntryMessage / decodeEntryMessage', () => {
+  const chain = sealChain(0, [
+    [{ type: 'leader', node: 'node-a', epoch: 1, previousEpoch: 0 }],
+    [{ type: 'put', key: 'binary', value: everyByte }],
+    [{ type: 'put', key: 'empty', value: new Uint8Array() }],
+    [{ type: 'delete', key: 'binary' }],
+    [
+      { type: 'put', key: 'ключ/🔑', value: text('ünïcödé') },
+      { type: 'delete', key: 'gone' },
+      { type: 'put', key: 'high', value: Uint8Array.from([0xff, 0xfe, 0x00, 0x80]) },
+    ],
+    [],
+  ]);
+
+  it.each(chain.map((entry) => [entry.index, entry.ops.map((op) => op.type).join('+') || 'no operations', entry] as const))(
+    'round-trips entry %i (%s) exactly, so its hash still verifies',
+    (_, __, entry) => {
+      // Act
+      const decoded = decodeEntryMessage(encodeEntryMessage(entry));
+
+      // Assess
+      expect(decoded).toEqual(entry);
+      const previous = entry.index === 1 ? undefined : { index: entry.index - 1, hash: at(chain, entry.index - 2).hash };
+      expect(verifyChain([decoded], previous)).toEqual({ ok: true });
+    },
+  );
+
+  it('carries all 256 byte values of a value unchanged', () => {
+    // Act
+    const decoded = decodeEntryMessage(encodeEntryMessage(at(chain, 1)));
+
+    // Assess
+    const op = at(decoded.ops, 0);
+    expect(op.type === 'put' && Array.from(op.value)).toEqual(Array.from(everyByte));
+  });
+
+  it('writes a text body that is version-1 JSON', () => {
+    // Act
+    const body = encodeEntryMessage(at(chain, 1));
+
+    // Assess
+    expect(JSON.parse(body)).toMatchObject({ v: 1, entry: { shard: 0, index: 2 } });
+  });
+
+  const valid = JSON.parse(encodeEntryMessage(at(chain, 1))) as { v: number; entry: Record<string, unknown> };
+  const withEntry = (changes: Record<string, unknown>): string => JSON.stringify({ ...valid, entry: { ...valid.entry, ...changes } });
+
+  it.each<[string, string]>([
+    ['an empty body', ''],
+    ['a body that is not JSON', '{"v":1,'],
+    ['a JSON string', '"entry"'],
+    ['a JSON number', '42'],
+    ['a JSON array', '[]'],
+    ['JSON null', 'null'],
+    ['version 2', JSON.stringify({ ...valid, v: 2 })],
+    ['no entry', JSON.stringify({ v: 1 })],
+    ['an entry without ops', withEntry({ ops: undefined })],
+    ['ops that are not an array', withEntry({ ops: { type: 'put' } })],
+    ['an operation of unknown type', withEntry({ ops: [{ type: 'increment', key: 'k' }] })],
+    ['a put without a value', withEntry({ ops: [{ type: 'put', key: 'k' }] })],
+    ['a delete without a key', withEntry({ ops: [{ type: 'delete' }] })],
+    ['a leader marker with a text epoch', withEntry({ ops: [{ type: 'leader', node: 'n', epoch: '2', previousEpoch: 1 }] })],
+    ['an operation that is null', withEntry({ ops: [null] })],
+    ['an index as text', withEntry({ index: '2' })],
+    ['a fractional index', withEntry({ index: 2.5 })],
+    ['no shard', withEntry({ shard: undefined })],
+    ['no hash', withEntry({ hash: undefined })],
+    ['a numeric requestId', withEntry({ requestId: 7 })],
+  ])('refuses %s with PoisonMessageError', (_, body) => {
+    // Act
+    const act = () => decodeEntryMessage(body);
+
+    // Assess
+    expect(act).toThrow(PoisonMessageError);
+  });
+});
+
+describe('Class: ReplicaApplier', () => {
+  describe('Method: deliver', () => {
+    it('applies in-order entries: progress, log copy and kv match the home log', async () => {
+      // Prepare
+      const shard = 1;
+      const entries = sealChain(shard, [
+        [{ type: 'leader', node: 'node-a', epoch: 1, previousEpoch: 0 }],
+        [{ type: 'put', key: 'binary', value: everyByte }],
+        [{ type: 'put', key: 'plain', value: text('one') }],
+        [{ type: 'put', key: 'empty', value: new Uint8Array() }],
+        [{ type: 'delete', key: 'plain' }],
+        [{ type: 'leader', node: 'node-b', epoch: 2, previousEpoch: 1 }],
+        [
+          { type: 'put', key: 'plain', value: text('two') },
+          { type: 'put', key: 'other', value: text('x') },
+          { type: 'delete', key: 'never-written' },
+        ],
+        [{ type: 'put', key: 'binary', value: everyByte.slice().reverse() }],
+      ]);
+      await putHomeLog(entries);
+      const last = at(entries, entries.length - 1);
+
+      // Act
+      const result = await applier.deliver(shard, entries);
+
+      // Assess
+      expect(result).toEqual({ applied: entries.length, skipped: 0, repaired: 0 });
+      expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: last.index, appliedHash: last.hash });
+      expect((await replicaStore.readAllProgress()).get(shard)).toMatchObject({ appliedIndex: last.index, appliedHash: last.hash });
+      expect(await replicaLog(shard)).toEqual(entries);
+      expect(await replicaLog(shard)).toEqual(await homeStore.readLog(shard, 1, 1000));
+      expect(keysOf(entries)).toContain('never-written');
+      expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
+      const listed = await replicaView.list('', 100, undefined, true);
+      expect(listed.items.filter((item) => item.shard === shard).map((item) => item.key)).toEqual(['binary', 'empty', 'other', 'plain']);
+    });
+
+    it('applies duplicates once and skips a whole re-delivery, changing nothing', async () => {
+      // Prepare
+      const shard = 2;
+      const entries = sealChain(shard, workload(6, ['a', 'b']));
+      await putHomeLog(entries);
+      const [e1, e2, e3] = [at(entries, 0), at(entries, 1), at(entries, 2)];
+
+      // Act
+      const first = await applier.deliver(shard, [e1, e2, e2, e3, e1, e3]);
+      const progressAfterFirst = await replicaStore.readProgress(shard);
+      const stateAfterFirst = await replicaState(shard, keysOf(entries));
+      const second = await applier.deliver(shard, [e1, e2, e3]);
+
+      // Assess
+      expect(first).toEqual({ applied: 3, skipped: 3, repaired: 0 });
+      expect(second).toEqual({ applied: 0, skipped: 3, repaired: 0 });
+      expect(progressAfterFirst).toMatchObject({ appliedIndex: 3, appliedHash: e3.hash });
+      // Not even the apply time moves: a skipped entry writes nothing.
+      expect(await replicaStore.readProgress(shard)).toEqual(progressAfterFirst);
+      expect(await replicaState(shard, keysOf(entries))).toEqual(stateAfterFirst);
+      expect(stateAfterFirst).toEqual(expectedState([e1, e2, e3]));
+      expect(await replicaLog(shard)).toEqual([e1, e2, e3]);
+    });
+
+    it('repairs a gap from the home log: entry 5 after 2 brings 3..5', async () => {
+      // Prepare
+      const shard = 3;
+      const entries = sealChain(shard, workload(6, ['a', 'b', 'c']));
+      await putHomeLog(entries);
+      await applier.deliver(shard, entries.slice(0, 2));
+
+      // Act
+      const result = await applier.deliver(shard, [at(entries, 4)]);
+
+      // Assess
+      expect(result).toEqual({ applied: 0, skipped: 0, repaired: 3 });
+      expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: 5, appliedHash: at(entries, 4).hash });
+      expect(await replicaLog(shard)).toEqual(entries.slice(0, 5));
+      expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries.slice(0, 5)));
+
+      // Act: the next entry in order is applied as usual, the late 3 and 4 are skipped.
+      const after = await applier.deliver(shard, [at(entries, 2), at(entries, 3), at(entries, 5)]);
+
+      // Assess
+      expect(after).toEqual({ applied: 1, skipped: 2, repaired: 0 });
+      expect(await replicaLog(shard)).toEqual(entries);
+      expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
+    });
+
+    it('replaces a corrupt entry (tampered value under the original hash) with the home entry', async () => {
+      // Prepare
+      const shard = 4;
+      const entries = sealChain(shard, [
+        [{ type: 'put', key: 'a', value: text('a1') }],
+        [{ type: 'put', key: 'b', value: text('home value') }],
+        [{ type: 'put', key: 'a', value: text('a3') }],
+      ]);
+      await putHomeLog(entries);
+      const original = at(entries, 1);
+      const tampered: LogEntry = { ...original, ops: [{ type: 'put', key: 'b', value: text('forged value') }] };
+
+      // Act
+      const result = await applier.deliver(shard, [at(entries, 0), tampered, at(entries, 2)]);
+
+      // Assess
+      expect(result).toEqual({ applied: 2, skipped: 0, repaired: 1 });
+      const item = await replicaView.getItem(shard, 'b', true);
+      expect(item === undefined ? undefined : new TextDecoder().decode(item.value)).toBe('home value');
+      expect(await replicaLog(shard)).toEqual(entries);
+      expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: 3, appliedHash: at(entries, 2).hash });
+    });
+
+    it('replaces a corrupt first entry and an entry with a forged hash', async () => {
+      // Prepare
+      const shard = 5;
+      const entries = sealChain(shard, workload(4, ['a']));
+      await putHomeLog(entries);
+      const forgedFirst: LogEntry = { ...at(entries, 0), ops: [{ type: 'put', key: 'a', value: text('forged') }] };
+      const forgedHash: LogEntry = { ...at(entries, 2), hash: 'e'.repeat(64) };
+
+      // Act
+      const result = await applier.deliver(shard, [forgedFirst, at(entries, 1), forgedHash, at(entries, 3)]);
+
+      // Assess
+      expect(result).toEqual({ applied: 2, skipped: 0, repaired: 2 });
+      expect(await replicaLog(shard)).toEqual(entries);
+      expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
+    });
+
+    it('converges to the in-order state when entries arrive shuffled, duplicated and in several batches', async () => {
+      // Prepare: the same operations on two shards; one is delivered in order, one shuffled.
+      const inOrderShard = 6;
+      const shuffledShard = 7;
+      const operations = workload(20, ['a', 'b', 'c', 'd']);
+      const inOrder = sealChain(inOrderShard, operations);
+      const shuffled = sealChain(shuffledShard, operations);
+      await putHomeLog([...inOrder, ...shuffled]);
+      // Batches as a queue with faults might hand them over: late, early, twice.
+      const batches = [
+        [2, 1, 3, 4],
+        [6, 5, 5, 7],
+        [8, 12, 9, 10],
+        [11, 13, 1, 15, 14],
+        [16, 20, 17, 18, 19, 20],
+      ].map((indexes) => indexes.map((index) => at(shuffled, index - 1)));
+
+      // Act
+      await applier.deliver(inOrderShard, inOrder);
+      const results = [];
+      for (const batch of batches) results.push(await applier.deliver(shuffledShard, batch));
+
+      // Assess
+      const keys = keysOf(inOrder);
+      expect(await replicaState(shuffledShard, keys)).toEqual(await replicaState(inOrderShard, keys));
+      expect(await replicaState(shuffledShard, keys)).toEqual(expectedState(shuffled));
+      expect(await replicaLog(shuffledShard)).toEqual(shuffled);
+      expect(await replicaStore.readProgress(shuffledShard)).toMatchObject({ appliedIndex: 20, appliedHash: at(shuffled, 19).hash });
+      expect(results.reduce((sum, result) => sum + result.applied + result.repaired, 0)).toBe(20);
+      expect(results.some((result) => result.repaired > 0)).toBe(true);
+    });
+
+    it('applies a run longer than runEntriesMax in several transactions and ends correct', async () => {
+      // Prepare: 120 entries, many writes to each of 5 keys (one transaction may touch an item once).
+      const shard = 8;
+      const entries = sealChain(shard, workload(120, ['a', 'b', 'c', 'd', 'e']));
+      await putHomeLog(entries);
+      expect(entries.length).toBeGreaterThan(2 * runEntriesMax);
+      expect(chunkRuns(entries).length).toBe(3);
+
+      // Act
+      const result = await applier.deliver(shard, entries);
+
+      // Assess
+      expect(result).toEqual({ applied: 120, skipped: 0, repaired: 0 });
+      expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: 120, appliedHash: at(entries, 119).hash });
+      expect(await replicaLog(shard)).toEqual(entries);
+      expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
+    });
+
+    it('fails at the first unapplied message when the home log lacks the gap, applying nothing past the verified prefix', async () => {
+      // Prepare: the home has committed 1..3; entries 4..6 exist only in the queue (not yet visible at home).
+      const shard = 9;
+      const entries = sealChain(shard, workload(6, ['a', 'b']));
+      await putHomeLog(entries.slice(0, 3));
+      const delivery = [at(entries, 0), at(entries, 1), at(entries, 4), at(entries, 3), at(entries, 5)];
+
+      // Act
+      const failure = await applier.deliver(shard, delivery).catch((error: unknown) => error);
+
+      // Assess: 1, 2 applied from the batch and 3 pulled from home; entry 5 (position 2) failed.
+      expect(failure).toBeInstanceOf(DeliveryError);
+      expect((failure as DeliveryError).failedAt).toBe(2);
+      expect(String((failure as DeliveryError).reason)).toContain('does not have index 5');
+      expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: 3, appliedHash: at(entries, 2).hash });
+      expect(await replicaLog(shard)).toEqual(entries.slice(0, 3));
+      expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries.slice(0, 3)));
+
+      // Act: the home log catches up and the queue retries the failed messages.
+      await putHomeLog(entries.slice(3));
+      const retry = await applier.deliver(shard, delivery.slice((failure as DeliveryError).failedAt));
+
+      // Assess
+      expect(retry).toEqual({ applied: 1, skipped: 1, repaired: 2 });
+      expect(await replicaLog(shard)).toEqual(entries);
+      expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
+    });
+
+    it('fails at message 0 and applies nothing when the gap is at the start and the home log is empty', async () => {
+      // Prepare
+      const shard = 10;
+      const entries = sealChain(shard, workload(3, ['a']));
+
+      // Act
+      const failure = await applier.deliver(shard, [at(entries, 1), at(entries, 0), at(entries, 2)]).catch((error: unknown) => error);
+
+      // Assess
+      expect(failure).toBeInstanceOf(DeliveryError);
+      expect((failure as DeliveryError).failedAt).toBe(0);
+      expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: 0 });
+      expect(await replicaLog(shard)).toEqual([]);
+      expect(await replicaState(shard, keysOf(entries))).toEqual(new Map());
+    });
+
+    it('lets two appliers deliver the same entries concurrently: both succeed, each entry applied once', async () => {
+      // Prepare: two appliers with their own connections, as two concurrent Lambda invocations.
+      const shard = 11;
+      const entries = sealChain(shard, workload(120, ['a', 'b', 'c']));
+      await putHomeLog(entries);
+      const otherClient = makeDynamoClient({ region: replicaRegion, endpoint });
+      const other = new ReplicaApplier(new DynamoReplicaStore(otherClient, tableNames(prefix)), homeStore, systemClock());
+
+      try {
+        // Act
+        const [first, second] = await Promise.all([applier.deliver(shard, entries), other.deliver(shard, entries)]);
+
+        // Assess: no entry is counted as applied by both.
+        expect(first.applied + second.applied).toBeLessThanOrEqual(entries.length);
+        expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: 120, appliedHash: at(entries, 119).hash });
+        const log = await replicaLog(shard);
+        expect(log.map((entry) => entry.index)).toEqual(entries.map((entry) => entry.index));
+        expect(log).toEqual(entries);
+        expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
+      } finally {
+        otherClient.destroy();
+      }
+    });
+  });
+
+  describe('Method: repair', () => {
+    it('pulls an idle replica up to the requested index, then up to the home head', async () => {
+      // Prepare
+      const shard = 12;
+      const entries = sealChain(shard, workload(30, ['a', 'b', 'c']));
+      await putHomeLog(entries);
+      await applier.deliver(shard, entries.slice(0, 5));
+
+      // Act
+      const toTen = await applier.repair(shard, 10);
+      const toHead = await applier.repair(shard);
+      const again = await applier.repair(shard);
+
+      // Assess
+      expect([toTen, toHead, again]).toEqual([5, 20, 0]);
+      expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: 30, appliedHash: at(entries, 29).hash });
+      expect(await replicaLog(shard)).toEqual(entries);
+      expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
+    });
+  });
+});
