@@ -9,7 +9,12 @@ export const emptyToken: SessionToken = {};
 
 /** Shards a token may name; past this, it is not a token we issued. */
 const tokenShardsMax = 256;
-const tokenBytesMax = 4096;
+/**
+ * The largest token we issue: 256 shards, each with an index up to 2^53, is about 7.7 KB of
+ * base64 JSON; tokens hold only the shards a client touched, so real ones are far smaller.
+ * Under API Gateway's 10 KB limit on request headers.
+ */
+const tokenBytesMax = 8192;
 
 export function mergeToken(token: SessionToken, shard: number, index: number): SessionToken {
   if ((token[shard] ?? 0) >= index) return token;

@@ -38,6 +38,9 @@ export const kvTable: TableDefinition = {
 
 export const tableDefinitions = [controlTable, logTable, kvTable] as const;
 
+/** On-demand everywhere: an idle cluster pays per request, never for provisioned capacity. */
+export const tableBillingMode = 'PAY_PER_REQUEST' as const;
+
 export interface TableNames {
   control: string;
   log: string;
@@ -47,3 +50,39 @@ export interface TableNames {
 export function tableNames(prefix: string): TableNames {
   return { control: `${prefix}-control`, log: `${prefix}-log`, kv: `${prefix}-kv` };
 }
+
+/**
+ * The replication queue every replica region has (and its dead-letter queue): the local cloud
+ * creates them from this definition and the CDK stacks declare them from it, so the two agree
+ * on everything that matters to the writers and the apply function. Names come from
+ * `replicationQueueNames` in `./names.ts` (the convention the writers use).
+ */
+export interface ReplicationQueueDefinition {
+  /** FIFO: a shard's entries stay in order (`MessageGroupId` = shard). */
+  fifo: true;
+  /** Deduplication ids come from the sender (`shard:index`), never from the body. */
+  contentBasedDeduplication: false;
+  /**
+   * SQS raised its message limit to 1 MiB (2025). Said explicitly: defaults differ by tool.
+   * fauxqs 1.9 and aws-cdk-lib 2.276's `maxMessageSizeBytes` both accept 1024..1048576.
+   */
+  messageBytesMax: number;
+  /** Four days, the SQS default, said explicitly. */
+  retentionS: number;
+  /**
+   * The DLQ keeps poison messages for the SQS maximum (14 days): an operator must have time to
+   * look at them, and AWS advises a DLQ retention longer than its source queue's.
+   */
+  deadLetterRetentionS: number;
+  /** Receives before SQS moves a message to the DLQ. */
+  maxReceiveCount: number;
+}
+
+export const replicationQueueDefinition: ReplicationQueueDefinition = {
+  fifo: true,
+  contentBasedDeduplication: false,
+  messageBytesMax: 1024 * 1024,
+  retentionS: 4 * 24 * 60 * 60,
+  deadLetterRetentionS: 14 * 24 * 60 * 60,
+  maxReceiveCount: 5,
+};

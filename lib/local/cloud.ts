@@ -9,13 +9,14 @@ import { runReplicaHeartbeat } from '../../functions/replica-heartbeat.ts';
 import { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import { makeSqsClient } from '../adapters/aws/clients.ts';
 import { createRegionService } from '../service/factory.ts';
+import type { KvService } from '../service/kv-service.ts';
 import { ReplicaApplier } from '../service/replica-applier.ts';
 import { createEventSource, type EventSource, type FaultSettings } from './event-source.ts';
 import { ensureReplicationQueue, type ReplicationQueue } from './queues.ts';
 import { localCredentials, makeDynamoClient } from '../adapters/aws/clients.ts';
 import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
 import { systemClock } from '../clock.ts';
-import { configToEnv, defaultNodeIds, validateConfig, type ClusterConfig } from '../config.ts';
+import { configToEnv, defaultNodeIds, env, validateConfig, type ClusterConfig } from '../config.ts';
 import { limits } from '../core/limits.ts';
 import { tableNames } from '../infra/schema.ts';
 import { startDynamoLocal, startSqsEmulator, type Emulator } from './emulators.ts';
@@ -43,6 +44,8 @@ export interface LocalCloudOptions {
   invocationMs?: number;
   /** Seeds the replication fault hooks (per region: seed + position). */
   faultSeed?: number;
+  /** TEST ONLY: the API writes without the epoch ConditionCheck (the chaos suite must then fail). */
+  unsafeDisableFencing?: boolean;
   log?: (line: string) => void;
 }
 
@@ -80,7 +83,11 @@ export interface LocalCloud {
   kill(node: string): NodeControl;
   pause(node: string): NodeControl;
   resume(node: string): NodeControl;
-  start(node: string): NodeControl;
+  start(node: string, options?: { clockSkewMs?: number }): NodeControl;
+  /** Stops and restarts the SQS emulator: every message in flight is lost (only when this cloud started it). */
+  restartSqs(): Promise<void>;
+  /** The home region's API service, for fault hooks of the chaos suite. */
+  homeService: KvService;
   stop(): Promise<void>;
 }
 
@@ -114,13 +121,19 @@ class NodeProcesses {
     return { id, state: entry.state, pid: entry.child?.pid };
   }
 
-  start(id: string): NodeControl {
+  /** Starts the node's process; `clockSkewMs` shifts its wall clock (a fault: safety must not depend on it). */
+  start(id: string, options: { clockSkewMs?: number } = {}): NodeControl {
     const entry = this.#entry(id);
     if (entry.state === 'running' || entry.state === 'paused') return this.#control(id);
     const require = createRequire(import.meta.url);
     const loader = pathToFileURL(require.resolve('tsx')).href;
     const child = spawn(process.execPath, ['--import', loader, path.join(here, 'node-process.ts'), id], {
-      env: { ...process.env, ...configToEnv(this.config), EPOCHKV_LOCAL_INVOCATION_MS: String(this.invocationMs) },
+      env: {
+        ...process.env,
+        ...configToEnv(this.config),
+        EPOCHKV_LOCAL_INVOCATION_MS: String(this.invocationMs),
+        [env.clockSkewMs]: String(options.clockSkewMs ?? 0),
+      },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
     const forward = (chunk: Buffer) => {
@@ -285,6 +298,8 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
   const regions: RegionEndpoint[] = [];
   const background = new AbortController();
   let nodes: NodeProcesses | undefined;
+  let sqsEmulator: Emulator | undefined;
+  let homeService: KvService | undefined;
   const stop = async () => {
     background.abort();
     await Promise.all(replicas.map((replica) => replica.eventSource.stop()));
@@ -292,6 +307,7 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     await nodes?.stopAll();
     await Promise.all(servers.map((server) => server.close()));
     for (const close of closers) close();
+    await sqsEmulator?.stop();
     for (const emulator of owned.reverse()) await emulator.stop();
   };
   try {
@@ -301,9 +317,8 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
       config.dynamoEndpoint = dynamo.endpoint;
     }
     if (config.sqsEndpoint === undefined) {
-      const sqs = await startSqsEmulator({ port: basePort === 0 ? 0 : basePort + 21 });
-      owned.push(sqs);
-      config.sqsEndpoint = sqs.endpoint;
+      sqsEmulator = await startSqsEmulator({ port: basePort === 0 ? 0 : basePort + 21 });
+      config.sqsEndpoint = sqsEmulator.endpoint;
     }
     // Every region's tables (and each replica region's queues) from the same definitions.
     // One DynamoDB Local and one SQS emulator serve them all, separated by the client's region.
@@ -381,8 +396,9 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     // One API per region: home on the base port, replicas on the next ones.
     for (const [position, region] of [config.homeRegion, ...config.replicaRegions].entries()) {
       const regionConfig = { ...config, region };
-      const { service, close } = createRegionService(regionConfig, clock, log);
+      const { service, close } = createRegionService(regionConfig, clock, log, { disableFencing: options.unsafeDisableFencing === true });
       closers.push(close);
+      if (position === 0) homeService = service;
       const handler = createApiHandler({ config: regionConfig, clock, service }, log);
       const server = await serveApi(handler, { port: basePort === 0 ? 0 : basePort + position, log, localRoute });
       servers.push(server);
@@ -404,7 +420,23 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     kill: (id) => processes.kill(id),
     pause: (id) => processes.pause(id),
     resume: (id) => processes.resume(id),
-    start: (id) => processes.start(id),
+    start: (id, startOptions) => processes.start(id, startOptions),
+    homeService: homeService as KvService,
+    restartSqs: async () => {
+      if (sqsEmulator === undefined) throw new Error('the SQS emulator was given to this cloud; restart it where it was started');
+      const port = Number(new URL(config.sqsEndpoint!).port);
+      await sqsEmulator.stop();
+      sqsEmulator = await startSqsEmulator({ port });
+      // The emulator keeps nothing: the queues come back empty, as after losing every message.
+      for (const region of config.replicaRegions) {
+        const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
+        try {
+          await ensureReplicationQueue(sqs, config.tablePrefix, { visibilityTimeoutS: localVisibilityTimeoutS, maxReceiveCount: localMaxReceiveCount });
+        } finally {
+          sqs.destroy();
+        }
+      }
+    },
     stop,
   };
 }

@@ -10,6 +10,7 @@ import {
 } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSMessageAttributes, SQSRecord } from 'aws-lambda';
 import { assert } from '../core/assert.ts';
+import { mulberry32, shuffle } from '../random.ts';
 
 /** Faults the event source injects between receive and handler; rates are probabilities per message. */
 export interface FaultSettings {
@@ -360,26 +361,3 @@ function toRecordAttributes(attributes: Record<string, MessageAttributeValue>): 
   return result;
 }
 
-/** Fisher-Yates on a copy. */
-function shuffle<T>(items: readonly T[], random: () => number): T[] {
-  const result = [...items];
-  for (let index = result.length - 1; index > 0; index -= 1) {
-    const other = Math.floor(random() * (index + 1));
-    const item = result[index] as T;
-    result[index] = result[other] as T;
-    result[other] = item;
-  }
-  return result;
-}
-
-/** mulberry32: a small seeded PRNG, enough to replay a fault schedule; not for secrets. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = state;
-    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}

@@ -7,7 +7,8 @@ import {
   type SQSClient,
   type QueueAttributeName,
 } from '@aws-sdk/client-sqs';
-import { replicationQueueName } from '../adapters/aws/replication.ts';
+import { queueNameLengthMax, replicationQueueNames } from '../infra/names.ts';
+import { replicationQueueDefinition } from '../infra/schema.ts';
 import { assert } from '../core/assert.ts';
 
 /** The replication queue of one replica region, with its dead-letter queue. */
@@ -25,37 +26,21 @@ export interface ReplicationQueueOptions {
 }
 
 /**
- * The bounds of the replication queues. They belong with `lib/core/limits.ts` once that module
- * can be edited; they live here while the queues exist only in the local cloud.
+ * The bounds of the replication queues. What AWS must agree with (FIFO, message size,
+ * retention, receives before the DLQ) comes from the definition the CDK stacks use
+ * (`lib/infra/schema.ts`); what is local only (the default visibility timeout) is here.
  */
 export const replicationQueueLimits = {
-  /** SQS raised its message limit to 1 MiB (2025); fauxqs 1.9 accepts 1024..1048576. */
-  messageBytesMax: 1024 * 1024,
-  /** Four days, the SQS default, said explicitly. */
-  retentionS: 4 * 24 * 60 * 60,
-  /**
-   * The DLQ keeps poison messages for the SQS maximum (14 days): an operator must have time to
-   * look at them, and AWS advises a DLQ retention longer than its source queue's.
-   */
-  dlqRetentionS: 14 * 24 * 60 * 60,
+  messageBytesMax: replicationQueueDefinition.messageBytesMax,
+  retentionS: replicationQueueDefinition.retentionS,
+  dlqRetentionS: replicationQueueDefinition.deadLetterRetentionS,
   visibilityTimeoutSDefault: 30,
-  maxReceiveCountDefault: 5,
+  maxReceiveCountDefault: replicationQueueDefinition.maxReceiveCount,
   maxReceiveCountMax: 1000,
-  /** SQS queue names are 1..80 characters including the `.fifo` suffix. */
-  queueNameLengthMax: 80,
+  queueNameLengthMax,
 } as const;
 
-export function replicationQueueNames(prefix: string): { queue: string; dlq: string } {
-  // The queue name is the convention the writers and leaders use to find it in each region.
-  const names = { queue: replicationQueueName(prefix), dlq: `${prefix}-replication-dlq.fifo` };
-  for (const name of Object.values(names)) {
-    assert(
-      name.length <= replicationQueueLimits.queueNameLengthMax && /^[A-Za-z0-9_-]+\.fifo$/.test(name),
-      `queue name ${name} must be at most ${replicationQueueLimits.queueNameLengthMax} characters of letters, digits, '-' and '_'`,
-    );
-  }
-  return names;
-}
+export { replicationQueueNames };
 
 /**
  * Creates the region's replication FIFO queue and its FIFO DLQ; queues that exist are kept and
@@ -76,7 +61,7 @@ export async function ensureReplicationQueue(client: SQSClient, prefix: string, 
   // Every attribute is said explicitly: the defaults of SQS and of the emulator may differ.
   // Deduplication ids come from the sender ((shard, index)), never from the body.
   const common = {
-    ContentBasedDeduplication: 'false',
+    ContentBasedDeduplication: String(replicationQueueDefinition.contentBasedDeduplication),
     MaximumMessageSize: String(replicationQueueLimits.messageBytesMax),
     VisibilityTimeout: String(visibilityTimeoutS),
   };
@@ -95,7 +80,7 @@ export async function ensureReplicationQueue(client: SQSClient, prefix: string, 
 /** CreateQueue, or on a name that exists with other attributes, SetQueueAttributes. */
 async function ensureQueue(client: SQSClient, name: string, attributes: Partial<Record<QueueAttributeName, string>>): Promise<string> {
   try {
-    const created = await client.send(new CreateQueueCommand({ QueueName: name, Attributes: { FifoQueue: 'true', ...attributes } }));
+    const created = await client.send(new CreateQueueCommand({ QueueName: name, Attributes: { FifoQueue: String(replicationQueueDefinition.fifo), ...attributes } }));
     assert(created.QueueUrl !== undefined, `SQS returned no QueueUrl for ${name}`);
     return created.QueueUrl;
   } catch (error) {

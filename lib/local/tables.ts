@@ -5,7 +5,7 @@ import {
   UpdateTimeToLiveCommand,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
-import { tableDefinitions, type TableNames } from '../infra/schema.ts';
+import { tableBillingMode, tableDefinitions, type TableNames } from '../infra/schema.ts';
 import { waitFor } from './emulators.ts';
 
 /** Creates the region's tables from the shared definitions; tables that exist are kept. */
@@ -16,7 +16,7 @@ export async function ensureTables(client: DynamoDBClient, names: TableNames): P
       await client.send(
         new CreateTableCommand({
           TableName: tableName,
-          BillingMode: 'PAY_PER_REQUEST',
+          BillingMode: tableBillingMode,
           KeySchema: [
             { AttributeName: definition.partitionKey.name, KeyType: 'HASH' },
             { AttributeName: definition.sortKey.name, KeyType: 'RANGE' },

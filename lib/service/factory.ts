@@ -10,8 +10,15 @@ import { KvService } from './kv-service.ts';
  * The API's service for one region: writes and strong reads against the home tables, the
  * region's own copy for session and eventual reads, and the replica queues to ship to.
  */
-export function createRegionService(config: ClusterConfig, clock: Clock, log: (line: string) => void): { service: KvService; close(): void } {
-  const home = new DynamoStore(makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
+export function createRegionService(
+  config: ClusterConfig,
+  clock: Clock,
+  log: (line: string) => void,
+  /** TEST ONLY (local cloud): writes without the epoch check, to show the fault suite catches it. */
+  unsafe: { disableFencing?: boolean } = {},
+): { service: KvService; close(): void } {
+  const unsafeDisableFencing = config.local && unsafe.disableFencing === true;
+  const home = new DynamoStore(makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount, { unsafeDisableFencing });
   const shipper =
     config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log });
   let local;

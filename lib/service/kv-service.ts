@@ -81,6 +81,13 @@ export class KvService {
     private readonly random: () => number = Math.random,
   ) {}
 
+  /**
+   * Fault injection (chaos suite, local cloud only): awaited after the lease is read and before
+   * the head is read and the entry committed, so a test can freeze a writer holding an epoch
+   * while leadership moves.
+   */
+  beforeCommit: ((shard: number, epoch: number) => Promise<void>) | undefined;
+
   /** True when this service runs in a replica region. */
   isReplica(): boolean {
     return this.replication.local !== undefined;
@@ -132,6 +139,7 @@ export class KvService {
     for (let attempt = 0; attempt < limits.writeAttemptsMax; attempt += 1) {
       if (attempt > 0) await sleep(backoffMs(attempt, limits.retryBackoffMsBase, limits.retryBackoffMsMax, this.random));
       const lease = await this.#liveLease(shard);
+      if (this.beforeCommit !== undefined) await this.beforeCommit(shard, lease.epoch);
       const head = this.#heads.has(shard) ? this.#heads.get(shard) : await this.store.readHead(shard);
       const entry = sealEntry(head, {
         shard,

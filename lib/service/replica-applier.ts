@@ -46,6 +46,7 @@ export class ReplicaApplier {
     let position = 0;
     let moved = 0;
     while (position < entries.length) {
+      const skippedBefore = result.skipped;
       // A run of entries that each continue the chain: one transaction.
       const run: LogEntry[] = [];
       let tip = progress;
@@ -84,6 +85,8 @@ export class ReplicaApplier {
       } catch (error) {
         if (error instanceof ProgressMovedError && moved < movedAttemptsMax) {
           moved += 1;
+          // The rescan from `position` counts those skips again.
+          result.skipped = skippedBefore;
           progress = await this.replica.readProgress(shard);
           continue;
         }

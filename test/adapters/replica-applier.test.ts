@@ -361,6 +361,7 @@ describe('Class: ReplicaApplier', () => {
       expect(await replicaStore.readProgress(shuffledShard)).toMatchObject({ appliedIndex: 20, appliedHash: at(shuffled, 19).hash });
       expect(results.reduce((sum, result) => sum + result.applied + result.repaired, 0)).toBe(20);
       expect(results.some((result) => result.repaired > 0)).toBe(true);
+      expect(results.some((result) => result.applied > 0)).toBe(true);
     });
 
     it('applies a run longer than runEntriesMax in several transactions and ends correct', async () => {
@@ -447,6 +448,53 @@ describe('Class: ReplicaApplier', () => {
       } finally {
         otherClient.destroy();
       }
+    });
+  });
+
+  describe('Method: deliver (progress moved under it)', () => {
+    /**
+     * A real replica store whose first progress read returns only after `interleave` has run:
+     * another applier then commits between this applier's read and its write, deterministically.
+     */
+    class InterleavedReplicaStore extends DynamoReplicaStore {
+      #interleave: (() => Promise<unknown>) | undefined;
+
+      constructor(client: DynamoDBDocumentClient, names: TableNames, interleave: () => Promise<unknown>) {
+        super(client, names);
+        this.#interleave = interleave;
+      }
+
+      override async readProgress(shard: number) {
+        const progress = await super.readProgress(shard);
+        const interleave = this.#interleave;
+        this.#interleave = undefined;
+        if (interleave !== undefined) await interleave();
+        return progress;
+      }
+    }
+
+    it('re-reads the progress another applier moved, skips what it applied and counts each message once', async () => {
+      // Prepare: 1..2 applied; the slow applier reads progress 2, then the fast one applies 3..10.
+      const shard = 13;
+      const entries = sealChain(shard, workload(10, ['a', 'b']));
+      await putHomeLog(entries);
+      await applier.deliver(shard, entries.slice(0, 2));
+      const slow = new ReplicaApplier(
+        new InterleavedReplicaStore(replicaClient, tableNames(prefix), () => applier.deliver(shard, entries.slice(2))),
+        homeStore,
+        systemClock(),
+      );
+
+      // Act: its run 3..10 fails on the moved progress, so it re-reads (10) and skips all.
+      const result = await slow.deliver(shard, entries);
+
+      // Assess
+      expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: 10, appliedHash: at(entries, 9).hash });
+      expect(await replicaLog(shard)).toEqual(entries);
+      expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
+      expect(result.applied).toBe(0);
+      // Ten messages, each acknowledged as skipped exactly once.
+      expect(result).toEqual({ applied: 0, skipped: entries.length, repaired: 0 });
     });
   });
 

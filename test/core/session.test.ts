@@ -98,7 +98,18 @@ describe('Function: decodeToken', () => {
 
   it('round-trips a token of every shard a token may name (256)', () => {
     // Prepare
-    const token = Object.fromEntries(Array.from({ length: 256 }, (_, shard) => [shard, shard * 1000 + 1])) as SessionToken;
+    const token = Object.fromEntries(Array.from({ length: 256 }, (_, shard) => [shard, shard + 1])) as SessionToken;
+
+    // Act
+    const parsed = decodeToken(encodeToken(token));
+
+    // Assess
+    expect(parsed).toEqual({ ok: true, token });
+  });
+
+  it('decodes every token encodeToken issues: 256 shards, each at the largest safe index', () => {
+    // Prepare: a client of a 256-shard cluster that has written to every shard of a long log.
+    const token = Object.fromEntries(Array.from({ length: 256 }, (_, shard) => [shard, Number.MAX_SAFE_INTEGER])) as SessionToken;
 
     // Act
     const parsed = decodeToken(encodeToken(token));
@@ -152,7 +163,7 @@ describe('Function: decodeToken', () => {
     ['shard 256 (past the shards a token may name)', forge({ v: 1, s: { 256: 2 } })],
     ['too many shards (257)', forge({ v: 1, s: Object.fromEntries(Array.from({ length: 257 }, (_, shard) => [shard, 1])) })],
     ['an oversized string (4097 characters)', 'A'.repeat(4097)],
-    ['an oversized well-formed token', forge({ v: 1, s: { 1: 2 }, padding: 'x'.repeat(4000) })],
+    ['an oversized well-formed token', forge({ v: 1, s: { 1: 2 }, padding: 'x'.repeat(8200) })],
   ])('refuses %s with the documented message', (_, raw) => {
     // Act
     const parsed = decodeToken(raw);

@@ -126,6 +126,11 @@ export class DynamoStore implements Store {
     private readonly client: DynamoDBDocumentClient,
     private readonly tables: TableNames,
     private readonly shardCount: number,
+    /**
+     * TEST ONLY: leaves the epoch ConditionCheck out of the fenced write, to prove the fault
+     * suite catches what fencing prevents. Never set outside the chaos suite.
+     */
+    private readonly options: { unsafeDisableFencing?: boolean } = {},
   ) {}
 
   async readLeases(): Promise<LeaseRecord[]> {
@@ -379,8 +384,9 @@ export class DynamoStore implements Store {
 
   async commit({ entry, kv }: CommitRequest): Promise<void> {
     const { shard, epoch } = entry;
+    const fencing = this.options.unsafeDisableFencing === true ? [] : [0];
     const items: NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']> = [
-      {
+      ...fencing.map(() => ({
         // The fencing token: a writer whose epoch is not the lease's can never append.
         ConditionCheck: {
           TableName: this.tables.control,
@@ -391,7 +397,7 @@ export class DynamoStore implements Store {
           ExpressionAttributeNames: { '#epoch': 'epoch', '#holder': 'holder', '#markerPending': 'markerPending' },
           ExpressionAttributeValues: { ':epoch': epoch },
         },
-      },
+      })),
       {
         // The log index is the compare-and-swap that serializes writers of one shard.
         Put: {
@@ -447,12 +453,13 @@ export class DynamoStore implements Store {
       await this.client.send(new TransactWriteCommand({ TransactItems: items, ClientRequestToken: attemptToken(entry) }));
     } catch (error) {
       if (!(error instanceof TransactionCanceledException)) throw error;
-      const [leaseCode, logCode, kvCode] = reasonCodes(error);
+      const codes = reasonCodes(error);
+      const [leaseCode, logCode, kvCode] = fencing.length === 0 ? ['None', ...codes] : codes;
       // Order matters: a stale epoch or a stale head makes the kv condition meaningless.
       if (leaseCode === 'ConditionalCheckFailed') throw new StaleEpochError(shard, epoch);
       if (logCode === 'ConditionalCheckFailed') throw new HeadConflictError(shard, entry.index);
       if (kvCode === 'ConditionalCheckFailed' && kv !== undefined) {
-        const current = oldVersion(error, 2);
+        const current = oldVersion(error, fencing.length + 1);
         const { change, precondition } = kv;
         if (current === undefined && change.type === 'delete' && precondition.ifVersion === undefined) {
           throw new NotFoundError(`key "${change.key}" does not exist`);

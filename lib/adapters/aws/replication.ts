@@ -31,7 +31,7 @@ export function decodeEntryMessage(body: string): LogEntry {
     throw new PoisonMessageError('replication message is not JSON');
   }
   const wire = (parsed as { v?: unknown; entry?: Record<string, unknown> } | null)?.entry;
-  if ((parsed as { v?: unknown }).v !== 1 || typeof wire !== 'object' || wire === null || !Array.isArray(wire.ops)) {
+  if ((parsed as { v?: unknown } | null)?.v !== 1 || typeof wire !== 'object' || wire === null || !Array.isArray(wire.ops)) {
     throw new PoisonMessageError('replication message is not a version-1 log entry');
   }
   const number = (name: string): number => {
@@ -44,7 +44,8 @@ export function decodeEntryMessage(body: string): LogEntry {
     if (typeof value !== 'string') throw new PoisonMessageError(`replication message field ${name} is not a string`);
     return value;
   };
-  const ops: Operation[] = (wire.ops as WireOperation[]).map((op) => {
+  const ops: Operation[] = (wire.ops as (WireOperation | null)[]).map((op) => {
+    if (op === null || typeof op !== 'object') throw new PoisonMessageError('replication message has an operation that is not an object');
     if (op.type === 'put' && typeof op.key === 'string' && typeof op.value === 'string') return { type: 'put', key: op.key, value: new Uint8Array(Buffer.from(op.value, 'base64')) };
     if (op.type === 'delete' && typeof op.key === 'string') return { type: 'delete', key: op.key };
     if (op.type === 'leader' && typeof op.node === 'string' && typeof op.epoch === 'number' && typeof op.previousEpoch === 'number') {

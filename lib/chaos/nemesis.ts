@@ -1,0 +1,165 @@
+import type { LocalCloud } from '../local/cloud.ts';
+import { between, pick } from '../random.ts';
+import type { ClusterStatus } from '../service/cluster-status.ts';
+
+export const nemesisKinds = ['kill', 'pause', 'api-pause', 'skew', 'replication', 'poller', 'sqs-restart'] as const;
+export type NemesisKind = (typeof nemesisKinds)[number];
+
+export interface FaultRecord {
+  kind: NemesisKind;
+  startedMs: number;
+  endedMs: number;
+  detail: string;
+}
+
+export interface NemesisLog {
+  faults: FaultRecord[];
+  /** Kill → a live leader at a higher epoch for the killed leader's shard, in ms. */
+  failoverMs: number[];
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function cluster(cloud: LocalCloud): Promise<ClusterStatus> {
+  return (await (await fetch(`${cloud.apiUrl}/cluster`)).json()) as ClusterStatus;
+}
+
+/** A shard with a live leader, chosen at random (among `among` when given). */
+async function ledShard(cloud: LocalCloud, random: () => number, among?: readonly number[]): Promise<{ shard: number; leader: string; epoch: number } | undefined> {
+  const status = await cluster(cloud);
+  const live = status.shards.filter(
+    (shard) => shard.live && shard.leader !== null && cloud.nodes().find((node) => node.id === shard.leader)?.state === 'running' && (among === undefined || among.includes(shard.shard)),
+  );
+  if (live.length === 0) return undefined;
+  const chosen = pick(live, random);
+  return { shard: chosen.shard, leader: chosen.leader as string, epoch: chosen.epoch };
+}
+
+/** Polls /cluster until `shard` has a live leader at an epoch above `epoch`; the elapsed ms, or undefined at the deadline. */
+async function timeToNewLeader(cloud: LocalCloud, shard: number, epoch: number, sinceMs: number, timeoutMs: number): Promise<number | undefined> {
+  while (Date.now() - sinceMs < timeoutMs) {
+    const status = (await cluster(cloud)).shards[shard];
+    if (status !== undefined && status.live && status.epoch > epoch) return Date.now() - sinceMs;
+    await sleep(20);
+  }
+  return undefined;
+}
+
+/**
+ * The faults of the local cloud, each applied and healed by one call, so a schedule is a
+ * sequence of calls drawn from a seeded random source and can be replayed.
+ */
+export class Nemesis {
+  readonly log: NemesisLog = { faults: [], failoverMs: [] };
+
+  constructor(
+    private readonly cloud: LocalCloud,
+    private readonly random: () => number,
+    private readonly print: (line: string) => void,
+    /** Shards the workload writes to: a frozen writer is only interesting where writes happen. */
+    private readonly busyShards: readonly number[],
+  ) {}
+
+  async inject(kind: NemesisKind): Promise<void> {
+    const startedMs = Date.now();
+    const detail = await this.#run(kind);
+    if (detail === undefined) return;
+    this.log.faults.push({ kind, startedMs, endedMs: Date.now(), detail });
+    this.print(`nemesis ${kind}: ${detail}`);
+  }
+
+  /** Undoes every fault that may still be active: the end of a run. */
+  async healAll(): Promise<void> {
+    this.cloud.homeService.beforeCommit = undefined;
+    for (const node of this.cloud.nodes()) {
+      if (node.state === 'paused') this.cloud.resume(node.id);
+      if (node.state === 'killed' || node.state === 'exited') this.cloud.start(node.id);
+    }
+    for (const replica of this.cloud.replicas) {
+      replica.eventSource.setFaults({ dropRate: 0, duplicateRate: 0, reorder: false, delayMs: 0 });
+      if (!replica.eventSource.running()) replica.eventSource.start();
+    }
+  }
+
+  async #run(kind: NemesisKind): Promise<string | undefined> {
+    const { cloud, random } = this;
+    const leaseMs = cloud.config.leaseMs;
+    switch (kind) {
+      case 'kill': {
+        const target = await ledShard(cloud, random);
+        if (target === undefined) return undefined;
+        const killedMs = Date.now();
+        cloud.kill(target.leader);
+        const failover = await timeToNewLeader(cloud, target.shard, target.epoch, killedMs, 6 * leaseMs);
+        if (failover !== undefined) this.log.failoverMs.push(failover);
+        await sleep(between(500, 2_000, random));
+        cloud.start(target.leader);
+        return `killed ${target.leader} (leader of shard ${target.shard} at epoch ${target.epoch}); new leader after ${failover ?? 'more than ' + 6 * leaseMs} ms; restarted`;
+      }
+      case 'pause': {
+        const target = await ledShard(cloud, random);
+        if (target === undefined) return undefined;
+        const pauseMs = between(Math.round(1.5 * leaseMs), Math.round(2.5 * leaseMs), random);
+        cloud.pause(target.leader);
+        await sleep(pauseMs);
+        cloud.resume(target.leader);
+        return `paused ${target.leader} (leader of shard ${target.shard} at epoch ${target.epoch}) for ${pauseMs} ms, past its lease, then resumed it (a zombie)`;
+      }
+      case 'api-pause': {
+        // Freeze the API's writes to one shard after they read the lease and before they
+        // commit, move the shard's leadership meanwhile, then let them go: fencing must refuse
+        // every one of them.
+        const target = await ledShard(cloud, random, this.busyShards);
+        if (target === undefined) return undefined;
+        let release!: () => void;
+        const released = new Promise<void>((resolve) => (release = resolve));
+        let held = 0;
+        cloud.homeService.beforeCommit = async (shard, epoch) => {
+          if (shard !== target.shard || epoch > target.epoch) return;
+          held += 1;
+          await released;
+        };
+        const killedMs = Date.now();
+        cloud.kill(target.leader);
+        const failover = await timeToNewLeader(cloud, target.shard, target.epoch, killedMs, 6 * leaseMs);
+        if (failover !== undefined) this.log.failoverMs.push(failover);
+        // Give the new leader's writes a moment to land first.
+        await sleep(between(200, 600, random));
+        cloud.homeService.beforeCommit = undefined;
+        release();
+        cloud.start(target.leader);
+        return `held ${held} writes of shard ${target.shard} at epoch ${target.epoch} between lease read and commit while ${target.leader} was killed (new leader after ${failover ?? '?'} ms), then released them`;
+      }
+      case 'skew': {
+        const node = pick(cloud.nodes().filter((candidate) => candidate.state === 'running'), random);
+        const skewMs = (random() < 0.5 ? -1 : 1) * between(Math.round(1.5 * leaseMs), 3 * leaseMs, random);
+        cloud.kill(node.id);
+        cloud.start(node.id, { clockSkewMs: skewMs });
+        await sleep(between(2 * leaseMs, 4 * leaseMs, random));
+        cloud.kill(node.id);
+        cloud.start(node.id);
+        return `restarted ${node.id} with its wall clock ${skewMs > 0 ? 'ahead' : 'behind'} by ${Math.abs(skewMs)} ms for a while`;
+      }
+      case 'replication': {
+        const replica = pick(cloud.replicas, random);
+        const faults = { dropRate: 0.3, duplicateRate: 0.3, reorder: true, delayMs: between(0, 300, random) };
+        replica.eventSource.setFaults(faults);
+        await sleep(between(1_000, 3_000, random));
+        replica.eventSource.setFaults({ dropRate: 0, duplicateRate: 0, reorder: false, delayMs: 0 });
+        return `${replica.region}: dropped 30%, duplicated 30%, reordered, delayed ${faults.delayMs} ms for a while`;
+      }
+      case 'poller': {
+        const replica = pick(cloud.replicas, random);
+        await replica.eventSource.stop();
+        const stoppedMs = between(1_000, 3_000, random);
+        await sleep(stoppedMs);
+        replica.eventSource.start();
+        return `${replica.region}: poller stopped for ${stoppedMs} ms`;
+      }
+      case 'sqs-restart': {
+        await cloud.restartSqs();
+        return 'restarted the SQS emulator: every message in flight lost';
+      }
+    }
+  }
+}

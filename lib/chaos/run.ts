@@ -1,0 +1,308 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { makeDynamoClient } from '../adapters/aws/clients.ts';
+import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
+import { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
+import { verifyChain, type LogEntry } from '../core/log.ts';
+import { shardOf } from '../core/shard.ts';
+import { startLocalCloud, type LocalCloud } from '../local/cloud.ts';
+import { between, mulberry32, pick } from '../random.ts';
+import type { ClusterStatus } from '../service/cluster-status.ts';
+import { checkHistory, formatViolation } from './checker.ts';
+import { Nemesis, nemesisKinds, type NemesisKind } from './nemesis.ts';
+import { runSessionClient, runWorkload, type AcknowledgedWrite } from './workload.ts';
+
+export interface ChaosOptions {
+  durationS: number;
+  seed: number;
+  nemeses: NemesisKind[];
+  clients: number;
+  keyCount: number;
+  /** Reuse a running DynamoDB Local (tests); otherwise the run starts its own in memory. */
+  dynamoEndpoint?: string;
+  /** TEST ONLY: writes without the epoch ConditionCheck — the run must then report a violation. */
+  unsafeDisableFencing?: boolean;
+  /** Where the JSON report goes; nothing is written when undefined. */
+  resultsDirectory?: string;
+  print: (line: string) => void;
+}
+
+export interface ChaosReport {
+  seed: number;
+  durationS: number;
+  nemeses: NemesisKind[];
+  unsafeDisableFencing: boolean;
+  operations: { total: number; ok: number; fail: number; info: number; byKind: Record<string, number>; unexpected: number; unexpectedSamples: string[] };
+  faults: { total: number; byKind: Record<string, number>; log: { kind: string; atS: number; detail: string }[] };
+  failoverMs: { count: number; min: number | null; median: number | null; max: number | null; leaseMs: number };
+  checker: { linearizable: boolean; timedOut: boolean; keys: number; operations: number; statesExplored: number; ms: number; explanation: string | null };
+  lost: { count: number; acknowledged: number; samples: string[] };
+  diverged: { count: number; samples: string[] };
+  session: { reads: number; servedByReplica: number; readYourWritesViolations: number; monotonicViolations: number; samples: string[] };
+  epochOrder: { violations: number; samples: string[] };
+  convergedMs: number | null;
+  ok: boolean;
+  summary: string;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function percentile(sorted: number[], fraction: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))] as number;
+}
+
+/**
+ * A Jepsen-style run on the local cloud: concurrent clients record a history while a nemesis
+ * injects faults drawn from a seeded schedule; afterwards the faults are healed and the
+ * history, the logs and the replicas are checked.
+ */
+export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
+  const { print } = options;
+  const random = mulberry32(options.seed);
+  const prefix = `chaos-${options.seed}-${Date.now().toString(36)}`;
+  print(`chaos: seed ${options.seed}, ${options.durationS} s, nemeses ${options.nemeses.join(',') || 'none'}, ${options.clients} clients on ${options.keyCount} keys${options.unsafeDisableFencing ? ', FENCING DISABLED (test only)' : ''}`);
+  const cloud = await startLocalCloud({
+    basePort: 0,
+    ...(options.dynamoEndpoint === undefined ? {} : { dynamoEndpoint: options.dynamoEndpoint }),
+    tablePrefix: prefix,
+    invocationMs: 10_000,
+    faultSeed: options.seed,
+    unsafeDisableFencing: options.unsafeDisableFencing === true,
+    log: () => undefined,
+  });
+  try {
+    const home = new DynamoStore(makeDynamoClient({ region: cloud.config.homeRegion, endpoint: cloud.dynamoEndpoint }), cloud.config.tables, cloud.config.shardCount);
+    await waitForLeaders(cloud, 30_000);
+    const startedMs = Date.now();
+    const deadlineMs = startedMs + options.durationS * 1_000;
+    const keys = Array.from({ length: options.keyCount }, (_, index) => `k${index}`);
+    const busyShards = [...new Set(keys.map((key) => shardOf(key, cloud.config.shardCount)))];
+    const nemesis = new Nemesis(cloud, random, (line) => print(`  [${((Date.now() - startedMs) / 1_000).toFixed(1)} s] ${line}`), busyShards);
+
+    const schedule = (async () => {
+      // Quiet at the start and at the end, so the history holds operations before and after faults.
+      await sleep(Math.min(1_000, options.durationS * 100));
+      while (options.nemeses.length > 0 && Date.now() < deadlineMs - 2_000) {
+        await nemesis.inject(pick(options.nemeses, random));
+        await sleep(between(200, 800, random));
+      }
+    })();
+    const [workload, session] = await Promise.all([
+      runWorkload({ apiUrl: cloud.apiUrl, shardCount: cloud.config.shardCount, clients: options.clients, keys, seed: options.seed, deadlineMs, requestTimeoutMs: 4 * cloud.config.leaseMs }),
+      runSessionClient({
+        homeUrl: cloud.apiUrl,
+        replicaUrls: cloud.regions.filter((region) => region.role === 'replica').map((region) => region.apiUrl),
+        seed: options.seed,
+        deadlineMs,
+        requestTimeoutMs: 4 * cloud.config.leaseMs,
+      }),
+      schedule,
+    ]);
+    await schedule;
+    await nemesis.healAll();
+    print(`chaos: workload done (${workload.history.length} operations); healing and waiting for the replicas to converge...`);
+    const convergedMs = await waitForConvergence(cloud, home, 60_000);
+
+    const checkStartMs = performance.now();
+    const verdict = checkHistory(workload.history);
+    const checkMs = Math.round(performance.now() - checkStartMs);
+    const logs = await Promise.all(Array.from({ length: cloud.config.shardCount }, (_, shard) => home.readLog(shard, 1, 1_000_000)));
+    const lost = findLost(workload.acknowledged, logs);
+    const epochOrder = checkEpochOrder(logs);
+    const diverged = await findDivergence(cloud, home, logs);
+
+    const byKind: Record<string, number> = {};
+    for (const operation of workload.history) byKind[`${operation.kind}:${operation.status}`] = (byKind[`${operation.kind}:${operation.status}`] ?? 0) + 1;
+    const faultsByKind: Record<string, number> = {};
+    for (const fault of nemesis.log.faults) faultsByKind[fault.kind] = (faultsByKind[fault.kind] ?? 0) + 1;
+    const failovers = [...nemesis.log.failoverMs].sort((a, b) => a - b);
+    const sessionViolations = session.readYourWritesViolations + session.monotonicViolations;
+    const ok = verdict.linearizable && lost.count === 0 && diverged.count === 0 && sessionViolations === 0 && epochOrder.violations === 0 && workload.counters.unexpected === 0;
+    const report: ChaosReport = {
+      seed: options.seed,
+      durationS: options.durationS,
+      nemeses: options.nemeses,
+      unsafeDisableFencing: options.unsafeDisableFencing === true,
+      operations: { total: workload.history.length, ok: workload.counters.ok, fail: workload.counters.fail, info: workload.counters.info, byKind, unexpected: workload.counters.unexpected, unexpectedSamples: workload.counters.unexpectedSamples },
+      faults: {
+        total: nemesis.log.faults.length,
+        byKind: faultsByKind,
+        log: nemesis.log.faults.map((fault) => ({ kind: fault.kind, atS: Math.round((fault.startedMs - startedMs) / 100) / 10, detail: fault.detail })),
+      },
+      failoverMs: { count: failovers.length, min: failovers[0] ?? null, median: percentile(failovers, 0.5), max: failovers.at(-1) ?? null, leaseMs: cloud.config.leaseMs },
+      checker: {
+        linearizable: verdict.linearizable,
+        timedOut: verdict.timedOut === true,
+        keys: verdict.keysChecked,
+        operations: verdict.operationsChecked,
+        statesExplored: verdict.statesExplored,
+        ms: checkMs,
+        explanation: verdict.linearizable ? null : formatViolation(verdict),
+      },
+      lost: { count: lost.count, acknowledged: workload.acknowledged.length, samples: lost.samples },
+      diverged,
+      session: { reads: session.reads, servedByReplica: session.servedByReplica, readYourWritesViolations: session.readYourWritesViolations, monotonicViolations: session.monotonicViolations, samples: session.samples },
+      epochOrder,
+      convergedMs,
+      ok,
+      summary: `chaos: linearizable=${verdict.linearizable ? 'yes' : 'no'} lost=${lost.count} diverged=${diverged.count} ops=${workload.history.length} faults=${nemesis.log.faults.length}`,
+    };
+    printReport(report, print);
+    if (options.resultsDirectory !== undefined) {
+      mkdirSync(options.resultsDirectory, { recursive: true });
+      const file = path.join(options.resultsDirectory, `${new Date().toISOString().replace(/[:.]/g, '-')}-seed${options.seed}.json`);
+      writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+      print(`report: ${file}`);
+    }
+    print(report.summary);
+    return report;
+  } finally {
+    await cloud.stop();
+  }
+}
+
+async function cluster(cloud: LocalCloud): Promise<ClusterStatus> {
+  return (await (await fetch(`${cloud.apiUrl}/cluster`)).json()) as ClusterStatus;
+}
+
+async function waitForLeaders(cloud: LocalCloud, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if ((await cluster(cloud)).shards.every((shard) => shard.live)) return;
+    await sleep(50);
+  }
+  throw new Error(`no leader for every shard within ${timeoutMs} ms`);
+}
+
+/** Waits until every replica applied every shard to the home head; the ms it took, or null. */
+async function waitForConvergence(cloud: LocalCloud, home: DynamoStore, timeoutMs: number): Promise<number | null> {
+  const startedMs = Date.now();
+  const replicas = cloud.config.replicaRegions.map((region) => new DynamoReplicaStore(makeDynamoClient({ region, endpoint: cloud.dynamoEndpoint }), cloud.config.tables));
+  while (Date.now() - startedMs < timeoutMs) {
+    const heads = await Promise.all(Array.from({ length: cloud.config.shardCount }, (_, shard) => home.readHead(shard)));
+    let caughtUp = true;
+    for (const replica of replicas) {
+      const progress = await replica.readAllProgress();
+      for (const [shard, head] of heads.entries()) {
+        const applied = progress.get(shard);
+        if ((head?.index ?? 0) !== (applied?.appliedIndex ?? 0) || (head !== undefined && head.hash !== applied?.appliedHash)) caughtUp = false;
+      }
+    }
+    if (caughtUp) return Date.now() - startedMs;
+    await sleep(100);
+  }
+  return null;
+}
+
+/** Every acknowledged write must be in the home log at the index it was acknowledged with. */
+function findLost(acknowledged: AcknowledgedWrite[], logs: LogEntry[][]): { count: number; samples: string[] } {
+  const samples: string[] = [];
+  let count = 0;
+  for (const write of acknowledged) {
+    const entry = logs[write.shard]?.[write.index - 1];
+    const op = entry?.ops[0];
+    const matches =
+      entry !== undefined &&
+      entry.index === write.index &&
+      entry.epoch === write.epoch &&
+      op !== undefined &&
+      op.type !== 'leader' &&
+      op.key === write.key &&
+      (write.value === undefined ? op.type === 'delete' : op.type === 'put' && Buffer.from(op.value).toString('utf8') === write.value);
+    if (!matches) {
+      count += 1;
+      if (samples.length < 5) samples.push(`${write.value === undefined ? 'delete' : `put ${write.value}`} of ${write.key} acknowledged at shard ${write.shard} index ${write.index} epoch ${write.epoch} is not in the log`);
+    }
+  }
+  return { count, samples };
+}
+
+/** No log entry of an epoch after a higher epoch's first entry; the hash chain intact. */
+function checkEpochOrder(logs: LogEntry[][]): { violations: number; samples: string[] } {
+  const samples: string[] = [];
+  let violations = 0;
+  for (const [shard, log] of logs.entries()) {
+    let highest = 0;
+    for (const entry of log) {
+      if (entry.epoch < highest) {
+        violations += 1;
+        if (samples.length < 5) samples.push(`shard ${shard} index ${entry.index} has epoch ${entry.epoch} after epoch ${highest} began`);
+      }
+      highest = Math.max(highest, entry.epoch);
+    }
+    const chain = verifyChain(log);
+    if (!chain.ok && !chain.reason.includes('epoch')) {
+      violations += 1;
+      if (samples.length < 5) samples.push(`shard ${shard}: ${chain.reason}`);
+    }
+  }
+  return { violations, samples };
+}
+
+/** Each replica's log copy equals the home log and its table equals the home table. */
+async function findDivergence(cloud: LocalCloud, home: DynamoStore, logs: LogEntry[][]): Promise<{ count: number; samples: string[] }> {
+  const samples: string[] = [];
+  let count = 0;
+  const homeRows = await scan(home);
+  for (const region of cloud.config.replicaRegions) {
+    const copy = new DynamoStore(makeDynamoClient({ region, endpoint: cloud.dynamoEndpoint }), cloud.config.tables, cloud.config.shardCount);
+    for (const [shard, log] of logs.entries()) {
+      const copied = await copy.readLog(shard, 1, 1_000_000);
+      const same = copied.length === log.length && copied.every((entry, index) => entry.hash === log[index]?.hash);
+      if (!same) {
+        count += 1;
+        if (samples.length < 5) samples.push(`${region} shard ${shard}: log copy has ${copied.length} entries, home ${log.length}, or a different hash`);
+      }
+    }
+    const rows = await scan(copy);
+    if (JSON.stringify(rows) !== JSON.stringify(homeRows)) {
+      count += 1;
+      if (samples.length < 5) samples.push(`${region}: table differs from home (${rows.length} items vs ${homeRows.length})`);
+    }
+  }
+  return { count, samples };
+}
+
+async function scan(store: DynamoStore): Promise<[string, number, string][]> {
+  const rows: [string, number, string][] = [];
+  let after: string | undefined;
+  do {
+    const page = await store.list('', 1000, after, true);
+    rows.push(...page.items.map((item): [string, number, string] => [item.key, item.version, Buffer.from(item.value).toString('base64')]));
+    after = page.next;
+  } while (after !== undefined);
+  return rows;
+}
+
+function printReport(report: ChaosReport, print: (line: string) => void): void {
+  const line = (label: string, value: string) => print(`  ${label.padEnd(22)} ${value}`);
+  print('chaos report');
+  line('operations', `${report.operations.total} (ok ${report.operations.ok}, failed ${report.operations.fail}, indeterminate ${report.operations.info})`);
+  line('by kind', Object.entries(report.operations.byKind).sort().map(([kind, count]) => `${kind}=${count}`).join(' '));
+  line('faults injected', `${report.faults.total} ${JSON.stringify(report.faults.byKind)}`);
+  const failover = report.failoverMs;
+  line('failovers seen', failover.count === 0 ? 'none' : `${failover.count}: min ${failover.min} ms, median ${failover.median} ms, max ${failover.max} ms (leaseMs ${failover.leaseMs})`);
+  line('checker', `${report.checker.linearizable ? 'linearizable' : report.checker.timedOut ? 'UNKNOWN (search bound hit)' : 'NOT linearizable'}: ${report.checker.operations} operations on ${report.checker.keys} keys, ${report.checker.statesExplored} states, ${report.checker.ms} ms`);
+  if (report.checker.explanation !== null) print(report.checker.explanation);
+  line('acknowledged writes', `${report.lost.acknowledged}, lost ${report.lost.count}`);
+  for (const sample of report.lost.samples) print(`    ${sample}`);
+  line('replicas', `${report.diverged.count === 0 ? 'converged, equal to home' : `${report.diverged.count} divergences`}${report.convergedMs === null ? ' (did not converge within 60 s)' : ` (converged ${report.convergedMs} ms after healing)`}`);
+  for (const sample of report.diverged.samples) print(`    ${sample}`);
+  line('sessions', `${report.session.reads} session reads (${report.session.servedByReplica} by a replica), ${report.session.readYourWritesViolations} read-your-writes and ${report.session.monotonicViolations} monotonic-read violations`);
+  for (const sample of report.session.samples) print(`    ${sample}`);
+  line('epoch order', `${report.epochOrder.violations} violations`);
+  for (const sample of report.epochOrder.samples) print(`    ${sample}`);
+  if (report.operations.unexpected > 0) line('unexpected answers', `${report.operations.unexpected}: ${report.operations.unexpectedSamples.join(' | ')}`);
+}
+
+export function parseNemeses(raw: string): NemesisKind[] {
+  if (raw === 'all') return [...nemesisKinds];
+  if (raw === 'none' || raw === '') return [];
+  const kinds = raw.split(',').map((kind) => kind.trim());
+  for (const kind of kinds) {
+    if (!(nemesisKinds as readonly string[]).includes(kind)) throw new Error(`unknown nemesis "${kind}"; use all, none or a list of ${nemesisKinds.join(', ')}`);
+  }
+  return kinds as NemesisKind[];
+}

@@ -1,0 +1,309 @@
+import { validateConfig, type ClusterConfig } from '../config.ts';
+import { AssertionError } from '../core/assert.ts';
+import { checkTimings, limits } from '../core/limits.ts';
+import { queueNameLengthMax } from './names.ts';
+import { tableNames } from './schema.ts';
+
+/**
+ * The deployable cluster's configuration, typed in one place. Every value can be set in
+ * `cdk.json` under `context` or on the command line (`cdk synth -c epochkv:shardCount=16`);
+ * `-c` values arrive as strings and are parsed here. Nothing else reads context.
+ */
+export const replicationModes = ['async'] as const;
+export type ReplicationMode = (typeof replicationModes)[number];
+
+export interface InfraConfig {
+  /** Prefix of every physical name: tables `<prefix>-control`, queues `<prefix>-replication.fifo`, stacks. */
+  prefix: string;
+  /** The authoritative region: leases, the log, the node functions. */
+  homeRegion: string;
+  /** Regions that hold a replica (queue, apply function, read API); may be empty. */
+  replicaRegions: string[];
+  /** One node function per identity. */
+  nodeIds: string[];
+  shardCount: number;
+  leaseMs: number;
+  tickMs: number;
+  /**
+   * When a write is acknowledged. Only `async` exists today: after the home commit, the entry is
+   * shipped to every replica queue without waiting. `quorum|all` are designed, not built.
+   */
+  replication: ReplicationMode;
+  /** Table deletion protection and RETAIN removal; turn off for dev clusters you want to destroy. */
+  deletionProtection: boolean;
+  /** Account of every stack; undefined leaves it to the credentials at deploy time. */
+  account: string | undefined;
+  /** API Gateway stage throttling, per region. */
+  apiRateLimitPerSecond: number;
+  apiBurstLimit: number;
+  /** Memory of each node function; CPU share grows with it (a starved node misses renewals). */
+  nodeMemoryMb: number;
+  /** Replica lag (log entries behind the home head) that raises the lag alarm. */
+  replicaLagEntriesAlarm: number;
+  /** Retention of every log group the stacks create. */
+  logRetentionDays: number;
+}
+
+/** The context keys, one per field; the names users type after `-c`. */
+export const contextKeys = {
+  prefix: 'epochkv:prefix',
+  homeRegion: 'epochkv:homeRegion',
+  replicaRegions: 'epochkv:replicaRegions',
+  nodeIds: 'epochkv:nodeIds',
+  nodeCount: 'epochkv:nodeCount',
+  shardCount: 'epochkv:shardCount',
+  leaseMs: 'epochkv:leaseMs',
+  tickMs: 'epochkv:tickMs',
+  replication: 'epochkv:replication',
+  deletionProtection: 'epochkv:deletionProtection',
+  account: 'epochkv:account',
+  apiRateLimitPerSecond: 'epochkv:apiRateLimitPerSecond',
+  apiBurstLimit: 'epochkv:apiBurstLimit',
+  nodeMemoryMb: 'epochkv:nodeMemoryMb',
+  replicaLagEntriesAlarm: 'epochkv:replicaLagEntriesAlarm',
+  logRetentionDays: 'epochkv:logRetentionDays',
+} as const;
+
+export const infraDefaults: Omit<InfraConfig, 'account'> = {
+  prefix: 'epochkv',
+  homeRegion: 'us-east-1',
+  replicaRegions: ['eu-west-1', 'ap-southeast-2'],
+  nodeIds: ['node-a', 'node-b', 'node-c'],
+  shardCount: limits.shardsDefault,
+  leaseMs: limits.leaseMsDefault,
+  tickMs: limits.tickMsDefault,
+  replication: 'async',
+  deletionProtection: true,
+  apiRateLimitPerSecond: 500,
+  apiBurstLimit: 1000,
+  nodeMemoryMb: 256,
+  replicaLagEntriesAlarm: 1000,
+  logRetentionDays: 30,
+};
+
+/** Retention values CloudWatch Logs accepts (days). */
+const logRetentionDaysAllowed = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+
+/** Every problem of a configuration, listed together so one run shows all of them. */
+export class InfraConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`epochkv: invalid configuration (cdk.json "context" or -c flags):\n${problems.map((problem) => `  - ${problem}`).join('\n')}`);
+    this.name = 'InfraConfigError';
+  }
+}
+
+/** Reads context values (a `Node.tryGetContext`, or a plain lookup in tests). */
+export type ContextReader = (key: string) => unknown;
+
+const regionPattern = /^[a-z]{2}(-[a-z]+)+-\d{1,2}$/;
+const nodeIdPattern = /^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$/;
+// DynamoDB table names allow [A-Za-z0-9_.-]; queue names allow no '.', and stack names no '_'.
+const prefixPattern = /^[a-z][a-z0-9-]*$/;
+const longestQueueSuffix = '-replication-dlq.fifo';
+
+/**
+ * Builds the configuration from context over the defaults, then validates it. Throws
+ * InfraConfigError naming each bad key and what to do.
+ */
+export function infraConfigFromContext(read: ContextReader, options: { keys?: Iterable<string>; environment?: NodeJS.ProcessEnv } = {}): InfraConfig {
+  const environment = options.environment ?? process.env;
+  const problems: string[] = [];
+  for (const key of unknownContextKeys(options.keys ?? [])) {
+    problems.push(`unknown context key ${key}; known keys: ${Object.values(contextKeys).join(', ')}`);
+  }
+  const parse = new ContextParser(read, problems);
+  const nodeIds = parse.list(contextKeys.nodeIds);
+  const nodeCount = parse.integer(contextKeys.nodeCount);
+  let resolvedNodeIds = nodeIds ?? infraDefaults.nodeIds;
+  if (nodeCount !== undefined) {
+    if (nodeIds !== undefined && nodeIds.length !== nodeCount) {
+      problems.push(`${contextKeys.nodeCount}=${nodeCount} disagrees with ${contextKeys.nodeIds} (${nodeIds.length} ids: ${nodeIds.join(',')}); set one of them`);
+    } else if (nodeIds === undefined) {
+      resolvedNodeIds = nodeIdsOfCount(nodeCount);
+    }
+  }
+  const config: InfraConfig = {
+    prefix: parse.string(contextKeys.prefix) ?? infraDefaults.prefix,
+    homeRegion: parse.string(contextKeys.homeRegion) ?? infraDefaults.homeRegion,
+    replicaRegions: parse.list(contextKeys.replicaRegions) ?? infraDefaults.replicaRegions,
+    nodeIds: resolvedNodeIds,
+    shardCount: parse.integer(contextKeys.shardCount) ?? infraDefaults.shardCount,
+    leaseMs: parse.integer(contextKeys.leaseMs) ?? infraDefaults.leaseMs,
+    tickMs: parse.integer(contextKeys.tickMs) ?? infraDefaults.tickMs,
+    replication: (parse.string(contextKeys.replication) ?? infraDefaults.replication) as ReplicationMode,
+    deletionProtection: parse.boolean(contextKeys.deletionProtection) ?? infraDefaults.deletionProtection,
+    account: parse.string(contextKeys.account) ?? (environment.CDK_DEFAULT_ACCOUNT || undefined),
+    apiRateLimitPerSecond: parse.integer(contextKeys.apiRateLimitPerSecond) ?? infraDefaults.apiRateLimitPerSecond,
+    apiBurstLimit: parse.integer(contextKeys.apiBurstLimit) ?? infraDefaults.apiBurstLimit,
+    nodeMemoryMb: parse.integer(contextKeys.nodeMemoryMb) ?? infraDefaults.nodeMemoryMb,
+    replicaLagEntriesAlarm: parse.integer(contextKeys.replicaLagEntriesAlarm) ?? infraDefaults.replicaLagEntriesAlarm,
+    logRetentionDays: parse.integer(contextKeys.logRetentionDays) ?? infraDefaults.logRetentionDays,
+  };
+  if (problems.length > 0) throw new InfraConfigError(problems);
+  return validateInfraConfig(config);
+}
+
+/** `node-a`, `node-b`, ... for a node count. */
+export function nodeIdsOfCount(count: number): string[] {
+  return Array.from({ length: count }, (_, position) => `node-${position < 26 ? String.fromCharCode(97 + position) : position + 1}`);
+}
+
+/** Checks every relation; returns the configuration or throws InfraConfigError with all problems. */
+export function validateInfraConfig(config: InfraConfig): InfraConfig {
+  const problems: string[] = [];
+  const check = (condition: boolean, problem: string) => {
+    if (!condition) problems.push(problem);
+  };
+  check(
+    prefixPattern.test(config.prefix) && config.prefix.length + longestQueueSuffix.length <= queueNameLengthMax,
+    `${contextKeys.prefix} must be lowercase letters, digits and '-', start with a letter and be at most ${queueNameLengthMax - longestQueueSuffix.length} characters (it names tables, queues and stacks); got "${config.prefix}"`,
+  );
+  for (const region of [config.homeRegion, ...config.replicaRegions]) {
+    check(regionPattern.test(region), `"${region}" is not an AWS region name (like us-east-1); check ${contextKeys.homeRegion} and ${contextKeys.replicaRegions}`);
+  }
+  const regions = [config.homeRegion, ...config.replicaRegions];
+  const duplicates = [...new Set(regions.filter((region, position) => regions.indexOf(region) !== position))];
+  check(
+    duplicates.length === 0,
+    `regions must be distinct: ${duplicates.join(', ')} appears more than once (home ${config.homeRegion}, replicas ${config.replicaRegions.join(',') || '(none)'}); a replica in the home region would apply the log onto the home tables`,
+  );
+  check(
+    Number.isInteger(config.shardCount) && config.shardCount >= 1 && config.shardCount <= limits.shardsMax,
+    `${contextKeys.shardCount} must be an integer from 1 to ${limits.shardsMax}; got ${config.shardCount}`,
+  );
+  check(config.nodeIds.length >= 1 && config.nodeIds.length <= limits.nodesMax, `the cluster needs 1 to ${limits.nodesMax} nodes; got ${config.nodeIds.length}`);
+  const duplicateNodes = [...new Set(config.nodeIds.filter((id, position) => config.nodeIds.indexOf(id) !== position))];
+  check(duplicateNodes.length === 0, `${contextKeys.nodeIds} has duplicates: ${duplicateNodes.join(', ')}`);
+  for (const id of config.nodeIds) {
+    check(nodeIdPattern.test(id), `node id "${id}" must be 1 to 32 lowercase letters, digits and '-' (it names a function and a rule)`);
+  }
+  try {
+    checkTimings(config);
+  } catch (error) {
+    if (!(error instanceof AssertionError)) throw error;
+    problems.push(`${error.message} (${contextKeys.tickMs} / ${contextKeys.leaseMs})`);
+  }
+  check(
+    (replicationModes as readonly string[]).includes(config.replication),
+    `${contextKeys.replication} must be one of ${replicationModes.join(', ')}; got "${config.replication}" (quorum and all are designed but not built: a write is acknowledged after the home commit)`,
+  );
+  check(config.account === undefined || /^\d{12}$/.test(config.account), `${contextKeys.account} must be a 12-digit AWS account id; got "${config.account}"`);
+  check(
+    Number.isInteger(config.apiRateLimitPerSecond) && config.apiRateLimitPerSecond >= 1,
+    `${contextKeys.apiRateLimitPerSecond} must be a positive integer; got ${config.apiRateLimitPerSecond}`,
+  );
+  check(
+    Number.isInteger(config.apiBurstLimit) && config.apiBurstLimit >= 1 && config.apiBurstLimit >= config.apiRateLimitPerSecond,
+    `${contextKeys.apiBurstLimit} must be an integer >= ${contextKeys.apiRateLimitPerSecond} (${config.apiRateLimitPerSecond}); got ${config.apiBurstLimit}`,
+  );
+  check(
+    Number.isInteger(config.nodeMemoryMb) && config.nodeMemoryMb >= 128 && config.nodeMemoryMb <= 10_240,
+    `${contextKeys.nodeMemoryMb} must be an integer from 128 to 10240; got ${config.nodeMemoryMb}`,
+  );
+  check(
+    Number.isInteger(config.replicaLagEntriesAlarm) && config.replicaLagEntriesAlarm >= 1,
+    `${contextKeys.replicaLagEntriesAlarm} must be a positive integer; got ${config.replicaLagEntriesAlarm}`,
+  );
+  check(logRetentionDaysAllowed.includes(config.logRetentionDays), `${contextKeys.logRetentionDays} must be one of ${logRetentionDaysAllowed.join(', ')}; got ${config.logRetentionDays}`);
+  if (problems.length === 0) {
+    // The handlers validate the same contract at cold start; catch at synth what they would refuse.
+    for (const region of regions) {
+      try {
+        validateConfig(clusterConfigFor(config, region));
+      } catch (error) {
+        if (!(error instanceof AssertionError)) throw error;
+        problems.push(`handlers would refuse this configuration in ${region}: ${error.message}`);
+      }
+    }
+  }
+  if (problems.length > 0) throw new InfraConfigError(problems);
+  return config;
+}
+
+/** The handlers' view of the cluster from one region: what their environment variables carry. */
+export function clusterConfigFor(config: InfraConfig, region: string): ClusterConfig {
+  return {
+    region,
+    homeRegion: config.homeRegion,
+    replicaRegions: [...config.replicaRegions],
+    tablePrefix: config.prefix,
+    tables: tableNames(config.prefix),
+    shardCount: config.shardCount,
+    leaseMs: config.leaseMs,
+    tickMs: config.tickMs,
+    nodeIds: [...config.nodeIds],
+    // On AWS and on LocalStack the SDK finds its endpoints itself (LocalStack sets AWS_ENDPOINT_URL).
+    dynamoEndpoint: undefined,
+    sqsEndpoint: undefined,
+    local: false,
+  };
+}
+
+/** Parses context values: JSON types from cdk.json, strings from `-c key=value`. */
+class ContextParser {
+  constructor(
+    private readonly read: ContextReader,
+    private readonly problems: string[],
+  ) {}
+
+  string(key: string): string | undefined {
+    const raw = this.read(key);
+    if (raw === undefined || raw === null) return undefined;
+    if (typeof raw !== 'string' || raw.trim() === '') {
+      this.problems.push(`${key} must be a non-empty string; got ${JSON.stringify(raw)}`);
+      return undefined;
+    }
+    return raw.trim();
+  }
+
+  /** A JSON array of strings, or a comma-separated string (`-c key=a,b`); `-c key=` is the empty list. */
+  list(key: string): string[] | undefined {
+    const raw = this.read(key);
+    if (raw === undefined || raw === null) return undefined;
+    let values: unknown = raw;
+    if (typeof raw === 'string') {
+      const text = raw.trim();
+      if (text.startsWith('[')) {
+        try {
+          values = JSON.parse(text);
+        } catch {
+          this.problems.push(`${key} must be a JSON array or a comma-separated list; got ${JSON.stringify(raw)}`);
+          return undefined;
+        }
+      } else {
+        values = text === '' ? [] : text.split(',').map((value) => value.trim());
+      }
+    }
+    if (!Array.isArray(values) || values.some((value) => typeof value !== 'string' || value.trim() === '')) {
+      this.problems.push(`${key} must be a list of non-empty strings; got ${JSON.stringify(raw)}`);
+      return undefined;
+    }
+    return values.map((value: string) => value.trim());
+  }
+
+  integer(key: string): number | undefined {
+    const raw = this.read(key);
+    if (raw === undefined || raw === null) return undefined;
+    const value = typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw.trim()) : raw;
+    if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
+      this.problems.push(`${key} must be an integer; got ${JSON.stringify(raw)}`);
+      return undefined;
+    }
+    return value;
+  }
+
+  boolean(key: string): boolean | undefined {
+    const raw = this.read(key);
+    if (raw === undefined || raw === null) return undefined;
+    if (raw === true || raw === 'true') return true;
+    if (raw === false || raw === 'false') return false;
+    this.problems.push(`${key} must be true or false; got ${JSON.stringify(raw)}`);
+    return undefined;
+  }
+}
+
+/** Context keys under `epochkv:` that this module does not know: most likely typos. */
+export function unknownContextKeys(keys: Iterable<string>): string[] {
+  const known = new Set<string>(Object.values(contextKeys));
+  return [...keys].filter((key) => key.startsWith('epochkv:') && !known.has(key));
+}

@@ -1,0 +1,37 @@
+/**
+ * The custom metrics the handlers publish (Powertools Metrics, embedded metric format) and the
+ * monitoring construct alarms on: one module, so a renamed metric cannot silently leave an
+ * alarm watching nothing. No CDK or SDK imports: the handlers bundle this file.
+ */
+export const metricNamespace = 'epochkv';
+
+/** Dimension every epochkv metric carries, so two clusters in one account stay apart. */
+export const clusterDimension = 'cluster';
+/** Powertools adds the `service` dimension from its serviceName. */
+export const serviceDimension = 'service';
+
+export const metricServices = {
+  node: 'node',
+  replicaHeartbeat: 'replica-heartbeat',
+} as const;
+
+export const metricNames = {
+  /**
+   * Published by every node function (functions/node.ts) about every 10 s: shards whose lease
+   * has no holder or was last renewed more than leaseMs + skew tolerance ago, as that node saw
+   * at its latest observation. Absent when no node runs.
+   */
+  leaderlessShards: 'LeaderlessShards',
+  /** Node ticks that failed (a store error), per invocation; from functions/node.ts. */
+  nodeTickErrors: 'NodeTickErrors',
+  /**
+   * Published by the replica heartbeat (functions/replica-heartbeat.ts) about every 10 s in its
+   * own region: the largest, over shards, of home head index minus the replica's applied index.
+   */
+  replicaLagEntries: 'ReplicaLagEntries',
+  /** Same source: the largest commit-to-apply time of the last applied entry (two clocks; indicative). */
+  replicaApplyLagMs: 'ReplicaApplyLagMs',
+} as const;
+
+/** How often the handlers publish the gauges above: often enough for a 1-minute alarm period. */
+export const metricPublishEveryMs = 10_000;
