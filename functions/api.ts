@@ -11,6 +11,7 @@ import { consistencies, type Consistency } from '../lib/service/kv-service.ts';
 import { clusterStatus } from '../lib/service/cluster-status.ts';
 import { createRegionService } from '../lib/service/factory.ts';
 import type { KvService } from '../lib/service/kv-service.ts';
+import { lambdaLogger } from './telemetry.ts';
 
 export type ApiHandler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
 
@@ -293,7 +294,8 @@ export const handler: ApiHandler = async (event) => {
   if (cached === undefined) {
     const config = configFromEnv();
     const clock = systemClock();
-    const log = (line: string) => console.error(line);
+    const logger = lambdaLogger('api', config);
+    const log = (line: string) => logger.error(line);
     cached = createApiHandler({ config, clock, service: createRegionService(config, clock, log).service }, log);
   }
   return cached(event);

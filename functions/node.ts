@@ -10,6 +10,7 @@ import { sealEntry } from '../lib/core/log.ts';
 import { HeadConflictError, StaleEpochError, TransactionRaceError } from '../lib/ports/errors.ts';
 import type { Store } from '../lib/ports/store.ts';
 import { Shipper } from '../lib/adapters/aws/replication.ts';
+import { nodeTelemetry } from './telemetry.ts';
 
 export interface NodeRunOptions {
   config: ClusterConfig;
@@ -255,11 +256,12 @@ export const handler = async (_event: ScheduledEvent, context: Context): Promise
     throw new Error(`${env.nodeId} must be one of ${config.nodeIds.join(', ')}, got ${String(node)}`);
   }
   const clock = systemClock();
-  const store = new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
-  const log = (line: string) => console.log(line);
+  const telemetry = nodeTelemetry(config, node, clock, context);
+  const store = telemetry.observe(new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount));
+  const log = telemetry.log;
   const shipper = config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log });
   try {
-    return await runNode({
+    const summary = await runNode({
       config,
       store,
       node,
@@ -269,6 +271,8 @@ export const handler = async (_event: ScheduledEvent, context: Context): Promise
       log,
       ...(shipper === undefined ? {} : { shipper }),
     });
+    telemetry.finish(summary);
+    return summary;
   } finally {
     shipper?.destroy();
   }

@@ -6,6 +6,7 @@ import { sleep, systemClock, type Clock } from '../lib/clock.ts';
 import { configFromEnv, type ClusterConfig } from '../lib/config.ts';
 import type { Store } from '../lib/ports/store.ts';
 import { ReplicaApplier } from '../lib/service/replica-applier.ts';
+import { replicaHeartbeatTelemetry } from './telemetry.ts';
 
 export interface ReplicaHeartbeatOptions {
   config: ClusterConfig;
@@ -72,15 +73,18 @@ const invocationBudgetMs = 55_000;
 export const handler = async (_event: ScheduledEvent, context: Context) => {
   const config = configFromEnv();
   const clock = systemClock();
-  const home = new DynamoStore(makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
+  const telemetry = replicaHeartbeatTelemetry(config, clock, context);
+  const home = telemetry.observeHome(new DynamoStore(makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount));
   const replica = new DynamoReplicaStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables);
-  return runReplicaHeartbeat({
+  const summary = await runReplicaHeartbeat({
     config,
     replica,
     home,
     applier: new ReplicaApplier(replica, home, clock),
     budgetMs: Math.min(invocationBudgetMs, context.getRemainingTimeInMillis() - timeoutMarginMs),
     clock,
-    log: (line) => console.log(line),
+    log: telemetry.log,
   });
+  telemetry.finish();
+  return summary;
 };

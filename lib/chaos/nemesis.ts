@@ -4,6 +4,8 @@ import type { ClusterStatus } from '../service/cluster-status.ts';
 
 export const nemesisKinds = ['kill', 'pause', 'api-pause', 'skew', 'replication', 'poller', 'sqs-restart'] as const;
 export type NemesisKind = (typeof nemesisKinds)[number];
+/** Faults of the nodes and the API; the others are faults of replication. */
+export const nodeNemeses: readonly NemesisKind[] = ['kill', 'pause', 'api-pause', 'skew'];
 
 export interface FaultRecord {
   kind: NemesisKind;
@@ -135,7 +137,7 @@ export class Nemesis {
         const skewMs = (random() < 0.5 ? -1 : 1) * between(Math.round(1.5 * leaseMs), 3 * leaseMs, random);
         cloud.kill(node.id);
         cloud.start(node.id, { clockSkewMs: skewMs });
-        await sleep(between(2 * leaseMs, 4 * leaseMs, random));
+        await sleep(between(leaseMs, 2 * leaseMs, random));
         cloud.kill(node.id);
         cloud.start(node.id);
         return `restarted ${node.id} with its wall clock ${skewMs > 0 ? 'ahead' : 'behind'} by ${Math.abs(skewMs)} ms for a while`;

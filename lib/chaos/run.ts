@@ -10,7 +10,7 @@ import { startLocalCloud, type LocalCloud } from '../local/cloud.ts';
 import { between, mulberry32, pick } from '../random.ts';
 import type { ClusterStatus } from '../service/cluster-status.ts';
 import { checkHistory, formatViolation } from './checker.ts';
-import { Nemesis, nemesisKinds, type NemesisKind } from './nemesis.ts';
+import { Nemesis, nemesisKinds, nodeNemeses, type NemesisKind } from './nemesis.ts';
 import { runSessionClient, runWorkload, type AcknowledgedWrite } from './workload.ts';
 
 export interface ChaosOptions {
@@ -81,14 +81,22 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const busyShards = [...new Set(keys.map((key) => shardOf(key, cloud.config.shardCount)))];
     const nemesis = new Nemesis(cloud, random, (line) => print(`  [${((Date.now() - startedMs) / 1_000).toFixed(1)} s] ${line}`), busyShards);
 
-    const schedule = (async () => {
-      // Quiet at the start and at the end, so the history holds operations before and after faults.
-      await sleep(Math.min(1_000, options.durationS * 100));
-      while (options.nemeses.length > 0 && Date.now() < deadlineMs - 2_000) {
-        await nemesis.inject(pick(options.nemeses, random));
-        await sleep(between(200, 800, random));
-      }
-    })();
+    // Two lanes of faults run side by side: one on the nodes and the API, one on replication.
+    // Each lane draws from its own seeded stream, so a schedule replays from the seed.
+    const lanes = [options.nemeses.filter((kind) => nodeNemeses.includes(kind)), options.nemeses.filter((kind) => !nodeNemeses.includes(kind))].filter(
+      (lane) => lane.length > 0,
+    );
+    const schedule = Promise.all(
+      lanes.map(async (lane, position) => {
+        const laneRandom = mulberry32(options.seed + 101 * (position + 1));
+        // Quiet at the start and at the end, so the history holds operations before and after faults.
+        await sleep(Math.min(1_000, options.durationS * 100));
+        while (Date.now() < deadlineMs - 2_000) {
+          await nemesis.inject(pick(lane, laneRandom));
+          await sleep(between(100, 500, laneRandom));
+        }
+      }),
+    );
     const [workload, session] = await Promise.all([
       runWorkload({ apiUrl: cloud.apiUrl, shardCount: cloud.config.shardCount, clients: options.clients, keys, seed: options.seed, deadlineMs, requestTimeoutMs: 4 * cloud.config.leaseMs }),
       runSessionClient({

@@ -1,0 +1,151 @@
+import { CfnOutput, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import * as apigateway from 'aws-cdk-lib/aws-apigateway';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { NagSuppressions } from 'cdk-nag';
+import { Construct } from 'constructs';
+import { grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
+import type { InfraConfig } from './config.ts';
+import { HandlerFunction } from './handler-function.ts';
+
+/** The routes of functions/api.ts; every one answers through the same Lambda proxy integration. */
+export const apiRoutes: { path: string; methods: string[] }[] = [
+  { path: '/kv', methods: ['GET'] },
+  { path: '/kv/{key+}', methods: ['GET', 'PUT', 'DELETE'] },
+  { path: '/watch', methods: ['GET'] },
+  { path: '/cluster', methods: ['GET'] },
+  { path: '/health', methods: ['GET'] },
+];
+
+export const apiStageName = 'v1';
+
+/**
+ * API Gateway's integration limit is 29 s; a watch long-polls up to 20 s and a session read waits
+ * up to 500 ms, so the function has room for either and still answers before the gateway gives up.
+ */
+export const apiTimeout = Duration.seconds(29);
+
+export interface KvApiProps {
+  config: InfraConfig;
+  cluster: ClusterReferences;
+  code?: lambda.Code;
+}
+
+/**
+ * The region's REST API (v1): Lambda proxy integration of functions/api.ts, IAM (SigV4)
+ * authorization on every method, stage throttling, JSON access logs and error-level execution
+ * logs. At home it serves writes and strong reads; in a replica region the same handler reads
+ * the region's copy for `session`/`eventual` reads and runs writes and strong reads against the
+ * home tables (its environment says which region it is in).
+ */
+export class KvApi extends Construct {
+  readonly handler: HandlerFunction;
+  readonly api: apigateway.RestApi;
+  readonly accessLogs: logs.LogGroup;
+
+  constructor(scope: Construct, id: string, props: KvApiProps) {
+    super(scope, id);
+    const { config, cluster } = props;
+    const region = Stack.of(this).region;
+    const isHome = region === config.homeRegion;
+    this.handler = new HandlerFunction(this, 'Handler', {
+      config,
+      handler: 'api',
+      name: 'api',
+      description: `epochkv API (${isHome ? 'home' : 'replica'} region ${region})`,
+      timeout: apiTimeout,
+      memorySizeMb: 512,
+      ...(props.code === undefined ? {} : { code: props.code }),
+    });
+    const fn = this.handler.function;
+    // The fenced write path: one TransactWriteItems over home `control` (lease check), `log` and `kv`.
+    grantTableRead(fn, cluster.homeTables.control, cluster.homeTables.log, cluster.homeTables.kv);
+    grantTableTransactWrite(fn, cluster.homeTables.control, cluster.homeTables.log, cluster.homeTables.kv);
+    // Session and eventual reads, listings and watch read the region's own copy.
+    if (!isHome) grantTableRead(fn, cluster.localTables.control, cluster.localTables.log, cluster.localTables.kv);
+    // After commit the writer ships the entry to every replica region's queue.
+    for (const queue of cluster.replicaQueues) queue.grantSendMessages(fn);
+
+    this.accessLogs = new logs.LogGroup(this, 'AccessLogs', {
+      retention: config.logRetentionDays as logs.RetentionDays,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.api = new apigateway.RestApi(this, 'Api', {
+      restApiName: `${config.prefix}-api`,
+      description: `epochkv key-value API, ${isHome ? 'home' : 'replica'} region ${region}`,
+      endpointConfiguration: { types: [apigateway.EndpointType.REGIONAL] },
+      // Values are bytes: bodies arrive base64-encoded, and base64 responses leave as bytes.
+      binaryMediaTypes: ['*/*'],
+      // Execution logs need API Gateway's account-level CloudWatch role (one per account and region).
+      cloudWatchRole: true,
+      cloudWatchRoleRemovalPolicy: RemovalPolicy.RETAIN,
+      deployOptions: {
+        stageName: apiStageName,
+        throttlingRateLimit: config.apiRateLimitPerSecond,
+        throttlingBurstLimit: config.apiBurstLimit,
+        accessLogDestination: new apigateway.LogGroupLogDestination(this.accessLogs),
+        accessLogFormat: apigateway.AccessLogFormat.jsonWithStandardFields({
+          caller: true,
+          httpMethod: true,
+          ip: true,
+          protocol: true,
+          requestTime: true,
+          resourcePath: true,
+          responseLength: true,
+          status: true,
+          user: true,
+        }),
+        loggingLevel: apigateway.MethodLoggingLevel.ERROR,
+        dataTraceEnabled: false,
+        metricsEnabled: true,
+      },
+    });
+    const validator = this.api.addRequestValidator('Validator', {
+      requestValidatorName: 'parameters-and-body',
+      validateRequestParameters: true,
+      validateRequestBody: true,
+    });
+    const integration = new apigateway.LambdaIntegration(fn, { proxy: true, allowTestInvoke: false, timeout: apiTimeout });
+    for (const route of apiRoutes) {
+      const resource = this.api.root.resourceForPath(route.path);
+      // The greedy `{key+}` is required: API Gateway refuses a request without it before Lambda runs.
+      const requestParameters = route.path.includes('{key+}') ? { 'method.request.path.key': true } : undefined;
+      for (const method of route.methods) {
+        resource.addMethod(method, integration, {
+          authorizationType: apigateway.AuthorizationType.IAM,
+          requestValidator: validator,
+          ...(requestParameters === undefined ? {} : { requestParameters }),
+        });
+      }
+    }
+    new CfnOutput(this, 'Url', { value: this.api.url, description: `epochkv API in ${region} (SigV4, service execute-api)` });
+    new CfnOutput(this, 'Id', { value: this.api.restApiId, description: `epochkv REST API id in ${region}` });
+
+    NagSuppressions.addResourceSuppressions(
+      this.api,
+      [
+        {
+          id: 'AwsSolutions-COG4',
+          reason: 'Callers are AWS principals authorized with IAM (SigV4) on every method, by design: the API serves services and operators, not end users with Cognito identities.',
+        },
+      ],
+      true,
+    );
+    NagSuppressions.addResourceSuppressions(this.api.deploymentStage, [
+      {
+        id: 'AwsSolutions-APIG3',
+        reason: 'Every method requires SigV4-signed IAM credentials and the stage is throttled; a WAF web ACL per region would add a fixed monthly cost to an idle cluster. Add one for internet-facing deployments.',
+      },
+    ]);
+    const cloudWatchRole = this.api.node.tryFindChild('CloudWatchRole');
+    if (cloudWatchRole !== undefined) {
+      NagSuppressions.addResourceSuppressions(cloudWatchRole, [
+        {
+          id: 'AwsSolutions-IAM4',
+          reason: 'API Gateway execution logging needs the account-level CloudWatch role; AmazonAPIGatewayPushToCloudWatchLogs is the AWS managed policy made for exactly that role.',
+          appliesTo: ['Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs'],
+        },
+      ]);
+    }
+  }
+}

@@ -1,0 +1,103 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { NodejsFunction, OutputFormat, type BundlingOptions } from 'aws-cdk-lib/aws-lambda-nodejs';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import { configToEnv } from '../config.ts';
+import { clusterConfigFor, type InfraConfig } from './config.ts';
+
+/** The repository root: entries, the lock file and tsconfig.json are found from it. */
+export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** The Lambda entry points the stacks deploy: the same handlers the local cloud drives. */
+export const handlerEntries = {
+  api: 'functions/api.ts',
+  node: 'functions/node.ts',
+  apply: 'functions/apply.ts',
+  replicaHeartbeat: 'functions/replica-heartbeat.ts',
+} as const;
+export type HandlerName = keyof typeof handlerEntries;
+
+/**
+ * esbuild, locally (never Docker), to one ES module per function. esbuild reads the `.ts`
+ * entries and their `.ts`-suffixed imports as they are. The AWS SDK is bundled rather than
+ * taken from the runtime, so Lambda runs the SDK versions the tests ran. The banner gives
+ * CommonJS dependencies bundled into an ES module the `require` they expect.
+ */
+export const bundlingOptions: BundlingOptions = {
+  format: OutputFormat.ESM,
+  target: 'node24',
+  mainFields: ['module', 'main'],
+  banner: "import { createRequire as __epochkvCreateRequire } from 'node:module'; const require = __epochkvCreateRequire(import.meta.url);",
+  bundleAwsSDK: true,
+  externalModules: [],
+  minify: true,
+  sourceMap: true,
+  forceDockerBundling: false,
+};
+
+export interface HandlerFunctionProps {
+  config: InfraConfig;
+  handler: HandlerName;
+  /** Physical name suffix: `<prefix>-<name>`; Lambda names are per region, so regions repeat them. */
+  name: string;
+  description: string;
+  timeout: Duration;
+  memorySizeMb: number;
+  /** Extra environment on top of the cluster contract (`lib/config.ts` `configToEnv`). */
+  environment?: Record<string, string>;
+  /** For scheduled handlers: a failed or late run is not retried, the next minute's run replaces it. */
+  asyncRetry?: { retryAttempts: number; maxEventAge: Duration };
+  /** Tests may hand in prebuilt code to skip bundling; the app always bundles. */
+  code?: lambda.Code;
+}
+
+/**
+ * One deployed handler: a `NodejsFunction` (Node.js 24, arm64), its own role and its own log
+ * group. The role starts empty: the log group grants its own write access, and each capability
+ * construct grants exactly the table and queue access its handler needs.
+ */
+export class HandlerFunction extends Construct {
+  readonly function: NodejsFunction;
+  readonly role: iam.Role;
+  readonly logGroup: logs.LogGroup;
+
+  constructor(scope: Construct, id: string, props: HandlerFunctionProps) {
+    super(scope, id);
+    const { config } = props;
+    const region = Stack.of(this).region;
+    const functionName = `${config.prefix}-${props.name}`;
+    this.role = new iam.Role(this, 'Role', {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: `epochkv ${props.name} in ${region}: table and queue access granted per capability`,
+    });
+    // The Lambda default log group name, made by the stack with a retention and a removal policy.
+    this.logGroup = new logs.LogGroup(this, 'Logs', {
+      logGroupName: `/aws/lambda/${functionName}`,
+      retention: config.logRetentionDays as logs.RetentionDays,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.logGroup.grantWrite(this.role);
+    this.function = new NodejsFunction(this, 'Function', {
+      functionName,
+      description: props.description,
+      entry: path.join(projectRoot, handlerEntries[props.handler]),
+      handler: 'handler',
+      projectRoot,
+      depsLockFilePath: path.join(projectRoot, 'package-lock.json'),
+      runtime: lambda.Runtime.NODEJS_24_X,
+      architecture: lambda.Architecture.ARM_64,
+      memorySize: props.memorySizeMb,
+      timeout: props.timeout,
+      role: this.role,
+      logGroup: this.logGroup,
+      environment: { ...configToEnv(clusterConfigFor(config, region)), ...props.environment },
+      bundling: bundlingOptions,
+      ...(props.code === undefined ? {} : { code: props.code }),
+      ...(props.asyncRetry === undefined ? {} : props.asyncRetry),
+    });
+  }
+}

@@ -1,0 +1,68 @@
+import { Duration } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import { Construct } from 'constructs';
+import { env } from '../config.ts';
+import { grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
+import type { InfraConfig } from './config.ts';
+import { HandlerFunction } from './handler-function.ts';
+
+/**
+ * How long one node invocation may run. The handler (functions/node.ts) loops for
+ * min(70 s, remaining time - 5 s) and then returns; the timeout leaves room above that for the
+ * cold start and the last tick, so a node always ends cleanly instead of being cut off mid-write.
+ */
+export const nodeLoopBudget = Duration.seconds(70);
+export const nodeTimeout = Duration.seconds(90);
+
+/** EventBridge rules fire at most once a minute; a node ticks every tickMs inside an invocation. */
+export const scheduleRate = Duration.minutes(1);
+
+export interface NodeFleetProps {
+  config: InfraConfig;
+  cluster: ClusterReferences;
+  /** Tests may hand in prebuilt code to skip bundling. */
+  code?: lambda.Code;
+}
+
+/**
+ * The N node identities of the home region: one function per identity (its id in
+ * EPOCHKV_NODE_ID), each started every minute by its own EventBridge scheduled rule. An
+ * invocation runs a little longer than the schedule, so consecutive invocations of a node
+ * overlap and the newer one takes over its node's leases (see DESIGN.md §3).
+ */
+export class NodeFleet extends Construct {
+  readonly nodes: { id: string; handler: HandlerFunction; rule: events.Rule }[] = [];
+
+  constructor(scope: Construct, id: string, props: NodeFleetProps) {
+    super(scope, id);
+    const { config, cluster } = props;
+    for (const nodeId of config.nodeIds) {
+      const handler = new HandlerFunction(this, nodeId, {
+        config,
+        handler: 'node',
+        name: nodeId,
+        description: `epochkv node ${nodeId}: leases, heartbeats, leader markers, re-shipping (one scheduled invocation a minute)`,
+        timeout: nodeTimeout,
+        memorySizeMb: config.nodeMemoryMb,
+        environment: { [env.nodeId]: nodeId },
+        // A failed or late run is not retried: the next minute's run takes its place.
+        asyncRetry: { retryAttempts: 0, maxEventAge: scheduleRate },
+        ...(props.code === undefined ? {} : { code: props.code }),
+      });
+      // Leases and heartbeats live in `control`; leader markers are appended to `log`. Nodes never touch `kv`.
+      grantTableRead(handler.function, cluster.homeTables.control, cluster.homeTables.log);
+      grantTableTransactWrite(handler.function, cluster.homeTables.control, cluster.homeTables.log);
+      // A leader re-ships a stuck replica's missing range to that replica's queue.
+      for (const queue of cluster.replicaQueues) queue.grantSendMessages(handler.function);
+      const rule = new events.Rule(this, `${nodeId}-schedule`, {
+        ruleName: `${config.prefix}-${nodeId}`,
+        description: `Starts epochkv node ${nodeId} every minute`,
+        schedule: events.Schedule.rate(scheduleRate),
+        targets: [new targets.LambdaFunction(handler.function, { retryAttempts: 2, maxEventAge: scheduleRate })],
+      });
+      this.nodes.push({ id: nodeId, handler, rule });
+    }
+  }
+}
