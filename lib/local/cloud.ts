@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -197,6 +198,61 @@ class NodeProcesses {
   }
 }
 
+/** Request rates for the dashboard: per-second counts of writes and reads over the last two minutes. */
+class RequestMeter {
+  static readonly windowS = 120;
+  readonly #buckets = new Map<number, { writes: number; reads: number }>();
+
+  count(method: string, path: string, nowMs: number): void {
+    if (!path.startsWith('/kv')) return;
+    const second = Math.floor(nowMs / 1_000);
+    const bucket = this.#buckets.get(second) ?? { writes: 0, reads: 0 };
+    if (method === 'GET') bucket.reads += 1;
+    else bucket.writes += 1;
+    this.#buckets.set(second, bucket);
+    for (const key of this.#buckets.keys()) if (key < second - RequestMeter.windowS) this.#buckets.delete(key);
+  }
+
+  /** Complete seconds only: the current one is still filling. */
+  series(nowMs: number): { writes: number[]; reads: number[] } {
+    const last = Math.floor(nowMs / 1_000) - 1;
+    const seconds = Array.from({ length: RequestMeter.windowS }, (_, index) => last - RequestMeter.windowS + 1 + index);
+    return {
+      writes: seconds.map((second) => this.#buckets.get(second)?.writes ?? 0),
+      reads: seconds.map((second) => this.#buckets.get(second)?.reads ?? 0),
+    };
+  }
+}
+
+/** The newest log entries across shards, newest first, values left out. */
+async function recentEntries(home: DynamoStore, shardCount: number, limit: number): Promise<unknown[]> {
+  const count = Number.isInteger(limit) && limit > 0 ? Math.min(limit, 100) : 25;
+  const perShard = await Promise.all(
+    Array.from({ length: shardCount }, async (_, shard) => {
+      const head = await home.readHead(shard);
+      if (head === undefined) return [];
+      return home.readLog(shard, Math.max(1, head.index - count + 1), count);
+    }),
+  );
+  return perShard
+    .flat()
+    .sort((a, b) => b.committedAtMs - a.committedAtMs)
+    .slice(0, count)
+    .map((entry) => ({
+      shard: entry.shard,
+      index: entry.index,
+      epoch: entry.epoch,
+      committedAtMs: entry.committedAtMs,
+      ops: entry.ops.map((op) => (op.type === 'put' ? { type: 'put', key: op.key, bytes: op.value.length } : op)),
+    }));
+}
+
+let dashboardHtml: string | undefined;
+function dashboardPage(): string {
+  dashboardHtml ??= readFileSync(path.join(here, 'dashboard.html'), 'utf8');
+  return dashboardHtml;
+}
+
 /** Local queue settings: a short visibility timeout so a failed batch is retried within seconds. */
 const localVisibilityTimeoutS = 2;
 const localMaxReceiveCount = 5;
@@ -375,8 +431,11 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     }
 
     const processes = nodes;
-    const localRoute: LocalRoute = async (method, segments, body) => {
+    const meter = new RequestMeter();
+    const localRoute: LocalRoute = async (method, segments, body, query) => {
       if (segments[0] === 'replication') return replicationRoute(replicas, method, segments.slice(1), body);
+      if (segments[0] === 'metrics' && segments.length === 1) return { status: 200, body: meter.series(Date.now()) };
+      if (segments[0] === 'log' && segments.length === 1) return { status: 200, body: { entries: await recentEntries(home, config.shardCount, Number(query.get('limit') ?? 25)) } };
       if (segments[0] !== 'nodes') return undefined;
         if (segments.length === 1 && method === 'GET') return { status: 200, body: { nodes: processes.list() } };
         const [, id, verb] = segments;
@@ -400,7 +459,14 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
       closers.push(close);
       if (position === 0) homeService = service;
       const handler = createApiHandler({ config: regionConfig, clock, service }, log);
-      const server = await serveApi(handler, { port: basePort === 0 ? 0 : basePort + position, log, localRoute });
+      const server = await serveApi(handler, {
+        port: basePort === 0 ? 0 : basePort + position,
+        log,
+        localRoute,
+        onAnswer: (method, path) => meter.count(method, path, Date.now()),
+        // The dashboard lives on the home API; its fault buttons exist only in the local cloud.
+        ...(position === 0 ? { page: dashboardPage() } : {}),
+      });
       servers.push(server);
       regions.push({ region, apiUrl: server.url, role: position === 0 ? 'home' : 'replica' });
     }

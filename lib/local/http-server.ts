@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { limits } from '../core/limits.ts';
 
-export type LocalRoute = (method: string, segments: string[], body: Buffer) => Promise<{ status: number; body: unknown } | undefined>;
+export type LocalRoute = (method: string, segments: string[], body: Buffer, query: URLSearchParams) => Promise<{ status: number; body: unknown } | undefined>;
 
 /** Bodies are refused past this size; API Gateway's own payload limit is 10 MB. */
 const bodyBytesMax = 10 * 1024 * 1024;
@@ -114,7 +114,16 @@ export interface ApiServer {
  */
 export async function serveApi(
   handler: (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>,
-  options: { port: number; stage?: string; localRoute?: LocalRoute; log?: (line: string) => void },
+  options: {
+    port: number;
+    stage?: string;
+    localRoute?: LocalRoute;
+    log?: (line: string) => void;
+    /** An HTML page served at `/` (the local cloud's dashboard). */
+    page?: string;
+    /** Called for every API request answered (the dashboard's request rates). */
+    onAnswer?: (method: string, path: string, status: number) => void;
+  },
 ): Promise<ApiServer> {
   const stage = options.stage ?? 'local';
   const server: Server = createServer(async (request, response) => {
@@ -125,9 +134,14 @@ export async function serveApi(
         return;
       }
       const pathname = new URL(request.url ?? '/', 'http://localhost').pathname;
+      if (pathname === '/' && options.page !== undefined && request.method === 'GET') {
+        send(response, 200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }, options.page);
+        return;
+      }
       if (pathname === '/_local' || pathname.startsWith('/_local/')) {
         const segments = pathname.split('/').filter(Boolean).slice(1);
-        const result = options.localRoute ? await options.localRoute(request.method ?? 'GET', segments, bytes) : undefined;
+        const url = new URL(request.url ?? '/', 'http://localhost');
+        const result = options.localRoute ? await options.localRoute(request.method ?? 'GET', segments, bytes, url.searchParams) : undefined;
         if (result === undefined) {
           sendProblem(response, 404, 'NotFound', 'unknown local control; use POST /_local/nodes/{id}/kill|pause|resume|start or GET /_local/nodes');
           return;
@@ -141,6 +155,7 @@ export async function serveApi(
         return;
       }
       const result = await handler(event);
+      options.onAnswer?.(event.httpMethod, event.path, result.statusCode);
       const body = result.isBase64Encoded ? Buffer.from(result.body, 'base64') : result.body;
       const headers: Record<string, string | number | boolean> = { ...(result.headers ?? {}) };
       send(response, result.statusCode, headers, body);
