@@ -24,6 +24,7 @@ options:
   --endpoint <url>   API base URL (default ${localEndpoint}, or EPOCHKV_ENDPOINT)
   --region <region>  sign requests with SigV4 for this region (deployed APIs use IAM auth)
   --session <token>  start from this session token (printed with --json)
+  --token <token>    the local cloud's EPOCHKV_TOKEN (default: that variable)
   --json             machine-readable output
   -h, --help         this text
 
@@ -44,6 +45,7 @@ try {
       endpoint: { type: 'string' },
       region: { type: 'string' },
       session: { type: 'string' },
+      token: { type: 'string' },
       consistency: { type: 'string' },
       prefix: { type: 'string' },
       limit: { type: 'string' },
@@ -63,10 +65,12 @@ if (values.help || positionals.length === 0) {
 }
 
 const endpoint = values.endpoint ?? process.env.EPOCHKV_ENDPOINT ?? localEndpoint;
+const bearerToken = values.token ?? (process.env.EPOCHKV_TOKEN || undefined);
 const client = new EpochKv({
   endpoint,
   ...(values.region === undefined ? {} : { region: values.region }),
   ...(values.session === undefined ? {} : { sessionToken: values.session }),
+  ...(bearerToken === undefined ? {} : { bearerToken }),
 });
 const json = values.json === true;
 const out = (human: string, machine: unknown) => console.log(json ? JSON.stringify(machine) : human);
@@ -184,7 +188,10 @@ async function main(): Promise<number> {
       const action = arg(1, 'kill|pause|resume|start');
       const node = arg(2, 'node');
       if (!['kill', 'pause', 'resume', 'start'].includes(action)) fail(`chaos takes kill, pause, resume or start, got "${action}"`);
-      const response = await fetch(`${endpoint.replace(/\/+$/, '')}/_local/nodes/${encodeURIComponent(node)}/${action}`, { method: 'POST' });
+      const response = await fetch(`${endpoint.replace(/\/+$/, '')}/_local/nodes/${encodeURIComponent(node)}/${action}`, {
+        method: 'POST',
+        headers: bearerToken === undefined ? {} : { authorization: `Bearer ${bearerToken}` },
+      });
       const body = (await response.json()) as { state?: string; message?: string };
       if (!response.ok) {
         console.error(response.status === 404 && body.message === undefined ? 'fault controls exist only on the local cloud' : (body.message ?? `answered ${response.status}`));

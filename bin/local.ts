@@ -19,7 +19,8 @@ home region's tables, three node processes (node-a, node-b, node-c) and the API.
 
 Environment: EPOCHKV_BASE_PORT (default 8080) sets the home API port; the replica
 regions' APIs listen on base+1 and base+2, DynamoDB Local on base+20 and the SQS
-emulator on base+21.`;
+emulator on base+21. EPOCHKV_TOKEN (16+ characters) requires Authorization: Bearer
+<token> on every request; EPOCHKV_RATE_LIMIT_RPS (default 2000) answers 429 beyond it.`;
 
 let args;
 try {
@@ -45,13 +46,25 @@ if (!Number.isInteger(basePort) || basePort < 1 || basePort > 65_000) {
   console.error(`EPOCHKV_BASE_PORT must be a port number (1-65000), got "${basePortRaw}"`);
   process.exit(2);
 }
+// A shared dev machine need not be open: with EPOCHKV_TOKEN set, every request needs it.
+const bearerToken = process.env.EPOCHKV_TOKEN || undefined;
+if (bearerToken !== undefined && bearerToken.length < 16) {
+  console.error('EPOCHKV_TOKEN must be at least 16 characters (try: export EPOCHKV_TOKEN=$(openssl rand -hex 16))');
+  process.exit(2);
+}
+const rateRaw = process.env.EPOCHKV_RATE_LIMIT_RPS;
+const rateLimitPerSecond = rateRaw === undefined ? undefined : Number(rateRaw);
+if (rateLimitPerSecond !== undefined && (!Number.isInteger(rateLimitPerSecond) || rateLimitPerSecond < 1)) {
+  console.error(`EPOCHKV_RATE_LIMIT_RPS must be a positive integer, got "${rateRaw}"`);
+  process.exit(2);
+}
 const dataDirectory = args['in-memory'] ? undefined : path.resolve(args.data ?? path.join('.epochkv', 'dynamodb'));
 
 console.log(`epochkv local cloud: starting DynamoDB Local (${dataDirectory === undefined ? 'in memory' : `data in ${dataDirectory}`}) and the SQS emulator...`);
 const startedMs = Date.now();
 let cloud;
 try {
-  cloud = await startLocalCloud({ basePort, dataDirectory });
+  cloud = await startLocalCloud({ basePort, dataDirectory, bearerToken, ...(rateLimitPerSecond === undefined ? {} : { rateLimitPerSecond }) });
 } catch (error) {
   console.error(`epochkv local cloud failed to start: ${(error as Error).message}`);
   process.exit(1);
@@ -62,6 +75,8 @@ console.log(`sqs ${cloud.sqsEndpoint}`);
 console.log(`nodes ${config.nodeIds.join(' ')} (${config.shardCount} shards, leaseMs ${config.leaseMs}, tickMs ${config.tickMs})`);
 console.log(`home ${config.homeRegion}; replicas ${config.replicaRegions.join(' ') || '(none)'}`);
 for (const region of cloud.regions) console.log(`api ${region.region} ${region.apiUrl}`);
+console.log(`dashboard ${cloud.apiUrl}/${bearerToken === undefined ? '' : '#token=<EPOCHKV_TOKEN>'}`);
+if (bearerToken !== undefined) console.log('auth: every request needs Authorization: Bearer $EPOCHKV_TOKEN');
 console.log(`ready in ${Date.now() - startedMs} ms. Try: curl -X PUT --data-binary hello ${cloud.apiUrl}/kv/greeting. Ctrl-C stops everything.`);
 
 let stopping = false;

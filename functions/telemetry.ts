@@ -35,7 +35,7 @@ class GaugePublisher {
   constructor(
     private readonly metrics: Metrics,
     private readonly clock: Clock,
-    private readonly units: Record<string, MetricUnit>,
+    private readonly units: Record<string, (typeof MetricUnit)[keyof typeof MetricUnit]>,
   ) {}
 
   update(values: Gauges): void {

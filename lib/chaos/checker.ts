@@ -236,47 +236,67 @@ function apply(step: Step, state: number): number {
   }
 }
 
-class Interner {
-  readonly values: (string | null)[] = [null];
-  private readonly indexes = new Map<string, number>();
+/**
+ * Codes the register's values as small integers. Every value that no operation observes (no get
+ * reads it, no cas expects it) gets the same code, `unobserved`: every guard of the model (equal
+ * to a value read or expected, different from a value expected, null) holds for one such value
+ * exactly when it holds for another, so merging them changes no verdict, and it lets the memo
+ * and the symmetry rule for indeterminate operations treat the writes nobody saw as one.
+ */
+class ValueCodes {
+  private readonly codes = new Map<string, number>();
 
-  index(value: string | null): number {
-    if (value === null) return missing;
-    const known = this.indexes.get(value);
-    if (known !== undefined) return known;
-    const index = this.values.length;
-    this.values.push(value);
-    this.indexes.set(value, index);
-    return index;
+  constructor(operations: readonly HistoryOperation[]) {
+    for (const operation of operations) {
+      if (operation.kind === 'get' && typeof operation.output.value === 'string') this.observe(operation.output.value);
+      if (operation.kind === 'cas' && operation.input.expectedValue !== undefined) this.observe(operation.input.expectedValue);
+    }
   }
 
-  value(index: number): string | null {
-    const value = this.values[index];
-    assert(value !== undefined, `interned value ${index} exists`);
-    return value;
+  code(value: string | null): number {
+    if (value === null) return missing;
+    return this.codes.get(value) ?? unobserved;
+  }
+
+  private observe(value: string): void {
+    if (!this.codes.has(value)) this.codes.set(value, firstObserved + this.codes.size);
   }
 }
 
+const unobserved = 1;
+const firstObserved = 2;
+
 /** The model step of an operation kept by `partitionByKey`. An `info` operation steps only with its effect: leaving it out is its "no effect". */
-function stepOf(operation: HistoryOperation, interner: Interner): Step {
+function stepOf(operation: HistoryOperation, values: ValueCodes): Step {
   const indeterminate = operation.status === 'info';
   switch (operation.kind) {
     case 'put':
-      return { code: 'write', value: interner.index(operation.input.value ?? null), expected: missing };
+      return { code: 'write', value: values.code(operation.input.value ?? null), expected: missing };
     case 'delete':
       return { code: !indeterminate && operation.output.value === null ? 'delete-missing' : 'delete', value: missing, expected: missing };
     case 'get':
       assert(!indeterminate, 'info gets are dropped before the search');
-      return { code: 'read', value: interner.index(operation.output.value ?? null), expected: missing };
+      return { code: 'read', value: values.code(operation.output.value ?? null), expected: missing };
     case 'cas': {
       const conflict = !indeterminate && operation.output.value === conflictMarker;
       return {
         code: conflict ? 'swap-conflict' : 'swap',
-        value: interner.index(operation.input.value ?? null),
-        expected: interner.index(operation.input.expectedValue ?? null),
+        value: values.code(operation.input.value ?? null),
+        expected: values.code(operation.input.expectedValue ?? null),
       };
     }
   }
+}
+
+/** The register after a linearization, with the real values (the search only knows their codes). */
+function replay(linearization: readonly HistoryOperation[]): string | null {
+  let register: string | null = null;
+  for (const operation of linearization) {
+    if (operation.kind === 'put') register = operation.input.value ?? null;
+    if (operation.kind === 'delete' && !(operation.status === 'ok' && operation.output.value === null)) register = null;
+    if (operation.kind === 'cas' && !(operation.status === 'ok' && operation.output.value === conflictMarker)) register = operation.input.value ?? null;
+  }
+  return register;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,14 +311,26 @@ interface EventNode {
   next: EventNode | undefined;
 }
 
+/**
+ * The search tries completed calls first and indeterminate ones only when no completed call
+ * leads anywhere: an indeterminate operation never has to be placed, so the search first looks
+ * for a linearization without it, and the dominance check of `StateCache` then prunes the
+ * branches that use it needlessly.
+ */
+type Pass = 'completed' | 'indeterminate';
+
 interface Frame {
   call: EventNode;
   stateBefore: number;
+  /** The pass in which the call was linearized: after backtracking, the scan resumes there. */
+  pass: Pass;
 }
 
 interface Snapshot {
+  /** Operation indexes in linearization order. */
   prefix: number[];
-  state: number;
+  /** Completed operations in `prefix`. */
+  completedCount: number;
   stuck: number[];
 }
 
@@ -374,38 +406,49 @@ function mix(value: number): number {
 }
 
 interface CacheEntry {
-  words: Uint32Array;
+  completed: Uint32Array;
   state: number;
+  /** The sets of indeterminate operations visited with this (completed set, register): an antichain under inclusion. */
+  indeterminateSets: Uint32Array[];
 }
 
 /**
- * The memo of visited (linearized set, register) pairs: Lowe's observation that two search nodes
- * with the same linearized set and the same register have the same future. The set's hash is
- * kept incrementally (XOR of mixed indexes) so a lookup costs a compare only on a hash match.
+ * The memo of visited search nodes (linearized set, register): Lowe's observation that two nodes
+ * with the same linearized set and the same register have the same future. With indeterminate
+ * operations it prunes by dominance: a node that has placed the same completed operations, holds
+ * the same register and has placed a superset of the indeterminate ones of a visited node can do
+ * nothing that node could not (an indeterminate operation is optional and constrains no other
+ * operation, since it never returns). The completed set's hash is kept incrementally (XOR of
+ * mixed indexes), so a lookup compares sets only on a hash match.
  */
 class StateCache {
   private readonly buckets = new Map<number, CacheEntry[]>();
   private readonly capacity: number;
+  /** Nodes added: the search work done (dominated sets dropped later still count). */
   size = 0;
 
   constructor(capacity: number) {
     this.capacity = capacity;
   }
 
-  /** Adds the pair unless it is present, or unless the cache is full and it would have to be added. */
-  add(setHash: number, words: Uint32Array, state: number): 'added' | 'present' | 'full' {
-    const hash = (setHash ^ mix(state + 0x9e3779b9)) >>> 0;
+  /** Adds the node unless a visited one dominates it, or unless the cache is full and it would have to be added. */
+  add(completedHash: number, completed: Uint32Array, indeterminate: Uint32Array, state: number): 'added' | 'dominated' | 'full' {
+    const hash = (completedHash ^ mix(state + 0x9e3779b9)) >>> 0;
     const bucket = this.buckets.get(hash);
-    if (bucket !== undefined) {
-      for (const entry of bucket) {
-        if (entry.state === state && wordsEqual(entry.words, words)) return 'present';
+    const entry = bucket?.find((candidate) => candidate.state === state && wordsEqual(candidate.completed, completed));
+    if (entry !== undefined) {
+      for (const visited of entry.indeterminateSets) {
+        if (isSubset(visited, indeterminate)) return 'dominated';
       }
-    }
-    if (this.size >= this.capacity) return 'full';
-    if (bucket !== undefined) {
-      bucket.push({ words: words.slice(), state });
+      if (this.size >= this.capacity) return 'full';
+      // Keep the antichain small: the new set dominates every visited superset of itself.
+      entry.indeterminateSets = entry.indeterminateSets.filter((visited) => !isSubset(indeterminate, visited));
+      entry.indeterminateSets.push(indeterminate.slice());
     } else {
-      this.buckets.set(hash, [{ words: words.slice(), state }]);
+      if (this.size >= this.capacity) return 'full';
+      const created: CacheEntry = { completed: completed.slice(), state, indeterminateSets: [indeterminate.slice()] };
+      if (bucket === undefined) this.buckets.set(hash, [created]);
+      else bucket.push(created);
     }
     this.size += 1;
     return 'added';
@@ -419,80 +462,173 @@ function wordsEqual(a: Uint32Array, b: Uint32Array): boolean {
   return true;
 }
 
+/** Whether every bit of `a` is set in `b`. */
+function isSubset(a: Uint32Array, b: Uint32Array): boolean {
+  for (let index = 0; index < a.length; index += 1) {
+    if (((a[index] ?? 0) & ~(b[index] ?? 0)) !== 0) return false;
+  }
+  return true;
+}
+
+/** A bitset over `count` slots with an incrementally kept hash. */
+class LinearizedSet {
+  readonly words: Uint32Array;
+  hash = 0;
+
+  constructor(count: number) {
+    this.words = new Uint32Array(Math.ceil(count / 32));
+  }
+
+  toggle(slot: number): void {
+    const word = slot >>> 5;
+    this.words[word] = (this.words[word] ?? 0) ^ (1 << (slot & 31));
+    this.hash = (this.hash ^ mix(slot)) >>> 0;
+  }
+}
+
 function checkKey(key: string, operations: readonly HistoryOperation[], maxStates: number): KeyVerdict {
-  const interner = new Interner();
-  const steps = operations.map((operation) => stepOf(operation, interner));
-  const completedCount = operations.filter((operation) => operation.status === 'ok').length;
+  const values = new ValueCodes(operations);
+  const steps = operations.map((operation) => stepOf(operation, values));
+  const indeterminate = operations.map((operation) => operation.status === 'info');
+  // Each operation's slot in the bitset of its class, completed or indeterminate.
+  const slots: number[] = [];
+  let completedCount = 0;
+  let indeterminateCount = 0;
+  for (const isIndeterminate of indeterminate) slots.push(isIndeterminate ? indeterminateCount++ : completedCount++);
   // Only completed operations must be placed: an `info` one that is never linearized is one
   // that never took effect (Knossos and Porcupine semantics for an operation that never returns).
   if (completedCount === 0) return { type: 'linearizable', statesExplored: 0 };
+  const symmetry = indeterminateSymmetry(operations, steps);
 
   const head = buildEvents(operations);
-  const words = new Uint32Array(Math.ceil(operations.length / 32));
+  const completed = new LinearizedSet(completedCount);
+  const placedIndeterminate = new LinearizedSet(indeterminateCount);
+  const placedBySignature = new Array<number>(symmetry.signatureCount).fill(0);
   const cache = new StateCache(maxStates);
   const stack: Frame[] = [];
-  let setHash = 0;
   let state = missing;
   let linearizedCompleted = 0;
+  let linearizedIndeterminate = 0;
   let best: Snapshot | undefined;
 
-  const toggle = (operation: number) => {
-    const word = operation >>> 5;
-    words[word] = (words[word] ?? 0) ^ (1 << (operation & 31));
-    setHash = (setHash ^ mix(operation)) >>> 0;
+  const toggle = (operation: number, placing: boolean) => {
+    const slot = slots[operation];
+    assert(slot !== undefined, `operation ${operation} has a slot`);
+    if (!indeterminate[operation]) {
+      completed.toggle(slot);
+      linearizedCompleted += placing ? 1 : -1;
+      return;
+    }
+    placedIndeterminate.toggle(slot);
+    linearizedIndeterminate += placing ? 1 : -1;
+    const signature = symmetry.signatures[operation] ?? 0;
+    placedBySignature[signature] = (placedBySignature[signature] ?? 0) + (placing ? 1 : -1);
   };
 
   let node = head.next;
+  let pass: Pass = 'completed';
   for (;;) {
     assert(node !== undefined, 'the list ends with a return: the search stops at a return or before');
     if (node.match !== undefined) {
-      // A call: try to linearize it now.
+      // A call: try to linearize it now, if this pass tries it.
       const operation = node.operation;
+      if (!isCandidate(operation, pass)) {
+        node = node.next;
+        continue;
+      }
       const step = steps[operation];
       assert(step !== undefined, `operation ${operation} has a step`);
       const next = apply(step, state);
       if (next !== illegal) {
-        toggle(operation);
-        const added = cache.add(setHash, words, next);
-        if (added === 'full') return unknownVerdict(key, operations, interner, best ?? snapshotOf(stack, state, head, operations), maxStates, cache.size);
+        toggle(operation, true);
+        const added = cache.add(completed.hash, completed.words, placedIndeterminate.words, next);
         if (added === 'added') {
-          stack.push({ call: node, stateBefore: state });
+          stack.push({ call: node, stateBefore: state, pass });
           state = next;
           lift(node);
-          if (operations[operation]?.status === 'ok') linearizedCompleted += 1;
           if (linearizedCompleted === completedCount) return { type: 'linearizable', statesExplored: cache.size };
           node = head.next;
+          pass = 'completed';
           continue;
         }
-        toggle(operation);
+        toggle(operation, false);
+        if (added === 'full') return unknownVerdict(key, operations, best ?? snapshotOf(stack, head, operations), maxStates, cache.size);
       }
       node = node.next;
       continue;
     }
 
-    // A return whose call is still pending: nothing pending can be linearized here. Backtrack.
-    if (best === undefined || stack.length > best.prefix.length) best = snapshotOf(stack, state, head, operations);
+    // The first pending return: every call that may come next has been tried in this pass.
+    if (pass === 'completed' && indeterminateLast && linearizedIndeterminate < indeterminateCount) {
+      node = head.next;
+      pass = 'indeterminate';
+      continue;
+    }
+    // A dead end: backtrack.
+    if (best === undefined || linearizedCompleted > best.completedCount) best = snapshotOf(stack, head, operations);
     const frame = stack.pop();
-    if (frame === undefined) return { type: 'violation', statesExplored: cache.size, violation: explain(key, operations, steps, interner, best) };
+    if (frame === undefined) return { type: 'violation', statesExplored: cache.size, violation: explain(key, operations, steps, best) };
     const call = frame.call;
     state = frame.stateBefore;
-    toggle(call.operation);
-    if (operations[call.operation]?.status === 'ok') linearizedCompleted -= 1;
+    toggle(call.operation, false);
     unlift(call);
     node = call.next;
+    pass = frame.pass;
   }
+
+  function isCandidate(operation: number, currentPass: Pass): boolean {
+    if (!indeterminate[operation]) return currentPass === 'completed';
+    if (indeterminateLast && currentPass !== 'indeterminate') return false;
+    // Of the pending indeterminate operations with the same step, only the earliest called.
+    const signature = symmetry.signatures[operation] ?? 0;
+    return symmetry.ranks[operation] === placedBySignature[signature];
+  }
+}
+
+const indeterminateLast = process.env.CHECKER_ORDER === 'two-pass';
+
+/**
+ * Indeterminate operations with the same step (same kind, same value codes) are interchangeable
+ * once called: they never return, so each stays available from its call on. The search therefore
+ * only ever places the earliest-called pending one of each signature, so the placed ones of a
+ * signature are always its first `n` by call order (the rank): 2^k subsets become k + 1 counts.
+ */
+function indeterminateSymmetry(operations: readonly HistoryOperation[], steps: readonly Step[]): { signatures: number[]; ranks: number[]; signatureCount: number } {
+  const signatureIds = new Map<string, number>();
+  const signatures: number[] = operations.map(() => -1);
+  const ranks: number[] = operations.map(() => -1);
+  const countBySignature: number[] = [];
+  // Call order as in the event list: by call time, then history order.
+  const byCall = operations.map((_, index) => index).sort((a, b) => (operations[a]?.callMs ?? 0) - (operations[b]?.callMs ?? 0) || a - b);
+  for (const index of byCall) {
+    const step = steps[index];
+    if (operations[index]?.status !== 'info' || step === undefined) continue;
+    const text = `${step.code}|${step.value}|${step.expected}`;
+    let signature = signatureIds.get(text);
+    if (signature === undefined) {
+      signature = signatureIds.size;
+      signatureIds.set(text, signature);
+      countBySignature.push(0);
+    }
+    signatures[index] = signature;
+    ranks[index] = countBySignature[signature] ?? 0;
+    countBySignature[signature] = (countBySignature[signature] ?? 0) + 1;
+  }
+  return { signatures, ranks, signatureCount: signatureIds.size };
 }
 
 /**
  * The prefix on the stack, the register after it, and the completed operations pending there whose
  * call comes before the first pending return: the ones that had to be linearized next.
  */
-function snapshotOf(stack: readonly Frame[], state: number, head: EventNode, operations: readonly HistoryOperation[]): Snapshot {
+function snapshotOf(stack: readonly Frame[], head: EventNode, operations: readonly HistoryOperation[]): Snapshot {
   const stuck: number[] = [];
   for (let node = head.next; node !== undefined && node.match !== undefined; node = node.next) {
     if (operations[node.operation]?.status === 'ok') stuck.push(node.operation);
   }
-  return { prefix: stack.map((frame) => frame.call.operation), state, stuck };
+  const prefix = stack.map((frame) => frame.call.operation);
+  const completedCount = prefix.filter((operation) => operations[operation]?.status === 'ok').length;
+  return { prefix, completedCount, stuck };
 }
 
 function operationAt(operations: readonly HistoryOperation[], index: number): HistoryOperation {
@@ -512,7 +648,7 @@ function isEffect(step: Step): boolean {
  * one would have led deeper), so the culprit is the one whose return comes first: it had to be
  * linearized before anything called after it returned, and it could not be.
  */
-function explain(key: string, operations: readonly HistoryOperation[], steps: readonly Step[], interner: Interner, best: Snapshot): Violation {
+function explain(key: string, operations: readonly HistoryOperation[], steps: readonly Step[], best: Snapshot): Violation {
   const prefix = best.prefix.map((index) => operationAt(operations, index));
   const stuck = [...best.stuck].sort((a, b) => byCall(operationAt(operations, a), operationAt(operations, b)) || a - b);
   assert(stuck.length > 0, 'a dead end has a pending completed operation');
@@ -566,7 +702,7 @@ function explain(key: string, operations: readonly HistoryOperation[], steps: re
     operations: involvedOperations,
     message,
     prefix,
-    stateAfterPrefix: interner.value(best.state),
+    stateAfterPrefix: replay(prefix),
     stuck: stuck.map((index) => operationAt(operations, index)),
   };
 }
@@ -574,11 +710,11 @@ function explain(key: string, operations: readonly HistoryOperation[], steps: re
 function unknownVerdict(
   key: string,
   operations: readonly HistoryOperation[],
-  interner: Interner,
   best: Snapshot,
   maxStates: number,
   statesExplored: number,
 ): KeyVerdict {
+  const prefix = best.prefix.map((index) => operationAt(operations, index));
   return {
     type: 'unknown',
     statesExplored,
@@ -586,8 +722,8 @@ function unknownVerdict(
       key,
       operations: [],
       message: `unknown: the search stored ${maxStates} states on this key (${operations.length} operations) without deciding; the history may or may not be linearizable`,
-      prefix: best.prefix.map((index) => operationAt(operations, index)),
-      stateAfterPrefix: interner.value(best.state),
+      prefix,
+      stateAfterPrefix: replay(prefix),
       stuck: [],
     },
   };

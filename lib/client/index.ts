@@ -25,6 +25,8 @@ export interface EpochKvOptions {
   timeoutMs?: number;
   /** Starting session token (from another client). */
   sessionToken?: string;
+  /** The local cloud's EPOCHKV_TOKEN, sent as `Authorization: Bearer`. */
+  bearerToken?: string;
 }
 
 export interface Item {
@@ -98,6 +100,7 @@ export class EpochKv {
   readonly #signer: SignatureV4 | undefined;
   readonly #attemptsMax: number;
   readonly #timeoutMs: number;
+  readonly #bearerToken: string | undefined;
   #retries = 0;
 
   constructor(options: EpochKvOptions = {}) {
@@ -105,6 +108,7 @@ export class EpochKv {
     this.#sessionToken = options.sessionToken;
     this.#attemptsMax = options.attemptsMax ?? 6;
     this.#timeoutMs = options.timeoutMs ?? 10_000;
+    this.#bearerToken = options.bearerToken;
     if (options.region !== undefined || options.credentials !== undefined) {
       const region = options.region ?? 'us-east-1';
       const credentials = options.credentials ?? defaultCredentials();
@@ -207,6 +211,7 @@ export class EpochKv {
     for (let attempt = 1; attempt <= this.#attemptsMax; attempt += 1) {
       const requestHeaders: Record<string, string> = { ...headers };
       if (this.#sessionToken !== undefined) requestHeaders[sessionHeader] = this.#sessionToken;
+      if (this.#bearerToken !== undefined) requestHeaders.authorization = `Bearer ${this.#bearerToken}`;
       let response: Response;
       try {
         const signed = await this.#sign(method, path, requestHeaders, body);

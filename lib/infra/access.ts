@@ -78,8 +78,8 @@ export class ClusterReferences extends Construct {
     const tables: Partial<Record<TableRole, dynamodb.ITable>> = {};
     for (const definition of tableDefinitions) {
       const tableArn = stack.formatArn({ service: 'dynamodb', region, resource: 'table', resourceName: names[definition.suffix] });
-      // No indexes exist, so no `/index/*` grants are wanted.
-      tables[definition.suffix] = dynamodb.Table.fromTableAttributes(this, `Table-${region}-${definition.suffix}`, { tableArn, grantIndexWildcardPermissions: false });
+      // No indexes exist, so no `/index/*` grants are made (grantIndexPermissions stays off).
+      tables[definition.suffix] = dynamodb.Table.fromTableAttributes(this, `Table-${region}-${definition.suffix}`, { tableArn });
     }
     return tables as TableSet;
   }

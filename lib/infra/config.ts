@@ -1,7 +1,7 @@
 import { validateConfig, type ClusterConfig } from '../config.ts';
 import { AssertionError } from '../core/assert.ts';
 import { checkTimings, limits } from '../core/limits.ts';
-import { queueNameLengthMax } from './names.ts';
+import { functionNameLengthMax, queueNameLengthMax } from './names.ts';
 import { tableNames } from './schema.ts';
 
 /**
@@ -177,6 +177,12 @@ export function validateInfraConfig(config: InfraConfig): InfraConfig {
   for (const id of config.nodeIds) {
     check(nodeIdPattern.test(id), `node id "${id}" must be 1 to 32 lowercase letters, digits and '-' (it names a function and a rule)`);
   }
+  // Function names are `<prefix>-<node id>` and `<prefix>-replica-heartbeat`.
+  const longestFunctionSuffix = Math.max('replica-heartbeat'.length, ...config.nodeIds.map((id) => id.length));
+  check(
+    config.prefix.length + 1 + longestFunctionSuffix <= functionNameLengthMax,
+    `${contextKeys.prefix} "${config.prefix}" plus the longest function name (${longestFunctionSuffix} characters) exceeds the ${functionNameLengthMax}-character Lambda limit`,
+  );
   try {
     checkTimings(config);
   } catch (error) {

@@ -8,6 +8,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { configToEnv } from '../config.ts';
 import { clusterConfigFor, type InfraConfig } from './config.ts';
+import { functionName as functionNameOf } from './names.ts';
 
 /** The repository root: entries, the lock file and tsconfig.json are found from it. */
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -51,8 +52,6 @@ export interface HandlerFunctionProps {
   environment?: Record<string, string>;
   /** For scheduled handlers: a failed or late run is not retried, the next minute's run replaces it. */
   asyncRetry?: { retryAttempts: number; maxEventAge: Duration };
-  /** Tests may hand in prebuilt code to skip bundling; the app always bundles. */
-  code?: lambda.Code;
 }
 
 /**
@@ -64,12 +63,15 @@ export class HandlerFunction extends Construct {
   readonly function: NodejsFunction;
   readonly role: iam.Role;
   readonly logGroup: logs.LogGroup;
+  /** The name suffix: `node-a`, `api`, `apply`, `replica-heartbeat`. */
+  readonly name: string;
 
   constructor(scope: Construct, id: string, props: HandlerFunctionProps) {
     super(scope, id);
     const { config } = props;
     const region = Stack.of(this).region;
-    const functionName = `${config.prefix}-${props.name}`;
+    this.name = props.name;
+    const functionName = functionNameOf(config.prefix, props.name);
     this.role = new iam.Role(this, 'Role', {
       assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
       description: `epochkv ${props.name} in ${region}: table and queue access granted per capability`,
@@ -96,7 +98,6 @@ export class HandlerFunction extends Construct {
       logGroup: this.logGroup,
       environment: { ...configToEnv(clusterConfigFor(config, region)), ...props.environment },
       bundling: bundlingOptions,
-      ...(props.code === undefined ? {} : { code: props.code }),
       ...(props.asyncRetry === undefined ? {} : props.asyncRetry),
     });
   }

@@ -23,4 +23,12 @@ export function replicationQueueNames(prefix: string): { queue: string; dlq: str
   return names;
 }
 
+/** Lambda function names are per region: every region uses the same `<prefix>-<name>`. */
+export function functionName(prefix: string, name: string): string {
+  return `${prefix}-${name}`;
+}
+
+/** Lambda function names are at most 64 characters. */
+export const functionNameLengthMax = 64;
+
 export { tableNames, type TableNames };

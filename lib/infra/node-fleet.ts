@@ -1,7 +1,6 @@
 import { Duration } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
-import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import { Construct } from 'constructs';
 import { env } from '../config.ts';
 import { grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
@@ -22,8 +21,6 @@ export const scheduleRate = Duration.minutes(1);
 export interface NodeFleetProps {
   config: InfraConfig;
   cluster: ClusterReferences;
-  /** Tests may hand in prebuilt code to skip bundling. */
-  code?: lambda.Code;
 }
 
 /**
@@ -49,7 +46,6 @@ export class NodeFleet extends Construct {
         environment: { [env.nodeId]: nodeId },
         // A failed or late run is not retried: the next minute's run takes its place.
         asyncRetry: { retryAttempts: 0, maxEventAge: scheduleRate },
-        ...(props.code === undefined ? {} : { code: props.code }),
       });
       // Leases and heartbeats live in `control`; leader markers are appended to `log`. Nodes never touch `kv`.
       grantTableRead(handler.function, cluster.homeTables.control, cluster.homeTables.log);

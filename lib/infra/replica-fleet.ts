@@ -1,7 +1,6 @@
 import { Duration } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
-import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
@@ -18,7 +17,6 @@ export interface ReplicaApplyProps {
   config: InfraConfig;
   cluster: ClusterReferences;
   queue: sqs.IQueue;
-  code?: lambda.Code;
 }
 
 /**
@@ -39,7 +37,6 @@ export class ReplicaApply extends Construct {
       description: 'epochkv replica apply: replication queue to the region\'s log and kv copies, in order, exactly once',
       timeout: applyTimeout,
       memorySizeMb: 256,
-      ...(props.code === undefined ? {} : { code: props.code }),
     });
     const fn = this.handler.function;
     // One transaction per run of entries: progress in `control`, log copies, kv changes.
@@ -57,7 +54,6 @@ export const replicaHeartbeatTimeout = Duration.seconds(70);
 export interface ReplicaHeartbeatScheduleProps {
   config: InfraConfig;
   cluster: ClusterReferences;
-  code?: lambda.Code;
 }
 
 /**
@@ -80,7 +76,6 @@ export class ReplicaHeartbeatSchedule extends Construct {
       timeout: replicaHeartbeatTimeout,
       memorySizeMb: 256,
       asyncRetry: { retryAttempts: 0, maxEventAge: scheduleRate },
-      ...(props.code === undefined ? {} : { code: props.code }),
     });
     const fn = this.handler.function;
     // Repairs apply through the same transaction as the apply function.

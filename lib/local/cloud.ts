@@ -21,7 +21,7 @@ import { configToEnv, defaultNodeIds, env, validateConfig, type ClusterConfig } 
 import { limits } from '../core/limits.ts';
 import { tableNames } from '../infra/schema.ts';
 import { startDynamoLocal, startSqsEmulator, type Emulator } from './emulators.ts';
-import { serveApi, type ApiServer, type LocalRoute } from './http-server.ts';
+import { serveApi, TokenBucket, type ApiServer, type LocalRoute } from './http-server.ts';
 import { ensureTables } from './tables.ts';
 
 export interface LocalCloudOptions {
@@ -47,6 +47,10 @@ export interface LocalCloudOptions {
   faultSeed?: number;
   /** TEST ONLY: the API writes without the epoch ConditionCheck (the chaos suite must then fail). */
   unsafeDisableFencing?: boolean;
+  /** Require `Authorization: Bearer <token>` on every API and control request (EPOCHKV_TOKEN). */
+  bearerToken?: string | undefined;
+  /** Requests per second each region's API accepts before answering 429 (burst: twice that). Default 2000. */
+  rateLimitPerSecond?: number;
   log?: (line: string) => void;
 }
 
@@ -464,6 +468,8 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
         log,
         localRoute,
         onAnswer: (method, path) => meter.count(method, path, Date.now()),
+        bearerToken: options.bearerToken,
+        rateLimit: new TokenBucket(options.rateLimitPerSecond ?? 2_000, 2 * (options.rateLimitPerSecond ?? 2_000), Date.now()),
         // The dashboard lives on the home API; its fault buttons exist only in the local cloud.
         ...(position === 0 ? { page: dashboardPage() } : {}),
       });

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
@@ -40,8 +40,12 @@ async function readBody(request: IncomingMessage): Promise<{ bytes: Buffer; tooL
  * body base64-encoded so binary values pass unchanged.
  */
 export function toProxyEvent(request: IncomingMessage, body: Buffer, stage: string): APIGatewayProxyEvent | { error: string } {
-  const url = new URL(request.url ?? '/', 'http://localhost');
-  const rawPath = url.pathname;
+  const target = request.url ?? '/';
+  // The path exactly as sent: no dot-segment resolution, so `/kv/a/../b` names the key
+  // "a/../b" and never another key. Query parameters are parsed separately.
+  const rawPath = rawPathOf(target);
+  if (!rawPath.startsWith('/')) return { error: 'the request target must be a path starting with /' };
+  const url = new URL(`http://localhost${target.includes('?') ? target.slice(target.indexOf('?')) : ''}`);
   let path: string;
   const pathParameters: Record<string, string> = {};
   let resource = rawPath;
@@ -102,6 +106,52 @@ export function toProxyEvent(request: IncomingMessage, body: Buffer, stage: stri
   };
 }
 
+/**
+ * A token bucket: `ratePerSecond` refill up to `burst`. The local cloud's stand-in for API
+ * Gateway throttling; an empty bucket answers 429 with Retry-After.
+ */
+export class TokenBucket {
+  #tokens: number;
+  #refilledAtMs: number;
+
+  constructor(
+    readonly ratePerSecond: number,
+    readonly burst: number,
+    nowMs: number,
+  ) {
+    this.#tokens = burst;
+    this.#refilledAtMs = nowMs;
+  }
+
+  take(nowMs: number): boolean {
+    this.#tokens = Math.min(this.burst, this.#tokens + ((nowMs - this.#refilledAtMs) / 1_000) * this.ratePerSecond);
+    this.#refilledAtMs = nowMs;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  /** Whole seconds until a token is back (HTTP Retry-After has a resolution of seconds). */
+  retryAfterSeconds(): number {
+    return Math.max(1, Math.ceil((1 - this.#tokens) / this.ratePerSecond));
+  }
+}
+
+/** The request target's path exactly as sent (URL parsing would resolve `..` and `//`). */
+function rawPathOf(target: string | undefined): string {
+  const value = target ?? '/';
+  const queryStart = value.indexOf('?');
+  return queryStart === -1 ? value : value.slice(0, queryStart);
+}
+
+/** A bearer token compared in constant time, so its bytes cannot be guessed from timing. */
+function bearerMatches(header: string | undefined, token: string): boolean {
+  if (header === undefined) return false;
+  const presented = Buffer.from(header.replace(/^Bearer\s+/i, ''), 'utf8');
+  const expected = Buffer.from(token, 'utf8');
+  return /^Bearer\s+/i.test(header) && presented.length === expected.length && timingSafeEqual(presented, expected);
+}
+
 export interface ApiServer {
   url: string;
   port: number;
@@ -123,25 +173,50 @@ export async function serveApi(
     page?: string;
     /** Called for every API request answered (the dashboard's request rates). */
     onAnswer?: (method: string, path: string, status: number) => void;
+    /** When set, every request but the dashboard page needs `Authorization: Bearer <token>`. */
+    bearerToken?: string | undefined;
+    /** Requests beyond this rate are answered 429 with Retry-After. */
+    rateLimit?: TokenBucket | undefined;
   },
 ): Promise<ApiServer> {
   const stage = options.stage ?? 'local';
   const server: Server = createServer(async (request, response) => {
     try {
+      const pathname = rawPathOf(request.url);
+      if (pathname === '/' && options.page !== undefined && request.method === 'GET') {
+        // The page holds no data; what it shows comes from requests that carry the token.
+        send(response, 200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }, options.page);
+        return;
+      }
+      if (options.bearerToken !== undefined && !bearerMatches(request.headers.authorization, options.bearerToken)) {
+        send(
+          response,
+          401,
+          { 'content-type': 'application/json; charset=utf-8', 'www-authenticate': 'Bearer realm="epochkv local cloud"' },
+          JSON.stringify({ error: 'Unauthorized', message: 'this local cloud requires Authorization: Bearer <token> (the EPOCHKV_TOKEN it was started with)' }),
+        );
+        return;
+      }
+      if (options.rateLimit !== undefined && !options.rateLimit.take(Date.now())) {
+        const retryAfter = options.rateLimit.retryAfterSeconds();
+        send(
+          response,
+          429,
+          { 'content-type': 'application/json; charset=utf-8', 'retry-after': String(retryAfter) },
+          JSON.stringify({ error: 'TooManyRequests', message: `over ${options.rateLimit.ratePerSecond} requests per second (burst ${options.rateLimit.burst}); retry after ${retryAfter} s` }),
+        );
+        return;
+      }
+      // Authorization and rate first: a refused request costs no body read.
       const { bytes, tooLarge } = await readBody(request);
       if (tooLarge) {
         sendProblem(response, 413, 'TooLarge', `the request body exceeds ${bodyBytesMax} bytes; values are limited to ${limits.valueBytesMax} bytes`);
         return;
       }
-      const pathname = new URL(request.url ?? '/', 'http://localhost').pathname;
-      if (pathname === '/' && options.page !== undefined && request.method === 'GET') {
-        send(response, 200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }, options.page);
-        return;
-      }
       if (pathname === '/_local' || pathname.startsWith('/_local/')) {
         const segments = pathname.split('/').filter(Boolean).slice(1);
-        const url = new URL(request.url ?? '/', 'http://localhost');
-        const result = options.localRoute ? await options.localRoute(request.method ?? 'GET', segments, bytes, url.searchParams) : undefined;
+        const query = new URLSearchParams((request.url ?? '').includes('?') ? (request.url ?? '').slice((request.url ?? '').indexOf('?') + 1) : '');
+        const result = options.localRoute ? await options.localRoute(request.method ?? 'GET', segments, bytes, query) : undefined;
         if (result === undefined) {
           sendProblem(response, 404, 'NotFound', 'unknown local control; use POST /_local/nodes/{id}/kill|pause|resume|start or GET /_local/nodes');
           return;
