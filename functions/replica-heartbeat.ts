@@ -31,6 +31,8 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
   // Per shard: the applied index last seen and since when (local elapsed time) it stood still.
   const lastApplied = new Map<number, { appliedIndex: number; sinceMs: number }>();
   const idleMs = Math.max(4 * config.tickMs, 1_000);
+  const lastReported = new Map<number, { appliedIndex: number; atMs: number }>();
+  const reportEveryMs = 10 * config.tickMs;
   const summary = { ticks: 0, repaired: 0 };
   while (!options.signal?.aborted && clock.monotonicMs() - startedMs < options.budgetMs) {
     const tickStartMs = clock.monotonicMs();
@@ -54,7 +56,14 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
           const current = await replica.readProgress(shard);
           appliedIndex = current.appliedIndex;
           if (seen === undefined || seen.appliedIndex !== appliedIndex) lastApplied.set(shard, { appliedIndex, sinceMs: clock.monotonicMs() });
-          await home.putReplicaReport({ region: config.region, shard, appliedIndex, appliedAtMs: current.appliedAtMs, lastLagMs: current.lastLagMs, reportedAtMs: clock.wallMs() });
+          // A report is a write to the home region: send it when the shard moved, else only as a
+          // keepalive, so an idle cluster does not pay for a write per shard per tick.
+          const reported = lastReported.get(shard);
+          const nowMs = clock.monotonicMs();
+          if (reported === undefined || reported.appliedIndex !== appliedIndex || nowMs - reported.atMs >= reportEveryMs) {
+            await home.putReplicaReport({ region: config.region, shard, appliedIndex, appliedAtMs: current.appliedAtMs, lastLagMs: current.lastLagMs, reportedAtMs: clock.wallMs() });
+            lastReported.set(shard, { appliedIndex, atMs: nowMs });
+          }
         }),
       );
     } catch (error) {
