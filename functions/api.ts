@@ -155,6 +155,10 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
   const method = event.httpMethod.toUpperCase();
   const path = event.path;
   const { service } = deps;
+  // Only PUT carries a body; anything else sent with one is a client mistake worth naming.
+  if (method !== 'PUT' && event.body !== null && event.body !== undefined && event.body.length > 0) {
+    throw new ValidationError('body', `${method} takes no body; only PUT /kv/{key} does`);
+  }
 
   if (path === '/health') {
     if (method !== 'GET') return methodNotAllowed(method, ['GET']);
@@ -210,7 +214,6 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
       if (!value.ok) invalid(value, 413);
       change = { type: 'put', key, value: value.value };
     } else {
-      if (event.body !== null && event.body !== undefined && event.body.length > 0) throw new ValidationError('body', 'DELETE takes no body');
       change = { type: 'delete', key };
     }
     // Writes sent to a replica region run against the home region: the same fenced path.
@@ -264,8 +267,7 @@ async function watch(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
   });
 }
 
-const watchWaitMsDefault = 10_000;
-const watchWaitMsMax = 20_000;
+const { watchWaitMsDefault, watchWaitMsMax } = limits;
 
 /** Maps typed errors to responses; anything else is a 500 that is logged, never leaked. */
 export function createApiHandler(deps: ApiDependencies, log: (line: string) => void = console.error): ApiHandler {
@@ -277,7 +279,7 @@ export function createApiHandler(deps: ApiDependencies, log: (line: string) => v
         return problem(error.status, error.code, error.message, { 'retry-after': String(error.retryAfterSeconds) });
       }
       if (error instanceof EpochKvError) {
-        const headers: Record<string, string> = error.status === 503 ? { 'retry-after': String(limits.retryAfterSeconds) } : {};
+        const headers: Record<string, string> = error.status === 503 || error.status === 429 ? { 'retry-after': String(limits.retryAfterSeconds) } : {};
         return problem(error.status, error.code, error.message, headers);
       }
       log(`api: ${event.httpMethod} ${event.path} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);

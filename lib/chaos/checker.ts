@@ -431,12 +431,6 @@ class StateCache {
     this.capacity = capacity;
   }
 
-  stats(): string {
-    let entries = 0; let sets = 0; let maxSets = 0; const os = new Set<string>();
-    for (const bucket of this.buckets.values()) for (const e of bucket) { entries++; sets += e.indeterminateSets.length; maxSets = Math.max(maxSets, e.indeterminateSets.length); os.add(e.completed.join(',')); }
-    return `entries(O,st)=${entries} distinctO=${os.size} liveSets=${sets} maxSetsPerEntry=${maxSets}`;
-  }
-
   /** Adds the node unless a visited one dominates it, or unless the cache is full and it would have to be added. */
   add(completedHash: number, completed: Uint32Array, indeterminate: Uint32Array, state: number): 'added' | 'dominated' | 'full' {
     const hash = (completedHash ^ mix(state + 0x9e3779b9)) >>> 0;
@@ -558,7 +552,6 @@ function checkKey(key: string, operations: readonly HistoryOperation[], maxState
           continue;
         }
         toggle(operation, false);
-        if (added === 'full' && process.env.CHECKER_DEBUG) console.log(cache.stats(), 'completedCount', completedCount, 'indeterminate', indeterminateCount, 'signatures', symmetry.signatureCount);
         if (added === 'full') return unknownVerdict(key, operations, best ?? snapshotOf(stack, head, operations), maxStates, cache.size);
       }
       node = node.next;

@@ -27,6 +27,12 @@ export const limits = {
   /** Bytes reserved in an item for attribute names, key and metadata. */
   itemOverheadBytesMax: 8 * 1024,
 
+  /** Watches one API instance keeps waiting at once; each polls the log every 100 ms. */
+  watchConcurrentMax: 64,
+  /** Longest a watch waits for new entries before answering empty. */
+  watchWaitMsMax: 20_000,
+  watchWaitMsDefault: 10_000,
+
   /** Prefix listing page size. */
   listLimitDefault: 100,
   listLimitMax: 1000,

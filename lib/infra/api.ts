@@ -2,6 +2,7 @@ import { CfnOutput, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-
 import * as apigateway from 'aws-cdk-lib/aws-apigateway';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
+import { KvApiAccess } from './api-access.ts';
 import { grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
 import type { InfraConfig } from './config.ts';
 import { HandlerFunction } from './handler-function.ts';
@@ -33,7 +34,8 @@ export interface KvApiProps {
 
 /**
  * The region's REST API (v1): Lambda proxy integration of functions/api.ts, IAM (SigV4)
- * authorization on every method, stage throttling, JSON access logs and error-level execution
+ * authorization on every method, read-only and read-write managed policies for its users
+ * (`api-access.ts`), stage throttling, JSON access logs and error-level execution
  * logs. At home it serves writes and strong reads; in a replica region the same handler reads
  * the region's copy for `session`/`eventual` reads and runs writes and strong reads against the
  * home tables (its environment says which region it is in).
@@ -42,6 +44,8 @@ export class KvApi extends Construct {
   readonly handler: HandlerFunction;
   readonly api: apigateway.RestApi;
   readonly accessLogs: logs.LogGroup;
+  /** The read-only and read-write managed policies for this API's users (outputs `ReadOnlyPolicyArn`, `ReadWritePolicyArn`). */
+  readonly access: KvApiAccess;
 
   constructor(scope: Construct, id: string, props: KvApiProps) {
     super(scope, id);
@@ -120,6 +124,8 @@ export class KvApi extends Construct {
     // Fixed output names: `cdk deploy --outputs-file` and the LocalStack check read them.
     new CfnOutput(this, 'Url', { value: this.api.url, description: `epochkv API in ${region} (SigV4, service execute-api)` }).overrideLogicalId(apiOutputs.url);
     new CfnOutput(this, 'Id', { value: this.api.restApiId, description: `epochkv REST API id in ${region}` }).overrideLogicalId(apiOutputs.id);
+    // What users attach to call this API: exact methods and paths, `execute-api:Invoke` only.
+    this.access = new KvApiAccess(this, 'Access', { config, api: this.api, stageName: apiStageName });
 
     // cdk-nag findings acknowledged here, each on the narrowest construct that carries it.
     for (const method of this.api.methods) {

@@ -239,6 +239,20 @@ export async function serveApi(
       if (!response.headersSent) sendProblem(response, 500, 'InternalError', 'the local API failed; see the local cloud output');
     }
   });
+  // Requests Node's HTTP parser refuses (raw non-ASCII in the target, oversized headers,
+  // conflicting Content-Length) still get a JSON problem, as every other rejection does.
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
+    const body = JSON.stringify({
+      error: tooLarge ? 'HeadersTooLarge' : 'BadRequest',
+      message: tooLarge ? 'the request headers are too large' : `malformed HTTP request (${error.code ?? 'parse error'}): send a valid HTTP/1.1 request with a percent-encoded path`,
+    });
+    socket.end(`HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
   // Keep-alive connections must not hold the process open at shutdown.
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {

@@ -90,3 +90,10 @@ export class RetriesExhaustedError extends EpochKvError {
     super(message, 503, 'Busy');
   }
 }
+
+/** A bounded resource of this instance is in use (concurrent watches); retry shortly. */
+export class TooManyRequestsError extends EpochKvError {
+  constructor(message: string) {
+    super(message, 429, 'TooManyRequests');
+  }
+}

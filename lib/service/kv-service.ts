@@ -14,6 +14,7 @@ import {
   OutcomeUnknownError,
   RetriesExhaustedError,
   StaleEpochError,
+  TooManyRequestsError,
   TransactionRaceError,
 } from '../ports/errors.ts';
 import type { KvChange, KvItem, ListPage, LogHead, Precondition, Store } from '../ports/store.ts';
@@ -72,6 +73,7 @@ interface CachedLease {
 export class KvService {
   readonly #leases = new Map<number, CachedLease>();
   readonly #heads = new Map<number, LogHead | undefined>();
+  #watching = 0;
 
   constructor(
     readonly store: Store,
@@ -205,12 +207,21 @@ export class KvService {
 
   /** Entries of this region's copy of a shard's log from `fromIndex`, waiting up to `waitMs` for some. */
   async watch(shard: number, fromIndex: number, limit: number, waitMs: number, signal?: AbortSignal): Promise<LogEntry[]> {
-    const log = this.replication.local?.store ?? this.store;
-    const startMs = this.clock.monotonicMs();
-    for (;;) {
-      const entries = await log.readLog(shard, fromIndex, limit);
-      if (entries.length > 0 || this.clock.monotonicMs() - startMs >= waitMs || signal?.aborted) return entries;
-      await sleep(Math.min(watchPollMs, Math.max(1, waitMs - (this.clock.monotonicMs() - startMs))));
+    // Each waiting watch polls the log: bound how many one instance holds open.
+    if (this.#watching >= limits.watchConcurrentMax) {
+      throw new TooManyRequestsError(`${limits.watchConcurrentMax} watches are already waiting on this instance; retry shortly or watch with a shorter waitMs`);
+    }
+    this.#watching += 1;
+    try {
+      const log = this.replication.local?.store ?? this.store;
+      const startMs = this.clock.monotonicMs();
+      for (;;) {
+        const entries = await log.readLog(shard, fromIndex, limit);
+        if (entries.length > 0 || this.clock.monotonicMs() - startMs >= waitMs || signal?.aborted) return entries;
+        await sleep(Math.min(watchPollMs, Math.max(1, waitMs - (this.clock.monotonicMs() - startMs))));
+      }
+    } finally {
+      this.#watching -= 1;
     }
   }
 
