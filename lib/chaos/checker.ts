@@ -217,6 +217,8 @@ interface Step {
 
 const missing = 0;
 const illegal = -1;
+/** No register: `enablingFrom` when the last operation placed was a completed one. */
+const none = -2;
 
 /** The register after `step` from `state`, or `illegal`. */
 function apply(step: Step, state: number): number {
@@ -324,6 +326,8 @@ interface Frame {
   stateBefore: number;
   /** The pass in which the call was linearized: after backtracking, the scan resumes there. */
   pass: Pass;
+  /** `enablingFrom` of the node the call was linearized at. */
+  enablingFromBefore: number;
 }
 
 interface Snapshot {
@@ -431,6 +435,13 @@ class StateCache {
     this.capacity = capacity;
   }
 
+  /** Whether a visited node dominates this one (without adding it). */
+  dominates(completedHash: number, completed: Uint32Array, indeterminate: Uint32Array, state: number): boolean {
+    const hash = (completedHash ^ mix(state + 0x9e3779b9)) >>> 0;
+    const entry = this.buckets.get(hash)?.find((candidate) => candidate.state === state && wordsEqual(candidate.completed, completed));
+    return entry !== undefined && entry.indeterminateSets.some((visited) => isSubset(visited, indeterminate));
+  }
+
   /** Adds the node unless a visited one dominates it, or unless the cache is full and it would have to be added. */
   add(completedHash: number, completed: Uint32Array, indeterminate: Uint32Array, state: number): 'added' | 'dominated' | 'full' {
     const hash = (completedHash ^ mix(state + 0x9e3779b9)) >>> 0;
@@ -509,7 +520,20 @@ function checkKey(key: string, operations: readonly HistoryOperation[], maxState
   let state = missing;
   let linearizedCompleted = 0;
   let linearizedIndeterminate = 0;
+  /** Nodes entered right after an indeterminate operation: checked against the memo, not stored in it. */
+  let transientNodes = 0;
+  /**
+   * `none`, or the register before the indeterminate operation just placed: then the next operation
+   * must be one that it enables (illegal from that register, legal now). Any linearization can be
+   * rewritten into one of that form: an indeterminate operation that enables nothing can be moved
+   * after its successor (a read that was legal anyway) or left out (its effect is overwritten, or
+   * a swap that was legal anyway writes the same register), and an operation left out or placed
+   * later is never worse, since an indeterminate one never returns. This prunes every branch that
+   * places one for no reason.
+   */
+  let enablingFrom = none;
   let best: Snapshot | undefined;
+  const explored = () => cache.size + transientNodes;
 
   const toggle = (operation: number, placing: boolean) => {
     const slot = slots[operation];
@@ -532,27 +556,37 @@ function checkKey(key: string, operations: readonly HistoryOperation[], maxState
     if (node.match !== undefined) {
       // A call: try to linearize it now, if this pass tries it.
       const operation = node.operation;
-      if (!isCandidate(operation, pass)) {
-        node = node.next;
-        continue;
-      }
       const step = steps[operation];
       assert(step !== undefined, `operation ${operation} has a step`);
-      const next = apply(step, state);
-      if (next !== illegal) {
+      const next = isCandidate(operation, pass) ? apply(step, state) : illegal;
+      if (next !== illegal && (enablingFrom === none || apply(step, enablingFrom) === illegal)) {
+        const isIndeterminate = indeterminate[operation] === true;
         toggle(operation, true);
-        const added = cache.add(completed.hash, completed.words, placedIndeterminate.words, next);
+        // After an indeterminate operation the node is transient (its options are restricted):
+        // a dominating visited node prunes it, but it is not stored to prune others.
+        const added = isIndeterminate
+          ? explored() >= maxStates
+            ? 'full'
+            : cache.dominates(completed.hash, completed.words, placedIndeterminate.words, next)
+              ? 'dominated'
+              : 'added'
+          : cache.add(completed.hash, completed.words, placedIndeterminate.words, next);
+        if (added === 'added' && !isIndeterminate && explored() > maxStates) {
+          // The memo counts against the same bound as the transient nodes.
+        }
         if (added === 'added') {
-          stack.push({ call: node, stateBefore: state, pass });
+          if (isIndeterminate) transientNodes += 1;
+          stack.push({ call: node, stateBefore: state, pass, enablingFromBefore: enablingFrom });
+          enablingFrom = isIndeterminate ? state : none;
           state = next;
           lift(node);
-          if (linearizedCompleted === completedCount) return { type: 'linearizable', statesExplored: cache.size };
+          if (linearizedCompleted === completedCount) return { type: 'linearizable', statesExplored: explored() };
           node = head.next;
           pass = 'completed';
           continue;
         }
         toggle(operation, false);
-        if (added === 'full') return unknownVerdict(key, operations, best ?? snapshotOf(stack, head, operations), maxStates, cache.size);
+        if (added === 'full') return unknownVerdict(key, operations, best ?? snapshotOf(stack, head, operations), maxStates, explored());
       }
       node = node.next;
       continue;
@@ -564,12 +598,17 @@ function checkKey(key: string, operations: readonly HistoryOperation[], maxState
       pass = 'indeterminate';
       continue;
     }
-    // A dead end: backtrack.
-    if (best === undefined || linearizedCompleted > best.completedCount) best = snapshotOf(stack, head, operations);
+    // A dead end: backtrack. Only a stored node can be the deepest point: a transient one has
+    // the depth of its parent, whose every legal continuation was tried.
+    if (enablingFrom === none && (best === undefined || linearizedCompleted > best.completedCount)) best = snapshotOf(stack, head, operations);
     const frame = stack.pop();
-    if (frame === undefined) return { type: 'violation', statesExplored: cache.size, violation: explain(key, operations, steps, best) };
+    if (frame === undefined) {
+      assert(best !== undefined, 'the root is a stored node and reached a dead end');
+      return { type: 'violation', statesExplored: explored(), violation: explain(key, operations, steps, best) };
+    }
     const call = frame.call;
     state = frame.stateBefore;
+    enablingFrom = frame.enablingFromBefore;
     toggle(call.operation, false);
     unlift(call);
     node = call.next;

@@ -1,4 +1,4 @@
-import { CfnOutput, Stack, Validations } from 'aws-cdk-lib';
+import { CfnOutput, Stack, Token, Validations } from 'aws-cdk-lib';
 import type * as apigateway from 'aws-cdk-lib/aws-apigateway';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
@@ -105,7 +105,7 @@ export class KvApiAccess extends Construct {
       const wildcardResources = grants.filter((grant) => grant.path.includes('*'));
       for (const grant of wildcardResources) {
         Validations.of(policy).acknowledge({
-          id: `AwsSolutions-IAM5[Resource::${nagResource(region, config.account, grant, stageName, Stack.of(this).resolve(api.restApiId))}]`,
+          id: `AwsSolutions-IAM5[Resource::${nagResource(Stack.of(this), grant, stageName, api)}]`,
           reason: `The execute-api resource ${grant.method} ${grant.path} stands for the greedy {key+} path parameter (any key); execute-api ARNs name such routes only with a wildcard segment. The action is execute-api:Invoke alone, on one API, stage and method.`,
         });
       }
@@ -119,8 +119,9 @@ export class KvApiAccess extends Construct {
  * How cdk-nag prints an execute-api ARN in a finding: pseudo parameters and references as
  * `<AWS::Partition>`, `<AWS::AccountId>`, `<LogicalId>`.
  */
-function nagResource(region: string, account: string | undefined, grant: ApiGrant, stageName: string, restApiId: unknown): string {
-  const ref = (restApiId as { Ref?: string }).Ref;
+function nagResource(stack: Stack, grant: ApiGrant, stageName: string, api: apigateway.RestApi): string {
+  const ref = (stack.resolve(api.restApiId) as { Ref?: unknown }).Ref;
   assert(typeof ref === 'string', 'the REST API id must be a Ref to the API in the same stack');
-  return `arn:<AWS::Partition>:execute-api:${region}:${account ?? '<AWS::AccountId>'}:<${ref}>/${stageName}/${grant.method}${grant.path}`;
+  const account = Token.isUnresolved(stack.account) ? '<AWS::AccountId>' : stack.account;
+  return `arn:<AWS::Partition>:execute-api:${stack.region}:${account}:<${ref}>/${stageName}/${grant.method}${grant.path}`;
 }
