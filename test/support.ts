@@ -26,23 +26,7 @@ export async function createStore(prefix: string, shardCount = 8): Promise<{ sto
   return { store: new DynamoStore(makeDynamoClient({ region, endpoint }), tables, shardCount), tables, endpoint };
 }
 
-/** Polls until `probe` returns a value other than undefined, or fails after `timeoutMs`. */
-export async function waitUntil<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs: number, intervalMs = 25): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() >= deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError === undefined ? '' : ` (last error: ${String(lastError)})`}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}
+export { waitUntil } from '../lib/wait.ts';
 
 /** A key that hashes to `shard`, so a test can aim at one shard's leader. */
 export function keyInShard(shard: number, shardCount: number, label = 'k'): string {

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { DynamoDBClient, ListTablesCommand } from '@aws-sdk/client-dynamodb';
 import { ListQueuesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { localCredentials } from '../adapters/aws/clients.ts';
+import { waitUntil } from '../wait.ts';
 
 export interface Emulator {
   endpoint: string;
@@ -28,17 +29,7 @@ export async function freePort(): Promise<number> {
 
 /** Polls `probe` until it resolves true or the deadline passes. */
 export async function waitFor(what: string, probe: () => Promise<boolean>, timeoutMs: number, intervalMs = 100): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      if (await probe()) return;
-    } catch (error) {
-      lastError = error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
+  await waitUntil(what, async () => ((await probe()) ? true : undefined), timeoutMs, intervalMs);
 }
 
 function dynamoLocalDirectory(): string {
@@ -102,15 +93,18 @@ export async function startDynamoLocal(options: DynamoLocalOptions = {}): Promis
   const endpoint = `http://127.0.0.1:${port}`;
   const client = new DynamoDBClient({ endpoint, region: 'us-east-1', credentials: localCredentials, maxAttempts: 1 });
   try {
-    await waitFor(
+    // A process that exited (no java, a port in use) ends the wait at once, with its output.
+    const outcome = await waitUntil(
       'DynamoDB Local to answer',
       async () => {
-        if (exited !== undefined) throw new Error(`DynamoDB Local ${exited}\n${output.join('\n')}`);
+        if (exited !== undefined) return 'exited' as const;
         await client.send(new ListTablesCommand({ Limit: 1 }));
-        return true;
+        return 'ready' as const;
       },
       60_000,
+      100,
     );
+    if (outcome === 'exited') throw new Error(`DynamoDB Local ${exited}\n${output.join('\n')}`);
   } catch (error) {
     child.kill('SIGKILL');
     throw error;

@@ -96,6 +96,30 @@ function attemptToken(entry: LogEntry): string {
   return createHash('sha256').update(`${entry.requestId}:${entry.shard}:${entry.index}`).digest('hex').slice(0, 36);
 }
 
+/**
+ * Every item of one partition of the `control` table (all leases, all heartbeats, ...), with a
+ * consistent read, page by page.
+ */
+export async function queryPartition(client: DynamoDBDocumentClient, table: string, partition: string): Promise<Item[]> {
+  const items: Item[] = [];
+  let startKey: Item | undefined;
+  do {
+    const page = await client.send(
+      new QueryCommand({
+        TableName: table,
+        KeyConditionExpression: '#pk = :pk',
+        ExpressionAttributeNames: { '#pk': 'pk' },
+        ExpressionAttributeValues: { ':pk': partition },
+        ConsistentRead: true,
+        ExclusiveStartKey: startKey,
+      }),
+    );
+    items.push(...(page.Items ?? []));
+    startKey = page.LastEvaluatedKey;
+  } while (startKey !== undefined);
+  return items;
+}
+
 /** Every attribute name goes through an alias: `shard`, `key`, `index` and `hash` are reserved words. */
 const acquireNames = {
   '#shard': 'shard',
@@ -134,23 +158,7 @@ export class DynamoStore implements Store {
   ) {}
 
   async readLeases(): Promise<LeaseRecord[]> {
-    const leases: LeaseRecord[] = [];
-    let startKey: Item | undefined;
-    do {
-      const page = await this.client.send(
-        new QueryCommand({
-          TableName: this.tables.control,
-          KeyConditionExpression: '#pk = :pk',
-          ExpressionAttributeNames: { '#pk': 'pk' },
-          ExpressionAttributeValues: { ':pk': leasePartition },
-          ConsistentRead: true,
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      leases.push(...(page.Items ?? []).map(toLease));
-      startKey = page.LastEvaluatedKey;
-    } while (startKey !== undefined);
-    return leases;
+    return (await queryPartition(this.client, this.tables.control, leasePartition)).map(toLease);
   }
 
   async readLease(shard: number): Promise<LeaseRecord | undefined> {
@@ -296,16 +304,7 @@ export class DynamoStore implements Store {
   }
 
   async readHeartbeats(): Promise<HeartbeatItem[]> {
-    const result = await this.client.send(
-      new QueryCommand({
-        TableName: this.tables.control,
-        KeyConditionExpression: '#pk = :pk',
-        ExpressionAttributeNames: { '#pk': 'pk' },
-        ExpressionAttributeValues: { ':pk': nodePartition },
-        ConsistentRead: true,
-      }),
-    );
-    return (result.Items ?? []).map((item) => ({
+    return (await queryPartition(this.client, this.tables.control, nodePartition)).map((item) => ({
       node: String(item.node),
       incarnation: String(item.incarnation),
       seq: Number(item.seq),
@@ -320,16 +319,7 @@ export class DynamoStore implements Store {
   }
 
   async readReplicaReports(): Promise<ReplicaReport[]> {
-    const result = await this.client.send(
-      new QueryCommand({
-        TableName: this.tables.control,
-        KeyConditionExpression: '#pk = :pk',
-        ExpressionAttributeNames: { '#pk': 'pk' },
-        ExpressionAttributeValues: { ':pk': replicaPartition },
-        ConsistentRead: true,
-      }),
-    );
-    return (result.Items ?? []).map((item) => ({
+    return (await queryPartition(this.client, this.tables.control, replicaPartition)).map((item) => ({
       region: String(item.region),
       shard: Number(item.shard),
       appliedIndex: Number(item.appliedIndex),

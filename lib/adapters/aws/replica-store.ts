@@ -1,10 +1,10 @@
 import { TransactionCanceledException } from '@aws-sdk/client-dynamodb';
-import { GetCommand, QueryCommand, TransactWriteCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { GetCommand, TransactWriteCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { assert } from '../../core/assert.ts';
 import { chunkRuns, emptyProgress, netEffects, runItemsMax, type ReplicaProgress } from '../../core/apply.ts';
 import type { LogEntry } from '../../core/log.ts';
 import type { TableNames } from '../../infra/schema.ts';
-import { fromLogEntry } from './dynamo-store.ts';
+import { fromLogEntry, queryPartition } from './dynamo-store.ts';
 
 const progressPartition = 'progress';
 
@@ -54,16 +54,8 @@ export class DynamoReplicaStore {
   }
 
   async readAllProgress(): Promise<Map<number, StoredProgress>> {
-    const result = await this.client.send(
-      new QueryCommand({
-        TableName: this.tables.control,
-        KeyConditionExpression: '#pk = :pk',
-        ExpressionAttributeNames: { '#pk': 'pk' },
-        ExpressionAttributeValues: { ':pk': progressPartition },
-        ConsistentRead: true,
-      }),
-    );
-    return new Map((result.Items ?? []).map((item) => [Number(item.shard), toProgress(item)]));
+    const items = await queryPartition(this.client, this.tables.control, progressPartition);
+    return new Map(items.map((item) => [Number(item.shard), toProgress(item)]));
   }
 
   /**
