@@ -427,43 +427,39 @@ interface CacheEntry {
  */
 class StateCache {
   private readonly buckets = new Map<number, CacheEntry[]>();
-  private readonly capacity: number;
-  /** Nodes added: the search work done (dominated sets dropped later still count). */
+  /** Nodes stored (a set dropped later because a new one dominates it still counts). */
   size = 0;
 
-  constructor(capacity: number) {
-    this.capacity = capacity;
-  }
-
-  /** Whether a visited node dominates this one (without adding it). */
+  /** Whether a visited node dominates this one. */
   dominates(completedHash: number, completed: Uint32Array, indeterminate: Uint32Array, state: number): boolean {
-    const hash = (completedHash ^ mix(state + 0x9e3779b9)) >>> 0;
-    const entry = this.buckets.get(hash)?.find((candidate) => candidate.state === state && wordsEqual(candidate.completed, completed));
+    const entry = this.entryOf(completedHash, completed, state);
     return entry !== undefined && entry.indeterminateSets.some((visited) => isSubset(visited, indeterminate));
   }
 
-  /** Adds the node unless a visited one dominates it, or unless the cache is full and it would have to be added. */
-  add(completedHash: number, completed: Uint32Array, indeterminate: Uint32Array, state: number): 'added' | 'dominated' | 'full' {
-    const hash = (completedHash ^ mix(state + 0x9e3779b9)) >>> 0;
-    const bucket = this.buckets.get(hash);
-    const entry = bucket?.find((candidate) => candidate.state === state && wordsEqual(candidate.completed, completed));
+  /** Stores a node that no visited node dominates. */
+  insert(completedHash: number, completed: Uint32Array, indeterminate: Uint32Array, state: number): void {
+    const entry = this.entryOf(completedHash, completed, state);
     if (entry !== undefined) {
-      for (const visited of entry.indeterminateSets) {
-        if (isSubset(visited, indeterminate)) return 'dominated';
-      }
-      if (this.size >= this.capacity) return 'full';
       // Keep the antichain small: the new set dominates every visited superset of itself.
       entry.indeterminateSets = entry.indeterminateSets.filter((visited) => !isSubset(indeterminate, visited));
       entry.indeterminateSets.push(indeterminate.slice());
     } else {
-      if (this.size >= this.capacity) return 'full';
+      const hash = bucketHash(completedHash, state);
       const created: CacheEntry = { completed: completed.slice(), state, indeterminateSets: [indeterminate.slice()] };
+      const bucket = this.buckets.get(hash);
       if (bucket === undefined) this.buckets.set(hash, [created]);
       else bucket.push(created);
     }
     this.size += 1;
-    return 'added';
   }
+
+  private entryOf(completedHash: number, completed: Uint32Array, state: number): CacheEntry | undefined {
+    return this.buckets.get(bucketHash(completedHash, state))?.find((candidate) => candidate.state === state && wordsEqual(candidate.completed, completed));
+  }
+}
+
+function bucketHash(completedHash: number, state: number): number {
+  return (completedHash ^ mix(state + 0x9e3779b9)) >>> 0;
 }
 
 function wordsEqual(a: Uint32Array, b: Uint32Array): boolean {
@@ -515,7 +511,7 @@ function checkKey(key: string, operations: readonly HistoryOperation[], maxState
   const completed = new LinearizedSet(completedCount);
   const placedIndeterminate = new LinearizedSet(indeterminateCount);
   const placedBySignature = new Array<number>(symmetry.signatureCount).fill(0);
-  const cache = new StateCache(maxStates);
+  const cache = new StateCache();
   const stack: Frame[] = [];
   let state = missing;
   let linearizedCompleted = 0;
@@ -562,20 +558,15 @@ function checkKey(key: string, operations: readonly HistoryOperation[], maxState
       if (next !== illegal && (enablingFrom === none || apply(step, enablingFrom) === illegal)) {
         const isIndeterminate = indeterminate[operation] === true;
         toggle(operation, true);
-        // After an indeterminate operation the node is transient (its options are restricted):
-        // a dominating visited node prunes it, but it is not stored to prune others.
-        const added = isIndeterminate
-          ? explored() >= maxStates
-            ? 'full'
-            : cache.dominates(completed.hash, completed.words, placedIndeterminate.words, next)
-              ? 'dominated'
-              : 'added'
-          : cache.add(completed.hash, completed.words, placedIndeterminate.words, next);
-        if (added === 'added' && !isIndeterminate && explored() > maxStates) {
-          // The memo counts against the same bound as the transient nodes.
-        }
-        if (added === 'added') {
+        if (!cache.dominates(completed.hash, completed.words, placedIndeterminate.words, next)) {
+          if (explored() >= maxStates) {
+            toggle(operation, false);
+            return unknownVerdict(key, operations, best ?? snapshotOf(stack, head, operations), maxStates, explored());
+          }
+          // After an indeterminate operation the node is transient (its options are restricted):
+          // a dominating visited node prunes it, but it is not stored to prune others.
           if (isIndeterminate) transientNodes += 1;
+          else cache.insert(completed.hash, completed.words, placedIndeterminate.words, next);
           stack.push({ call: node, stateBefore: state, pass, enablingFromBefore: enablingFrom });
           enablingFrom = isIndeterminate ? state : none;
           state = next;
@@ -586,7 +577,6 @@ function checkKey(key: string, operations: readonly HistoryOperation[], maxState
           continue;
         }
         toggle(operation, false);
-        if (added === 'full') return unknownVerdict(key, operations, best ?? snapshotOf(stack, head, operations), maxStates, explored());
       }
       node = node.next;
       continue;

@@ -28,7 +28,7 @@ function gen(seed: number, n: number, clients: number, keys: string[], infoRate:
   return h;
 }
 it.each([
-  [2000, 10, 1, 0.1, 20],
+  [2000, 10, 1, 0.02, 20], [2000, 10, 1, 0.1, 20], [10000, 10, 1, 0.05, 20], [20000, 10, 5, 0.05, 20], [2000, 30, 1, 0.05, 60], [5000, 10, 1, 0.3, 20],
 ])('n=%i clients=%i keys=%i info=%f dur=%i', (n, clients, k, info, dur) => {
   const h = gen(1, n, clients, Array.from({ length: k }, (_, i) => `k${i}`), info, dur);
   const t = performance.now(); const r = checkHistory(h); const ms = performance.now() - t;

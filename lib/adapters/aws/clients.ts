@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { SQSClient } from '@aws-sdk/client-sqs';
@@ -14,6 +15,107 @@ export interface ClientOptions {
   endpoint?: string | undefined;
 }
 
+/**
+ * One AWS SDK call as a request observer sees it (the benchmark counts requests with it).
+ * `input` is the command's input as given (document form for `lib-dynamodb` commands); retries
+ * inside the SDK are one record with `attempts` > 1.
+ */
+export interface AwsRequestRecord {
+  service: 'dynamodb' | 'sqs';
+  region: string;
+  /** The operation, e.g. `TransactWriteItems`, `SendMessageBatch`. */
+  operation: string;
+  input: Record<string, unknown>;
+  output: Record<string, unknown> | undefined;
+  /** The error's name when the call failed. */
+  error: string | undefined;
+  /** `performance.now()` when the call was sent and when it settled. */
+  startMs: number;
+  endMs: number;
+  attempts: number;
+}
+
+export type AwsRequestObserver = (record: AwsRequestRecord) => void;
+
+interface Registration {
+  observer: AwsRequestObserver;
+  consumedCapacity: boolean;
+}
+
+/** Off by default: with no observer registered the middleware only checks an empty set. */
+const registrations = new Set<Registration>();
+
+/** DynamoDB operations that accept `ReturnConsumedCapacity`. */
+const capacityOperations = new Set(['GetItem', 'PutItem', 'UpdateItem', 'DeleteItem', 'Query', 'Scan', 'BatchGetItem', 'BatchWriteItem', 'TransactGetItems', 'TransactWriteItems']);
+
+/**
+ * Registers an observer of every request made by the clients of `makeDynamoClient` and
+ * `makeSqsClient` in this process (including clients made before the call). With
+ * `consumedCapacity`, DynamoDB calls also ask for `ReturnConsumedCapacity: TOTAL` (a field of
+ * the answer, nothing else changes). Returns the function that unregisters it.
+ */
+export function observeAwsRequests(observer: AwsRequestObserver, options: { consumedCapacity?: boolean } = {}): () => void {
+  const registration: Registration = { observer, consumedCapacity: options.consumedCapacity === true };
+  registrations.add(registration);
+  return () => {
+    registrations.delete(registration);
+  };
+}
+
+function operationOf(commandName: unknown): string {
+  const name = typeof commandName === 'string' ? commandName : 'Unknown';
+  return name.endsWith('Command') ? name.slice(0, -'Command'.length) : name;
+}
+
+type Stack = DynamoDBClient['middlewareStack'] | SQSClient['middlewareStack'];
+
+function addObserver(stack: Stack, service: AwsRequestRecord['service'], region: string): void {
+  // The outermost middleware (initialize, high): it sees one logical call, the input before the
+  // document client marshals it and the output after it is unmarshalled.
+  (stack as DynamoDBClient['middlewareStack']).add(
+    (next, context) => async (args) => {
+      if (registrations.size === 0) return next(args);
+      const operation = operationOf(context.commandName);
+      let input = args.input as Record<string, unknown>;
+      if (service === 'dynamodb' && capacityOperations.has(operation) && input.ReturnConsumedCapacity === undefined && [...registrations].some((entry) => entry.consumedCapacity)) {
+        input = { ...input, ReturnConsumedCapacity: 'TOTAL' };
+        args = { ...args, input: input as typeof args.input };
+      }
+      const startMs = performance.now();
+      const notify = (output: Record<string, unknown> | undefined, error: unknown) => {
+        const metadata = (output?.$metadata ?? (error as { $metadata?: unknown } | undefined)?.$metadata) as { attempts?: number } | undefined;
+        const record: AwsRequestRecord = {
+          service,
+          region,
+          operation,
+          input,
+          output,
+          error: error === undefined ? undefined : ((error as { name?: string }).name ?? 'Error'),
+          startMs,
+          endMs: performance.now(),
+          attempts: metadata?.attempts ?? 1,
+        };
+        for (const entry of registrations) {
+          try {
+            entry.observer(record);
+          } catch {
+            // An observer never breaks a request.
+          }
+        }
+      };
+      try {
+        const result = await next(args);
+        notify(result.output as unknown as Record<string, unknown>, undefined);
+        return result;
+      } catch (error) {
+        notify(undefined, error);
+        throw error;
+      }
+    },
+    { step: 'initialize', priority: 'high', name: 'epochkvRequestObserver', override: true },
+  );
+}
+
 export function makeDynamoClient({ region, endpoint }: ClientOptions): DynamoDBDocumentClient {
   const client = new DynamoDBClient({
     region,
@@ -22,6 +124,7 @@ export function makeDynamoClient({ region, endpoint }: ClientOptions): DynamoDBD
     maxAttempts: 3,
     ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }),
   });
+  addObserver(client.middlewareStack, 'dynamodb', region);
   return DynamoDBDocumentClient.from(client, {
     marshallOptions: { removeUndefinedValues: true, convertEmptyValues: false },
     unmarshallOptions: { wrapNumbers: false },
@@ -30,5 +133,7 @@ export function makeDynamoClient({ region, endpoint }: ClientOptions): DynamoDBD
 
 /** SQS client for a region; on the local cloud it points at the emulator with the local key. */
 export function makeSqsClient({ region, endpoint }: ClientOptions): SQSClient {
-  return new SQSClient({ region, maxAttempts: 3, ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }) });
+  const client = new SQSClient({ region, maxAttempts: 3, ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }) });
+  addObserver(client.middlewareStack, 'sqs', region);
+  return client;
 }
