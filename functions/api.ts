@@ -3,7 +3,7 @@ import { systemClock, type Clock } from '../lib/clock.ts';
 import { configFromEnv, type ClusterConfig } from '../lib/config.ts';
 import { limits } from '../lib/core/limits.ts';
 import { isValidUtf8, parseListLimit, parseVersion, validateKey, validateValue, type Invalid } from '../lib/core/validation.ts';
-import { EpochKvError, NoLeaderError, NotFoundError, ValidationError } from '../lib/ports/errors.ts';
+import { EpochKvError, NoLeaderError, ValidationError } from '../lib/ports/errors.ts';
 import type { KvChange, KvItem, Precondition } from '../lib/ports/store.ts';
 import { decodeToken, encodeToken, mergeToken, type SessionToken } from '../lib/core/session.ts';
 import { hashTagOf } from '../lib/core/shard.ts';

@@ -7,7 +7,7 @@ import {
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
 import { AssertionError } from '../../lib/core/assert.ts';
 import { createEventSource, type EventSource, type EventSourceOptions } from '../../lib/local/event-source.ts';
 import { makeSqsClient } from '../../lib/adapters/aws/clients.ts';

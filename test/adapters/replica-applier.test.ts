@@ -1,6 +1,6 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localCredentials, makeDynamoClient } from '../../lib/adapters/aws/clients.ts';
 import { DynamoStore, fromLogEntry } from '../../lib/adapters/aws/dynamo-store.ts';
 import { DynamoReplicaStore } from '../../lib/adapters/aws/replica-store.ts';
