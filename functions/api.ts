@@ -155,8 +155,9 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
   const method = event.httpMethod.toUpperCase();
   const path = event.path;
   const { service } = deps;
-  // Only PUT carries a body; anything else sent with one is a client mistake worth naming.
-  if (method !== 'PUT' && event.body !== null && event.body !== undefined && event.body.length > 0) {
+  // Only PUT carries a body; a GET or DELETE sent with one is a client mistake worth naming
+  // (other methods are answered 405 by their route).
+  if ((method === 'GET' || method === 'DELETE') && event.body !== null && event.body !== undefined && event.body.length > 0) {
     throw new ValidationError('body', `${method} takes no body; only PUT /kv/{key} does`);
   }
 
