@@ -5,12 +5,22 @@ import { conflictMarker, type HistoryOperation } from './history.ts';
  * A linearizability checker for a per-key register with compare-and-swap.
  *
  * Linearizability is local (P-compositional): a history is linearizable if and only if its
- * restriction to each key is, so each key is searched on its own. The search is the
- * Wing–Gong algorithm with Lowe's memoization, as Porcupine implements it: the calls and returns
- * of one key form a doubly linked list in time order; the search linearizes a pending call
- * (lifting it and its return out of the list) whenever the model allows it and the resulting
- * (linearized set, register) pair has not been seen, and backtracks (unlifting) when it reaches a
- * return whose call it could not linearize. The module is pure: no clock, no randomness, no I/O.
+ * restriction to each key is, so each key is checked on its own. The search is the Wing–Gong
+ * algorithm with Lowe's memoization, as Porcupine implements it: the calls and returns of one key
+ * form a doubly linked list in time order; the search linearizes a pending call (lifting it and
+ * its return out of the list) whenever the model allows it and the resulting (linearized set,
+ * register) pair has not been seen, and backtracks (unlifting) when it reaches a return whose call
+ * it could not linearize. The completed set is stored in a form whose size is the concurrency, not
+ * the history (`CompletedSet`). Indeterminate operations, which never return and so stay pending
+ * to the end, get sound reductions (`ValueCodes`, `groupIndeterminate`, the enabling rule of
+ * `checkKey`, dominance in `StateCache`), without which a few dozen of them make a refutation
+ * exponential.
+ *
+ * Before the search, direct refutations (`findWitness`) catch the common failures, a stale read
+ * or a lost update, in O(n log n) however long the history: a search has to exhaust every
+ * interleaving before the failure to refute it.
+ *
+ * The module is pure: no clock, no randomness, no I/O.
  */
 
 /** The bound on (linearized set, register) pairs stored per key; past it the verdict is unknown. */
@@ -19,18 +29,26 @@ export const maxStatesPerKeyDefault = 5_000_000;
 export interface Violation {
   key: string;
   /**
-   * The operations involved: the last write of the longest linearizable prefix, the write of the
-   * value the culprit observed or expected (if any), and the completed operations that could not
-   * be linearized after that prefix; in call order. Empty when the verdict is unknown.
+   * The operations involved, in call order. From the search: the last write of the longest
+   * linearizable prefix, the write of the value the culprit read or expected (if any), and the
+   * completed operations that could not be linearized after that prefix. From a direct
+   * refutation: its witnesses. Empty when the verdict is unknown.
    */
   operations: HistoryOperation[];
   /** One line for a human; it starts with "unknown:" when the search hit its bound. */
   message: string;
-  /** The longest linearizable prefix the search found, in linearization order. */
+  /**
+   * - `direct`: a direct refutation (a value read that nobody wrote, read before its write began
+   *   or after a later write completed, or expected by two successful swaps).
+   * - `search`: the search exhausted every linearization.
+   * - `bound`: the search hit `maxStatesPerKey`; the verdict for this key is unknown.
+   */
+  foundBy: 'direct' | 'search' | 'bound';
+  /** The longest linearizable prefix the search found, in linearization order (empty for `direct`). */
   prefix: HistoryOperation[];
   /** The register after that prefix: `null` when the key is missing. */
   stateAfterPrefix: string | null;
-  /** The completed operations that were pending after the prefix and that the model refused there. */
+  /** The completed operations that could not be linearized next: after the prefix, or the culprit of a direct refutation. */
   stuck: HistoryOperation[];
 }
 
@@ -42,7 +60,7 @@ export interface CheckResult {
   operationsChecked: number;
   /** Present when not linearizable: for the first failing key in key order, or the first undecided one. */
   violation?: Violation;
-  /** (Linearized set, register) pairs stored, summed over keys: the search work done. */
+  /** Search nodes entered (linearized set, register), summed over keys: the search work done. */
   statesExplored: number;
   /** True when the search of at least one key hit `maxStatesPerKey` before deciding. */
   timedOut?: boolean;
@@ -53,14 +71,18 @@ export interface CheckResult {
 }
 
 export interface CheckOptions {
+  /** Search nodes a key may enter before its verdict is unknown (default `maxStatesPerKeyDefault`). */
   maxStatesPerKey?: number;
+  /** Skip the direct refutations and decide by the search alone (tests compare the two). */
+  searchOnly?: boolean;
 }
 
 /**
- * Decides whether `history` is linearizable for the register model of `HistoryOperation`.
- * Never reports `linearizable: true` without a complete search: a key whose search exceeds
- * `maxStatesPerKey` makes the verdict `false` with `timedOut: true` (unknown), unless another key
- * is proven not linearizable.
+ * Decides whether `history` is linearizable for the register model of `HistoryOperation`, key by
+ * key: first by the direct refutations, then by the search. Never reports `linearizable: true`
+ * without a complete search: a key whose search exceeds `maxStatesPerKey` makes the verdict
+ * `false` with `timedOut: true` (unknown). Throws an `AssertionError` on a malformed history (a
+ * recorder bug, not a verdict).
  */
 export function checkHistory(history: readonly HistoryOperation[], options: CheckOptions = {}): CheckResult {
   const maxStatesPerKey = options.maxStatesPerKey ?? maxStatesPerKeyDefault;
@@ -77,7 +99,8 @@ export function checkHistory(history: readonly HistoryOperation[], options: Chec
     const operations = operationsByKey.get(key);
     assert(operations !== undefined, `key ${key} was partitioned`);
     operationsChecked += operations.length;
-    const verdict = checkKey(key, operations, maxStatesPerKey);
+    const witness = options.searchOnly === true ? undefined : findWitness(key, operations);
+    const verdict: KeyVerdict = witness !== undefined ? { type: 'violation', statesExplored: 0, violation: witness } : checkKey(key, operations, maxStatesPerKey);
     statesExplored += verdict.statesExplored;
     if (verdict.type === 'violation') violations.push(verdict.violation);
     if (verdict.type === 'unknown') unknowns.push(verdict.violation);
@@ -111,6 +134,11 @@ export function formatViolation(result: CheckResult): string {
   if (result.violatingKeys !== undefined) lines.push(`keys not linearizable: ${result.violatingKeys.map(quote).join(', ')}`);
   if (result.undecidedKeys !== undefined) lines.push(`keys undecided: ${result.undecidedKeys.map(quote).join(', ')}`);
   lines.push(`key ${quote(violation.key)}: ${violation.message}`);
+  if (violation.foundBy === 'direct') {
+    lines.push('operations involved:');
+    for (const operation of violation.operations) lines.push(`  ${formatOperation(operation)}`);
+    return lines.join('\n');
+  }
   const tailLength = 8;
   const tail = violation.prefix.slice(-tailLength);
   const omitted = violation.prefix.length - tail.length;
@@ -197,7 +225,7 @@ function partitionByKey(history: readonly HistoryOperation[]): Map<string, Histo
 }
 
 // ---------------------------------------------------------------------------------------------
-// Model: a register of `string | null`, with values interned as small integers (0 is null)
+// Model: a register of `string | null`, with values coded as small integers (see `ValueCodes`)
 
 /**
  * - write: state := value
@@ -307,27 +335,26 @@ function replay(linearization: readonly HistoryOperation[]): string | null {
 interface EventNode {
   /** Index into the key's operations; -1 for the head sentinel. */
   operation: number;
+  /** Position in the time order of all events (calls of indeterminate operations included). */
+  order: number;
   /** For a call: its return. Undefined for a return (and the head). */
   match: EventNode | undefined;
   prev: EventNode | undefined;
   next: EventNode | undefined;
 }
 
-/**
- * The search tries completed calls first and indeterminate ones only when no completed call
- * leads anywhere: an indeterminate operation never has to be placed, so the search first looks
- * for a linearization without it, and the dominance check of `StateCache` then prunes the
- * branches that use it needlessly.
- */
-type Pass = 'completed' | 'indeterminate';
-
 interface Frame {
-  call: EventNode;
+  operation: number;
+  /** The call's node for a completed operation (to unlift and resume after it); undefined for an indeterminate one. */
+  call: EventNode | undefined;
+  /** For an indeterminate operation: its group, to resume with the next one, and the order of the first pending return then. */
+  group: number;
+  firstReturnOrder: number;
   stateBefore: number;
-  /** The pass in which the call was linearized: after backtracking, the scan resumes there. */
-  pass: Pass;
-  /** `enablingFrom` of the node the call was linearized at. */
+  /** `enablingFrom` of the node the operation was linearized at. */
   enablingFromBefore: number;
+  /** The completed set before the operation, restored on backtracking. */
+  completedBefore: CompletedView;
 }
 
 interface Snapshot {
@@ -343,39 +370,52 @@ type KeyVerdict =
   | { type: 'violation' | 'unknown'; statesExplored: number; violation: Violation };
 
 /**
- * Builds the event list: calls and returns in time order. At equal times a call comes before a
- * return, so operations that touch at a millisecond boundary count as concurrent: with
- * millisecond clocks the checker must not invent a real-time order. An `info` operation returns
- * at +Infinity. Ties beyond that are broken by history order, which keeps the search deterministic.
+ * Orders all events in time and links the calls and returns of the completed operations. At
+ * equal times a call comes before a return, so operations that touch at a millisecond boundary
+ * count as concurrent: with millisecond clocks the checker must not invent a real-time order.
+ * Ties beyond that are broken by history order, which keeps the search deterministic.
+ * Indeterminate operations return at +Infinity, so their returns never constrain anything: they
+ * stay out of the list, and `callOrders` says from when each may be placed. `returnRanks` numbers
+ * the completed operations in the order of their returns.
  */
-function buildEvents(operations: readonly HistoryOperation[]): EventNode {
+function buildEvents(operations: readonly HistoryOperation[]): { head: EventNode; callOrders: number[]; returnRanks: number[] } {
   interface Event {
     timeMs: number;
     isCall: boolean;
     operation: number;
-    node: EventNode;
+    node: EventNode | undefined;
   }
   const events: Event[] = [];
   for (const [index, operation] of operations.entries()) {
-    const returnNode: EventNode = { operation: index, match: undefined, prev: undefined, next: undefined };
-    const callNode: EventNode = { operation: index, match: returnNode, prev: undefined, next: undefined };
-    const returnMs = operation.status === 'info' ? Number.POSITIVE_INFINITY : operation.returnMs;
+    if (operation.status === 'info') {
+      events.push({ timeMs: operation.callMs, isCall: true, operation: index, node: undefined });
+      continue;
+    }
+    const returnNode: EventNode = { operation: index, order: 0, match: undefined, prev: undefined, next: undefined };
+    const callNode: EventNode = { operation: index, order: 0, match: returnNode, prev: undefined, next: undefined };
     events.push({ timeMs: operation.callMs, isCall: true, operation: index, node: callNode });
-    events.push({ timeMs: returnMs, isCall: false, operation: index, node: returnNode });
+    events.push({ timeMs: operation.returnMs, isCall: false, operation: index, node: returnNode });
   }
   events.sort((a, b) => {
     if (a.timeMs !== b.timeMs) return a.timeMs < b.timeMs ? -1 : 1;
     if (a.isCall !== b.isCall) return a.isCall ? -1 : 1;
     return a.operation - b.operation;
   });
-  const head: EventNode = { operation: -1, match: undefined, prev: undefined, next: undefined };
+  const callOrders = operations.map(() => -1);
+  const returnRanks = operations.map(() => -1);
+  let returnCount = 0;
+  const head: EventNode = { operation: -1, order: -1, match: undefined, prev: undefined, next: undefined };
   let last = head;
-  for (const event of events) {
+  for (const [order, event] of events.entries()) {
+    if (event.isCall) callOrders[event.operation] = order;
+    else returnRanks[event.operation] = returnCount++;
+    if (event.node === undefined) continue;
+    event.node.order = order;
     last.next = event.node;
     event.node.prev = last;
     last = event.node;
   }
-  return head;
+  return { head, callOrders, returnRanks };
 }
 
 /** Takes a call and its return out of the list. */
@@ -398,7 +438,7 @@ function unlift(call: EventNode): void {
   if (call.next !== undefined) call.next.prev = call;
 }
 
-/** murmur3's finalizer: spreads an operation index over 32 bits for the set hash. */
+/** murmur3's finalizer: spreads 32 bits for the memo's hash. */
 function mix(value: number): number {
   let hash = value >>> 0;
   hash ^= hash >>> 16;
@@ -410,10 +450,14 @@ function mix(value: number): number {
 }
 
 interface CacheEntry {
-  completed: Uint32Array;
+  completed: CompletedView;
   state: number;
-  /** The sets of indeterminate operations visited with this (completed set, register): an antichain under inclusion. */
-  indeterminateSets: Uint32Array[];
+  /**
+   * The sets of indeterminate operations visited with this (completed set, register), an antichain
+   * under inclusion, each packed in a string (16 bits a character): millions of them are stored,
+   * and a string costs a fraction of a typed array.
+   */
+  indeterminateSets: string[];
 }
 
 /**
@@ -421,9 +465,8 @@ interface CacheEntry {
  * with the same linearized set and the same register have the same future. With indeterminate
  * operations it prunes by dominance: a node that has placed the same completed operations, holds
  * the same register and has placed a superset of the indeterminate ones of a visited node can do
- * nothing that node could not (an indeterminate operation is optional and constrains no other
- * operation, since it never returns). The completed set's hash is kept incrementally (XOR of
- * mixed indexes), so a lookup compares sets only on a hash match.
+ * nothing that node could not (an indeterminate operation is optional and, never returning,
+ * constrains no other).
  */
 class StateCache {
   private readonly buckets = new Map<number, CacheEntry[]>();
@@ -431,21 +474,21 @@ class StateCache {
   size = 0;
 
   /** Whether a visited node dominates this one. */
-  dominates(completedHash: number, completed: Uint32Array, indeterminate: Uint32Array, state: number): boolean {
-    const entry = this.entryOf(completedHash, completed, state);
-    return entry !== undefined && entry.indeterminateSets.some((visited) => isSubset(visited, indeterminate));
+  dominates(completed: CompletedView, indeterminate: Uint32Array, state: number): boolean {
+    const entry = this.entryOf(completed, state);
+    return entry !== undefined && entry.indeterminateSets.some((visited) => packedIsSubset(visited, indeterminate));
   }
 
   /** Stores a node that no visited node dominates. */
-  insert(completedHash: number, completed: Uint32Array, indeterminate: Uint32Array, state: number): void {
-    const entry = this.entryOf(completedHash, completed, state);
+  insert(completed: CompletedView, indeterminate: Uint32Array, state: number): void {
+    const entry = this.entryOf(completed, state);
     if (entry !== undefined) {
       // Keep the antichain small: the new set dominates every visited superset of itself.
-      entry.indeterminateSets = entry.indeterminateSets.filter((visited) => !isSubset(indeterminate, visited));
-      entry.indeterminateSets.push(indeterminate.slice());
+      entry.indeterminateSets = entry.indeterminateSets.filter((visited) => !packedIsSuperset(visited, indeterminate));
+      entry.indeterminateSets.push(pack(indeterminate));
     } else {
-      const hash = bucketHash(completedHash, state);
-      const created: CacheEntry = { completed: completed.slice(), state, indeterminateSets: [indeterminate.slice()] };
+      const hash = bucketHash(completed, state);
+      const created: CacheEntry = { completed, state, indeterminateSets: [pack(indeterminate)] };
       const bucket = this.buckets.get(hash);
       if (bucket === undefined) this.buckets.set(hash, [created]);
       else bucket.push(created);
@@ -453,34 +496,99 @@ class StateCache {
     this.size += 1;
   }
 
-  private entryOf(completedHash: number, completed: Uint32Array, state: number): CacheEntry | undefined {
-    return this.buckets.get(bucketHash(completedHash, state))?.find((candidate) => candidate.state === state && wordsEqual(candidate.completed, completed));
+  private entryOf(completed: CompletedView, state: number): CacheEntry | undefined {
+    return this.buckets.get(bucketHash(completed, state))?.find((candidate) => candidate.state === state && sameCompleted(candidate.completed, completed));
   }
 }
 
-function bucketHash(completedHash: number, state: number): number {
-  return (completedHash ^ mix(state + 0x9e3779b9)) >>> 0;
+function bucketHash(completed: CompletedView, state: number): number {
+  let hash = mix(completed.watermark ^ 0x9e3779b9);
+  for (const rank of completed.above) hash = mix(hash ^ rank);
+  return mix(hash ^ state) >>> 0;
 }
 
-function wordsEqual(a: Uint32Array, b: Uint32Array): boolean {
-  for (let index = 0; index < a.length; index += 1) {
-    if (a[index] !== b[index]) return false;
-  }
-  return true;
-}
-
-/** Whether every bit of `a` is set in `b`. */
-function isSubset(a: Uint32Array, b: Uint32Array): boolean {
-  for (let index = 0; index < a.length; index += 1) {
-    if (((a[index] ?? 0) & ~(b[index] ?? 0)) !== 0) return false;
+function sameCompleted(a: CompletedView, b: CompletedView): boolean {
+  if (a.watermark !== b.watermark || a.above.length !== b.above.length) return false;
+  for (let index = 0; index < a.above.length; index += 1) {
+    if (a.above[index] !== b.above[index]) return false;
   }
   return true;
 }
 
-/** A bitset over `count` slots with an incrementally kept hash. */
-class LinearizedSet {
+/**
+ * The set of completed operations placed, in a form whose size is the concurrency, not the
+ * history: every operation returning before the first unplaced one (`watermark`, in return order)
+ * is placed, and the others placed (`above`, ascending) were all called before that operation
+ * returned. Views are immutable, so the memo and the stack share them without copying.
+ */
+interface CompletedView {
+  readonly watermark: number;
+  readonly above: readonly number[];
+}
+
+class CompletedSet {
+  private readonly placed: Uint8Array;
+  view: CompletedView = { watermark: 0, above: [] };
+
+  constructor(count: number) {
+    this.placed = new Uint8Array(count + 1);
+  }
+
+  /** Places the operation of return rank `rank`; returns the view before, for `restore`. */
+  place(rank: number): CompletedView {
+    const before = this.view;
+    assert(this.placed[rank] === 0, `completed operation of rank ${rank} is not placed twice`);
+    this.placed[rank] = 1;
+    if (rank === before.watermark) {
+      let watermark = rank + 1;
+      while (this.placed[watermark] === 1) watermark += 1;
+      this.view = { watermark, above: before.above.filter((other) => other > watermark) };
+    } else {
+      const above = [...before.above];
+      let position = above.length;
+      while (position > 0 && (above[position - 1] ?? 0) > rank) position -= 1;
+      above.splice(position, 0, rank);
+      this.view = { watermark: before.watermark, above };
+    }
+    return before;
+  }
+
+  /** Undoes the last `place` (the search backtracks in stack order). */
+  restore(rank: number, before: CompletedView): void {
+    this.placed[rank] = 0;
+    this.view = before;
+  }
+}
+
+function pack(words: Uint32Array): string {
+  let packed = '';
+  for (const word of words) packed += String.fromCharCode(word & 0xffff, word >>> 16);
+  return packed;
+}
+
+/** Whether every bit of the packed set is set in `words`. */
+function packedIsSubset(packed: string, words: Uint32Array): boolean {
+  for (let index = 0; index < words.length; index += 1) {
+    const word = words[index] ?? 0;
+    if ((packed.charCodeAt(2 * index) & ~word & 0xffff) !== 0) return false;
+    if ((packed.charCodeAt(2 * index + 1) & ~(word >>> 16) & 0xffff) !== 0) return false;
+  }
+  return true;
+}
+
+/** Whether every bit of `words` is set in the packed set. */
+function packedIsSuperset(packed: string, words: Uint32Array): boolean {
+  for (let index = 0; index < words.length; index += 1) {
+    const word = words[index] ?? 0;
+    if ((word & 0xffff & ~packed.charCodeAt(2 * index)) !== 0) return false;
+    if (((word >>> 16) & ~packed.charCodeAt(2 * index + 1)) !== 0) return false;
+  }
+  return true;
+}
+
+/** A bitset over `count` slots. */
+class Bitset {
   readonly words: Uint32Array;
-  hash = 0;
 
   constructor(count: number) {
     this.words = new Uint32Array(Math.ceil(count / 32));
@@ -489,173 +597,188 @@ class LinearizedSet {
   toggle(slot: number): void {
     const word = slot >>> 5;
     this.words[word] = (this.words[word] ?? 0) ^ (1 << (slot & 31));
-    this.hash = (this.hash ^ mix(slot)) >>> 0;
   }
 }
 
+/**
+ * Indeterminate operations grouped by signature (same step: same kind, same value codes), each
+ * group in call order. Once called, the operations of a group are interchangeable: they never
+ * return, so each stays available from its call on. The search therefore only ever places the
+ * earliest-called unplaced one of a group, and the placed ones of a group are always its first
+ * `n`: 2^k subsets become k + 1 counts.
+ */
+function groupIndeterminate(operations: readonly HistoryOperation[], steps: readonly Step[], callOrders: readonly number[]): number[][] {
+  const groupIds = new Map<string, number>();
+  const groups: number[][] = [];
+  const byCall = operations.map((_, index) => index).sort((a, b) => (callOrders[a] ?? 0) - (callOrders[b] ?? 0));
+  for (const index of byCall) {
+    const step = steps[index];
+    if (operations[index]?.status !== 'info' || step === undefined) continue;
+    const signature = `${step.code}|${step.value}|${step.expected}`;
+    let group = groupIds.get(signature);
+    if (group === undefined) {
+      group = groups.length;
+      groupIds.set(signature, group);
+      groups.push([]);
+    }
+    groups[group]?.push(index);
+  }
+  return groups;
+}
+
+/**
+ * The search for one key. Completed operations are placed Wing–Gong style from the event list
+ * (a call may be placed when it comes before the first pending return); once none leads anywhere,
+ * indeterminate operations are tried, one candidate per group.
+ *
+ * After an indeterminate operation the next operation placed must be one it enables (illegal from
+ * the register before it, legal after). Any linearization can be rewritten into that form: an
+ * indeterminate operation that enables nothing can be moved after its successor (a read that was
+ * legal anyway) or left out (its write is overwritten, or the swap that follows was legal anyway
+ * and writes the same register), and leaving one out or placing it later is never worse. This
+ * prunes every branch that places one for no reason. The node right after an indeterminate
+ * operation is transient: its options are restricted, so a dominating visited node prunes it but
+ * it is never stored to prune others.
+ */
 function checkKey(key: string, operations: readonly HistoryOperation[], maxStates: number): KeyVerdict {
   const values = new ValueCodes(operations);
   const steps = operations.map((operation) => stepOf(operation, values));
   const indeterminate = operations.map((operation) => operation.status === 'info');
-  // Each operation's slot in the bitset of its class, completed or indeterminate.
+  // Each indeterminate operation's slot in the bitset of placed ones (completed ones are numbered by return rank).
   const slots: number[] = [];
   let completedCount = 0;
   let indeterminateCount = 0;
-  for (const isIndeterminate of indeterminate) slots.push(isIndeterminate ? indeterminateCount++ : completedCount++);
+  for (const isIndeterminate of indeterminate) slots.push(isIndeterminate ? indeterminateCount++ : (completedCount++, -1));
   // Only completed operations must be placed: an `info` one that is never linearized is one
   // that never took effect (Knossos and Porcupine semantics for an operation that never returns).
   if (completedCount === 0) return { type: 'linearizable', statesExplored: 0 };
-  const symmetry = indeterminateSymmetry(operations, steps);
 
-  const head = buildEvents(operations);
-  const completed = new LinearizedSet(completedCount);
-  const placedIndeterminate = new LinearizedSet(indeterminateCount);
-  const placedBySignature = new Array<number>(symmetry.signatureCount).fill(0);
+  const { head, callOrders, returnRanks } = buildEvents(operations);
+  const groups = groupIndeterminate(operations, steps, callOrders);
+  const placedByGroup = groups.map(() => 0);
+  const groupOf = operations.map(() => -1);
+  for (const [group, members] of groups.entries()) for (const member of members) groupOf[member] = group;
+
+  const completed = new CompletedSet(completedCount);
+  const placedIndeterminate = new Bitset(indeterminateCount);
   const cache = new StateCache();
   const stack: Frame[] = [];
   let state = missing;
   let linearizedCompleted = 0;
-  let linearizedIndeterminate = 0;
-  /** Nodes entered right after an indeterminate operation: checked against the memo, not stored in it. */
   let transientNodes = 0;
-  /**
-   * `none`, or the register before the indeterminate operation just placed: then the next operation
-   * must be one that it enables (illegal from that register, legal now). Any linearization can be
-   * rewritten into one of that form: an indeterminate operation that enables nothing can be moved
-   * after its successor (a read that was legal anyway) or left out (its effect is overwritten, or
-   * a swap that was legal anyway writes the same register), and an operation left out or placed
-   * later is never worse, since an indeterminate one never returns. This prunes every branch that
-   * places one for no reason.
-   */
+  /** `none`, or the register before the indeterminate operation just placed (see above). */
   let enablingFrom = none;
   let best: Snapshot | undefined;
   const explored = () => cache.size + transientNodes;
 
-  const toggle = (operation: number, placing: boolean) => {
-    const slot = slots[operation];
-    assert(slot !== undefined, `operation ${operation} has a slot`);
+  /** Adds the operation to the linearized sets; returns the completed set before, for `unplace`. */
+  const place = (operation: number): CompletedView => {
     if (!indeterminate[operation]) {
-      completed.toggle(slot);
-      linearizedCompleted += placing ? 1 : -1;
+      linearizedCompleted += 1;
+      return completed.place(returnRanks[operation] ?? -1);
+    }
+    placedIndeterminate.toggle(slots[operation] ?? -1);
+    const group = groupOf[operation] ?? -1;
+    placedByGroup[group] = (placedByGroup[group] ?? 0) + 1;
+    return completed.view;
+  };
+  const unplace = (operation: number, completedBefore: CompletedView): void => {
+    if (!indeterminate[operation]) {
+      linearizedCompleted -= 1;
+      completed.restore(returnRanks[operation] ?? -1, completedBefore);
       return;
     }
-    placedIndeterminate.toggle(slot);
-    linearizedIndeterminate += placing ? 1 : -1;
-    const signature = symmetry.signatures[operation] ?? 0;
-    placedBySignature[signature] = (placedBySignature[signature] ?? 0) + (placing ? 1 : -1);
+    placedIndeterminate.toggle(slots[operation] ?? -1);
+    const group = groupOf[operation] ?? -1;
+    placedByGroup[group] = (placedByGroup[group] ?? 0) - 1;
   };
 
+  // The scan position: a node of the list, or (group >= 0) a group of indeterminate operations,
+  // available when called before the first pending return (`firstReturnOrder`).
   let node = head.next;
-  let pass: Pass = 'completed';
+  let group = -1;
+  let firstReturnOrder = -1;
   for (;;) {
-    assert(node !== undefined, 'the list ends with a return: the search stops at a return or before');
-    if (node.match !== undefined) {
-      // A call: try to linearize it now, if this pass tries it.
-      const operation = node.operation;
-      const step = steps[operation];
-      assert(step !== undefined, `operation ${operation} has a step`);
-      const next = isCandidate(operation, pass) ? apply(step, state) : illegal;
-      if (next !== illegal && (enablingFrom === none || apply(step, enablingFrom) === illegal)) {
-        const isIndeterminate = indeterminate[operation] === true;
-        toggle(operation, true);
-        if (!cache.dominates(completed.hash, completed.words, placedIndeterminate.words, next)) {
-          if (explored() >= maxStates) {
-            toggle(operation, false);
-            return unknownVerdict(key, operations, best ?? snapshotOf(stack, head, operations), maxStates, explored());
-          }
-          // After an indeterminate operation the node is transient (its options are restricted):
-          // a dominating visited node prunes it, but it is not stored to prune others.
-          if (isIndeterminate) transientNodes += 1;
-          else cache.insert(completed.hash, completed.words, placedIndeterminate.words, next);
-          stack.push({ call: node, stateBefore: state, pass, enablingFromBefore: enablingFrom });
-          enablingFrom = isIndeterminate ? state : none;
-          state = next;
-          lift(node);
-          if (linearizedCompleted === completedCount) return { type: 'linearizable', statesExplored: explored() };
-          node = head.next;
-          pass = 'completed';
-          continue;
-        }
-        toggle(operation, false);
+    let operation: number;
+    if (group < 0) {
+      assert(node !== undefined, 'the list ends with a return: the scan stops at the first one');
+      if (node.match === undefined) {
+        // The first pending return: every completed candidate has been tried.
+        firstReturnOrder = node.order;
+        group = 0;
+        continue;
       }
-      node = node.next;
-      continue;
+      operation = node.operation;
+    } else {
+      if (group >= groups.length) {
+        // A dead end: backtrack. Only a stored node can be the deepest point: a transient one has
+        // the depth of its parent, whose every legal continuation was tried.
+        if (enablingFrom === none && (best === undefined || linearizedCompleted > best.completedCount)) best = snapshotOf(stack, head, operations);
+        const frame = stack.pop();
+        if (frame === undefined) {
+          assert(best !== undefined, 'the root is a stored node and reached a dead end');
+          return { type: 'violation', statesExplored: explored(), violation: explain(key, operations, steps, best) };
+        }
+        state = frame.stateBefore;
+        enablingFrom = frame.enablingFromBefore;
+        unplace(frame.operation, frame.completedBefore);
+        if (frame.call !== undefined) {
+          unlift(frame.call);
+          node = frame.call.next;
+          group = -1;
+        } else {
+          group = frame.group + 1;
+          firstReturnOrder = frame.firstReturnOrder;
+        }
+        continue;
+      }
+      const candidate = groups[group]?.[placedByGroup[group] ?? 0];
+      if (candidate === undefined || (callOrders[candidate] ?? 0) > firstReturnOrder) {
+        group += 1;
+        continue;
+      }
+      operation = candidate;
     }
 
-    // The first pending return: every call that may come next has been tried in this pass.
-    if (pass === 'completed' && indeterminateLast && linearizedIndeterminate < indeterminateCount) {
-      node = head.next;
-      pass = 'indeterminate';
-      continue;
+    const step = steps[operation];
+    assert(step !== undefined, `operation ${operation} has a step`);
+    const next = apply(step, state);
+    if (next !== illegal && (enablingFrom === none || apply(step, enablingFrom) === illegal)) {
+      const isIndeterminate = group >= 0;
+      const completedBefore = place(operation);
+      if (!cache.dominates(completed.view, placedIndeterminate.words, next)) {
+        if (explored() >= maxStates) {
+          unplace(operation, completedBefore);
+          return unknownVerdict(key, operations, best ?? snapshotOf(stack, head, operations), maxStates, explored());
+        }
+        if (isIndeterminate) transientNodes += 1;
+        else cache.insert(completed.view, placedIndeterminate.words, next);
+        stack.push({ operation, call: isIndeterminate ? undefined : node, group, firstReturnOrder, stateBefore: state, enablingFromBefore: enablingFrom, completedBefore });
+        enablingFrom = isIndeterminate ? state : none;
+        state = next;
+        if (!isIndeterminate && node !== undefined) lift(node);
+        if (linearizedCompleted === completedCount) return { type: 'linearizable', statesExplored: explored() };
+        node = head.next;
+        group = -1;
+        continue;
+      }
+      unplace(operation, completedBefore);
     }
-    // A dead end: backtrack. Only a stored node can be the deepest point: a transient one has
-    // the depth of its parent, whose every legal continuation was tried.
-    if (enablingFrom === none && (best === undefined || linearizedCompleted > best.completedCount)) best = snapshotOf(stack, head, operations);
-    const frame = stack.pop();
-    if (frame === undefined) {
-      assert(best !== undefined, 'the root is a stored node and reached a dead end');
-      return { type: 'violation', statesExplored: explored(), violation: explain(key, operations, steps, best) };
-    }
-    const call = frame.call;
-    state = frame.stateBefore;
-    enablingFrom = frame.enablingFromBefore;
-    toggle(call.operation, false);
-    unlift(call);
-    node = call.next;
-    pass = frame.pass;
-  }
-
-  function isCandidate(operation: number, currentPass: Pass): boolean {
-    if (!indeterminate[operation]) return currentPass === 'completed';
-    if (indeterminateLast && currentPass !== 'indeterminate') return false;
-    // Of the pending indeterminate operations with the same step, only the earliest called.
-    const signature = symmetry.signatures[operation] ?? 0;
-    return symmetry.ranks[operation] === placedBySignature[signature];
+    if (group >= 0) group += 1;
+    else node = node?.next;
   }
 }
 
-const indeterminateLast = process.env.CHECKER_ORDER === 'two-pass';
-
 /**
- * Indeterminate operations with the same step (same kind, same value codes) are interchangeable
- * once called: they never return, so each stays available from its call on. The search therefore
- * only ever places the earliest-called pending one of each signature, so the placed ones of a
- * signature are always its first `n` by call order (the rank): 2^k subsets become k + 1 counts.
- */
-function indeterminateSymmetry(operations: readonly HistoryOperation[], steps: readonly Step[]): { signatures: number[]; ranks: number[]; signatureCount: number } {
-  const signatureIds = new Map<string, number>();
-  const signatures: number[] = operations.map(() => -1);
-  const ranks: number[] = operations.map(() => -1);
-  const countBySignature: number[] = [];
-  // Call order as in the event list: by call time, then history order.
-  const byCall = operations.map((_, index) => index).sort((a, b) => (operations[a]?.callMs ?? 0) - (operations[b]?.callMs ?? 0) || a - b);
-  for (const index of byCall) {
-    const step = steps[index];
-    if (operations[index]?.status !== 'info' || step === undefined) continue;
-    const text = `${step.code}|${step.value}|${step.expected}`;
-    let signature = signatureIds.get(text);
-    if (signature === undefined) {
-      signature = signatureIds.size;
-      signatureIds.set(text, signature);
-      countBySignature.push(0);
-    }
-    signatures[index] = signature;
-    ranks[index] = countBySignature[signature] ?? 0;
-    countBySignature[signature] = (countBySignature[signature] ?? 0) + 1;
-  }
-  return { signatures, ranks, signatureCount: signatureIds.size };
-}
-
-/**
- * The prefix on the stack, the register after it, and the completed operations pending there whose
- * call comes before the first pending return: the ones that had to be linearized next.
+ * The prefix on the stack and the completed operations pending there whose call comes before the
+ * first pending return: the ones that had to be linearized next.
  */
 function snapshotOf(stack: readonly Frame[], head: EventNode, operations: readonly HistoryOperation[]): Snapshot {
   const stuck: number[] = [];
   for (let node = head.next; node !== undefined && node.match !== undefined; node = node.next) {
     if (operations[node.operation]?.status === 'ok') stuck.push(node.operation);
   }
-  const prefix = stack.map((frame) => frame.call.operation);
+  const prefix = stack.map((frame) => frame.operation);
   const completedCount = prefix.filter((operation) => operations[operation]?.status === 'ok').length;
   return { prefix, completedCount, stuck };
 }
@@ -714,7 +837,7 @@ function explain(key: string, operations: readonly HistoryOperation[], steps: re
   const lastWriteClause =
     lastWrite === undefined
       ? 'nothing was written before it: the key was missing'
-      : `the last write before it, by client ${lastWrite.client}, ${lastWrite.kind === 'delete' ? 'deleted the key' : `wrote ${quote(lastWrite.input.value ?? '')}`}`;
+      : `the last write before it, by client ${lastWrite.client}, ${describeEffect(lastWrite)}`;
   let sourceClause = '';
   if (wanted !== null && wanted !== undefined) {
     const source = sourceIndex === undefined ? undefined : operationAt(operations, sourceIndex);
@@ -730,6 +853,7 @@ function explain(key: string, operations: readonly HistoryOperation[], steps: re
     key,
     operations: involvedOperations,
     message,
+    foundBy: 'search',
     prefix,
     stateAfterPrefix: replay(prefix),
     stuck: stuck.map((index) => operationAt(operations, index)),
@@ -750,7 +874,8 @@ function unknownVerdict(
     violation: {
       key,
       operations: [],
-      message: `unknown: the search stored ${maxStates} states on this key (${operations.length} operations) without deciding; the history may or may not be linearizable`,
+      foundBy: 'bound',
+      message: `unknown: the search entered ${maxStates} states (maxStatesPerKey) on this key (${operations.length} operations) without deciding; the history may or may not be linearizable`,
       prefix,
       stateAfterPrefix: replay(prefix),
       stuck: [],
@@ -795,4 +920,126 @@ function showState(value: string | null): string {
 
 function showMs(valueMs: number): string {
   return Number.isInteger(valueMs) ? String(valueMs) : valueMs.toFixed(3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct refutations
+
+/**
+ * Refutations that need no search. Each relies on values being unique (a value has one writer,
+ * so a register holds it only between that write and the next write); a value with several
+ * writers is left to the search. For a completed get that read value v, or a completed swap that
+ * expected v:
+ * - no operation wrote v (a failed write does not count: it certainly had no effect);
+ * - it returned before the write of v was called;
+ * - the write of v completed, then another completed write began and completed, all before it
+ *   was called: v was overwritten for good;
+ * - (a swap) an earlier-called completed swap also expected v and succeeded: after the first of
+ *   the two, v is gone.
+ * Reads of null are left to the search: deletes and the initial state all produce it.
+ */
+function findWitness(key: string, operations: readonly HistoryOperation[]): Violation | undefined {
+  const writersByValue = new Map<string, number[]>();
+  for (const [index, operation] of operations.entries()) {
+    if ((operation.kind === 'put' || operation.kind === 'cas') && operation.input.value !== undefined) {
+      const writers = writersByValue.get(operation.input.value);
+      if (writers === undefined) writersByValue.set(operation.input.value, [index]);
+      else writers.push(index);
+    }
+  }
+  // Completed writes by call time, with the earliest return among those called at or after each.
+  const effects = operations
+    .map((_, index) => index)
+    .filter((index) => isCompletedEffect(operationAt(operations, index)))
+    .sort((a, b) => byCall(operationAt(operations, a), operationAt(operations, b)) || a - b);
+  const earliestReturnFrom: number[] = new Array<number>(effects.length + 1).fill(-1);
+  for (let position = effects.length - 1; position >= 0; position -= 1) {
+    const here = effects[position] ?? -1;
+    const after = earliestReturnFrom[position + 1] ?? -1;
+    earliestReturnFrom[position] = after >= 0 && operationAt(operations, after).returnMs <= operationAt(operations, here).returnMs ? after : here;
+  }
+
+  const readers = operations
+    .map((_, index) => index)
+    .filter((index) => observedValue(operationAt(operations, index)) !== undefined)
+    .sort((a, b) => byCall(operationAt(operations, a), operationAt(operations, b)) || a - b);
+  const firstSwapByExpected = new Map<string, number>();
+  for (const index of readers) {
+    const reader = operationAt(operations, index);
+    const value = observedValue(reader);
+    assert(value !== undefined, 'a reader observed a value');
+    const writers = writersByValue.get(value) ?? [];
+    const refuted = (because: string, witnesses: number[]): Violation => ({
+      key,
+      operations: [...new Set([...witnesses, index])].sort((a, b) => byCall(operationAt(operations, a), operationAt(operations, b)) || a - b).map((at) => operationAt(operations, at)),
+      message: `${describeOutcome(reader)} but no linearization allows it (${because})`,
+      foundBy: 'direct',
+      prefix: [],
+      stateAfterPrefix: null,
+      stuck: [reader],
+    });
+    if (writers.length === 0) return refuted(`no operation wrote ${quote(value)}`, []);
+    if (writers.length > 1) continue;
+    const writerIndex = writers[0] ?? -1;
+    const writer = operationAt(operations, writerIndex);
+    if (reader.returnMs < writer.callMs) {
+      return refuted(`it returned at ${showMs(reader.returnMs)} ms, before the write of ${quote(value)} by client ${writer.client} was called at ${showMs(writer.callMs)} ms`, [writerIndex]);
+    }
+    if (writer.status === 'ok') {
+      const position = firstCalledAfter(effects, operations, writer.returnMs);
+      const overwriterIndex = earliestReturnFrom[position] ?? -1;
+      if (overwriterIndex >= 0) {
+        const overwriter = operationAt(operations, overwriterIndex);
+        if (overwriter.returnMs < reader.callMs) {
+          return refuted(
+            `${quote(value)} was written by client ${writer.client}, then a later write by client ${overwriter.client} ${describeEffect(overwriter)} ` +
+              `and completed before it was called`,
+            [writerIndex, overwriterIndex],
+          );
+        }
+      }
+    }
+    if (reader.kind === 'cas') {
+      const earlier = firstSwapByExpected.get(value);
+      if (earlier !== undefined) {
+        const other = operationAt(operations, earlier);
+        return refuted(`cas by client ${other.client} from ${quote(value)} to ${quote(other.input.value ?? '')} also succeeded, and only client ${writer.client} wrote ${quote(value)}, once`, [writerIndex, earlier]);
+      }
+      firstSwapByExpected.set(value, index);
+    }
+  }
+  return undefined;
+}
+
+/** The non-null value a completed get read or a completed successful swap expected. */
+function observedValue(operation: HistoryOperation): string | undefined {
+  if (operation.status !== 'ok') return undefined;
+  if (operation.kind === 'get') return operation.output.value ?? undefined;
+  if (operation.kind === 'cas' && operation.output.value !== conflictMarker) return operation.input.expectedValue;
+  return undefined;
+}
+
+/** A completed operation that certainly changed the register. */
+function isCompletedEffect(operation: HistoryOperation): boolean {
+  if (operation.status !== 'ok') return false;
+  if (operation.kind === 'put') return true;
+  if (operation.kind === 'delete') return operation.output.value !== null;
+  if (operation.kind === 'cas') return operation.output.value !== conflictMarker;
+  return false;
+}
+
+/** The position in `effects` (sorted by call) of the first one called strictly after `timeMs`. */
+function firstCalledAfter(effects: readonly number[], operations: readonly HistoryOperation[], timeMs: number): number {
+  let low = 0;
+  let high = effects.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (operationAt(operations, effects[middle] ?? -1).callMs > timeMs) high = middle;
+    else low = middle + 1;
+  }
+  return low;
+}
+
+function describeEffect(operation: HistoryOperation): string {
+  return operation.kind === 'delete' ? 'deleted the key' : `wrote ${quote(operation.input.value ?? '')}`;
 }

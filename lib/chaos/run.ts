@@ -36,7 +36,7 @@ export interface ChaosReport {
   operations: { total: number; ok: number; fail: number; info: number; byKind: Record<string, number>; unexpected: number; unexpectedSamples: string[] };
   faults: { total: number; byKind: Record<string, number>; log: { kind: string; atS: number; detail: string }[] };
   failoverMs: { count: number; min: number | null; median: number | null; max: number | null; leaseMs: number };
-  checker: { linearizable: boolean; timedOut: boolean; keys: number; operations: number; statesExplored: number; ms: number; explanation: string | null };
+  checker: { linearizable: boolean; timedOut: boolean; violatingKeys: string[]; keys: number; operations: number; statesExplored: number; ms: number; explanation: string | null };
   lost: { count: number; acknowledged: number; samples: string[] };
   diverged: { count: number; samples: string[] };
   session: { reads: number; servedByReplica: number; readYourWritesViolations: number; monotonicViolations: number; samples: string[] };
@@ -143,6 +143,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       checker: {
         linearizable: verdict.linearizable,
         timedOut: verdict.timedOut === true,
+        violatingKeys: verdict.violatingKeys ?? [],
         keys: verdict.keysChecked,
         operations: verdict.operationsChecked,
         statesExplored: verdict.statesExplored,
@@ -292,7 +293,8 @@ function printReport(report: ChaosReport, print: (line: string) => void): void {
   line('faults injected', `${report.faults.total} ${JSON.stringify(report.faults.byKind)}`);
   const failover = report.failoverMs;
   line('failovers seen', failover.count === 0 ? 'none' : `${failover.count}: min ${failover.min} ms, median ${failover.median} ms, max ${failover.max} ms (leaseMs ${failover.leaseMs})`);
-  line('checker', `${report.checker.linearizable ? 'linearizable' : report.checker.timedOut ? 'UNKNOWN (search bound hit)' : 'NOT linearizable'}: ${report.checker.operations} operations on ${report.checker.keys} keys, ${report.checker.statesExplored} states, ${report.checker.ms} ms`);
+  const verdict = report.checker.linearizable ? 'linearizable' : report.checker.violatingKeys.length > 0 ? `NOT linearizable (keys ${report.checker.violatingKeys.join(', ')})` : 'UNKNOWN (search bound hit)';
+  line('checker', `${verdict}: ${report.checker.operations} operations on ${report.checker.keys} keys, ${report.checker.statesExplored} states, ${report.checker.ms} ms`);
   if (report.checker.explanation !== null) print(report.checker.explanation);
   line('acknowledged writes', `${report.lost.acknowledged}, lost ${report.lost.count}`);
   for (const sample of report.lost.samples) print(`    ${sample}`);

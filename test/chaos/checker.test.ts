@@ -167,6 +167,77 @@ function simulatedPlan(seed: number, operationCount: number, clients: number, ke
   return plan;
 }
 
+/**
+ * The definition, by brute force: some order of the completed operations (and of any subset of
+ * the indeterminate ones) that respects real time and that the register model accepts. No memo,
+ * no reductions; exponential, so only for a handful of operations on one key.
+ */
+function linearizableByBruteForce(history: readonly HistoryOperation[]): boolean {
+  const operations = history.filter((operation) => operation.status === 'ok' || (operation.status === 'info' && operation.kind !== 'get'));
+  const placed = operations.map(() => false);
+  const completedCount = operations.filter((operation) => operation.status === 'ok').length;
+  const step = (operation: HistoryOperation, register: string | null): { legal: boolean; next: string | null } => {
+    const indeterminate = operation.status === 'info';
+    switch (operation.kind) {
+      case 'put':
+        return { legal: true, next: operation.input.value ?? null };
+      case 'get':
+        return { legal: operation.output.value === register, next: register };
+      case 'delete':
+        return !indeterminate && operation.output.value === null ? { legal: register === null, next: register } : { legal: true, next: null };
+      case 'cas': {
+        const expected = operation.input.expectedValue ?? null;
+        if (!indeterminate && operation.output.value === conflictMarker) return { legal: register !== expected, next: register };
+        return { legal: register === expected, next: operation.input.value ?? null };
+      }
+    }
+  };
+  const search = (register: string | null, completedPlaced: number): boolean => {
+    if (completedPlaced === completedCount) return true;
+    for (const [index, operation] of operations.entries()) {
+      if (placed[index]) continue;
+      // Real time: every completed operation that returned before this call must come first.
+      const blocked = operations.some((other, otherIndex) => !placed[otherIndex] && other.status === 'ok' && other.returnMs < operation.callMs);
+      if (blocked) continue;
+      const { legal, next } = step(operation, register);
+      if (!legal) continue;
+      placed[index] = true;
+      const found = search(next, completedPlaced + (operation.status === 'ok' ? 1 : 0));
+      placed[index] = false;
+      if (found) return true;
+    }
+    return false;
+  };
+  return search(null, 0);
+}
+
+/** Arbitrary operations on one key: few values (so values repeat), times in a small range (so times tie), any output. */
+const arbitraryOperation = fc
+  .record({
+    client: fc.integer({ min: 0, max: 3 }),
+    kind: fc.constantFrom<OperationKind>('put', 'get', 'cas', 'delete'),
+    status: fc.constantFrom<OperationStatus>('ok', 'ok', 'info', 'info', 'fail'),
+    value: fc.constantFrom('a', 'b', 'c', 'd'),
+    seen: fc.constantFrom<string | null>('a', 'b', 'c', null),
+    expected: fc.constantFrom<string | undefined>('a', 'b', undefined),
+    outcome: fc.boolean(),
+    callMs: fc.integer({ min: 0, max: 30 }),
+    durationMs: fc.integer({ min: 0, max: 15 }),
+  })
+  .map(({ client, kind, status, value, seen, expected, outcome, callMs, durationMs }): HistoryOperation => {
+    const base = { client, kind, key, status, callMs, returnMs: callMs + durationMs };
+    switch (kind) {
+      case 'put':
+        return { ...base, input: { value }, output: {} };
+      case 'get':
+        return { ...base, input: {}, output: status === 'ok' ? { value: seen } : {} };
+      case 'cas':
+        return { ...base, input: expected === undefined ? { value } : { value, expectedValue: expected }, output: status === 'ok' && outcome ? { value: conflictMarker } : {} };
+      case 'delete':
+        return { ...base, input: {}, output: status === 'ok' && outcome ? { value: null } : {} };
+    }
+  });
+
 describe('Function: checkHistory', () => {
   describe('linearizable histories', () => {
     it('accepts a sequential history of every kind of operation', () => {
@@ -256,9 +327,39 @@ describe('Function: checkHistory', () => {
       expect(result.operationsChecked).toBe(4);
     });
 
+    it('accepts an indeterminate delete that must come after later operations (the memo prunes only dominated nodes)', () => {
+      // Prepare: the 404 needs the indeterminate delete placed after the cas, although its call is
+      // the earliest; a search that reached the same node with that delete placed early must not
+      // prune the branch that keeps it for later.
+      const history = [
+        remove(1, 2, 2, 'missing'),
+        remove(1, 0, 0),
+        cas(1, undefined, 'a', 1, 1),
+        remove(2, 0, 0, 'info'),
+        put(3, 'a', 0, 0),
+      ];
+
+      // Act
+      const result = checkHistory(history);
+
+      // Assess
+      expectLinearizable(result);
+    });
+
     it('accepts a delete answered 404 when the key was missing, including before a concurrent put', () => {
       // Prepare
       const history = [remove(1, 0, 10, 'missing'), put(2, 'a', 20, 50), remove(3, 30, 40, 'missing'), remove(1, 60, 70), remove(2, 80, 90, 'missing'), get(3, null, 100, 110)];
+
+      // Act
+      const result = checkHistory(history);
+
+      // Assess
+      expectLinearizable(result);
+    });
+
+    it('accepts a read of a value written twice when the second write explains it', () => {
+      // Prepare
+      const history = [put(1, 'a', 0, 10), put(2, 'b', 20, 30), put(4, 'a', 35, 45), get(3, 'a', 50, 60)];
 
       // Act
       const result = checkHistory(history);
@@ -301,97 +402,128 @@ describe('Function: checkHistory', () => {
   });
 
   describe('histories that are not linearizable', () => {
-    it('rejects the classic stale read: a read after a completed write returns the older value', () => {
+    /** Every case is decided twice: by the direct refutations (default) and by the search alone. */
+    const modes = [
+      { mode: 'direct', options: {} },
+      { mode: 'search', options: { searchOnly: true } },
+    ] as const;
+
+    it.each(modes)('rejects the classic stale read: a read after a completed write returns the older value ($mode)', ({ mode, options }) => {
       // Prepare
       const first = put(1, 'a', 0, 10);
       const second = put(2, 'b', 20, 30);
       const stale = get(3, 'a', 40, 50);
 
       // Act
-      const result = checkHistory([first, second, stale]);
+      const result = checkHistory([first, second, stale], options);
 
       // Assess
       expect(result.linearizable).toBe(false);
       expect(result.timedOut).toBeUndefined();
       expect(result.violatingKeys).toEqual([key]);
-      expect(result.violation?.key).toBe(key);
-      expect(result.violation?.operations).toEqual([first, second, stale]);
-      expect(result.violation?.stuck).toEqual([stale]);
-      expect(result.violation?.prefix).toEqual([first, second]);
-      expect(result.violation?.stateAfterPrefix).toBe('b');
+      expect(result.violation).toMatchObject({ key, foundBy: mode, operations: [first, second, stale], stuck: [stale] });
       expect(result.violation?.message).toBe(
-        'get by client 3 returned "a" but no linearization allows it (the last write before it, by client 2, wrote "b"); "a" was written by client 1 (put, called at 0 ms)',
+        mode === 'direct'
+          ? 'get by client 3 returned "a" but no linearization allows it ("a" was written by client 1, then a later write by client 2 wrote "b" and completed before it was called)'
+          : 'get by client 3 returned "a" but no linearization allows it (the last write before it, by client 2, wrote "b"); "a" was written by client 1 (put, called at 0 ms)',
       );
+      if (mode === 'search') expect(result.violation).toMatchObject({ prefix: [first, second], stateAfterPrefix: 'b' });
     });
 
-    it('rejects a lost update: two cas from the same expected value both succeed', () => {
+    it.each(modes)('rejects a lost update: two cas from the same expected value both succeed ($mode)', ({ mode, options }) => {
       // Prepare
       const initial = put(0, 'x', 0, 10);
       const firstSwap = cas(1, 'x', 'a', 20, 40);
       const secondSwap = cas(2, 'x', 'b', 25, 45);
 
       // Act
-      const result = checkHistory([initial, firstSwap, secondSwap]);
+      const result = checkHistory([initial, firstSwap, secondSwap], options);
 
       // Assess
       expect(result.linearizable).toBe(false);
-      expect(result.violation?.key).toBe(key);
-      expect(result.violation?.operations).toEqual([initial, firstSwap, secondSwap]);
+      expect(result.violation).toMatchObject({ key, foundBy: mode, operations: [initial, firstSwap, secondSwap], stuck: [secondSwap] });
       expect(result.violation?.message).toBe(
-        'cas by client 2 from "x" to "b" succeeded but no linearization allows it (the last write before it, by client 1, wrote "a"); "x" was written by client 0 (put, called at 0 ms)',
+        mode === 'direct'
+          ? 'cas by client 2 from "x" to "b" succeeded but no linearization allows it (cas by client 1 from "x" to "a" also succeeded, and only client 0 wrote "x", once)'
+          : 'cas by client 2 from "x" to "b" succeeded but no linearization allows it (the last write before it, by client 1, wrote "a"); "x" was written by client 0 (put, called at 0 ms)',
       );
     });
 
-    it('rejects a read of a value never written', () => {
+    it.each(modes)('rejects a read of a value never written ($mode)', ({ mode, options }) => {
       // Prepare
       const write = put(1, 'a', 0, 10);
       const phantom = get(2, 'zzz', 5, 30);
 
       // Act
-      const result = checkHistory([write, phantom]);
+      const result = checkHistory([write, phantom], options);
 
       // Assess
       expect(result.linearizable).toBe(false);
-      expect(result.violation?.key).toBe(key);
+      expect(result.violation).toMatchObject({ key, foundBy: mode, stuck: [phantom] });
       expect(result.violation?.operations).toContain(phantom);
-      expect(result.violation?.message).toMatch(/^get by client 2 returned "zzz" but no linearization allows it \(.*\); no operation wrote "zzz"$/);
+      expect(result.violation?.message).toMatch(/^get by client 2 returned "zzz" but no linearization allows it \(.*no operation wrote "zzz"\)?$/);
     });
 
-    it('rejects a client that does not read its own completed write', () => {
+    it.each(modes)('rejects a client that does not read its own completed write ($mode)', ({ mode, options }) => {
       // Prepare
       const other = put(2, 'b', 0, 5);
       const own = put(1, 'a', 10, 20);
       const read = get(1, 'b', 30, 40);
 
       // Act
-      const result = checkHistory([other, own, read]);
+      const result = checkHistory([other, own, read], options);
 
       // Assess
       expect(result.linearizable).toBe(false);
-      expect(result.violation?.key).toBe(key);
-      expect(result.violation?.operations).toEqual([other, own, read]);
-      expect(result.violation?.message).toContain('(the last write before it, by client 1, wrote "a")');
+      expect(result.violation).toMatchObject({ key, foundBy: mode, operations: [other, own, read], stuck: [read] });
+      expect(result.violation?.message).toContain(mode === 'direct' ? 'a later write by client 1 wrote "a"' : 'the last write before it, by client 1, wrote "a"');
     });
 
-    it('rejects a read that returns a value after its delete completed', () => {
+    it.each(modes)('rejects a read that returns a value after its delete completed ($mode)', ({ mode, options }) => {
       // Prepare
       const write = put(1, 'a', 0, 10);
       const deletion = remove(2, 20, 30);
       const read = get(3, 'a', 40, 50);
 
       // Act
-      const result = checkHistory([write, deletion, read]);
+      const result = checkHistory([write, deletion, read], options);
 
       // Assess
       expect(result.linearizable).toBe(false);
-      expect(result.violation?.key).toBe(key);
-      expect(result.violation?.operations).toEqual([write, deletion, read]);
-      expect(result.violation?.message).toBe(
-        'get by client 3 returned "a" but no linearization allows it (the last write before it, by client 2, deleted the key); "a" was written by client 1 (put, called at 0 ms)',
-      );
+      expect(result.violation).toMatchObject({ key, foundBy: mode, operations: [write, deletion, read], stuck: [read] });
+      expect(result.violation?.message).toContain(mode === 'direct' ? 'a later write by client 2 deleted the key' : 'the last write before it, by client 2, deleted the key');
     });
 
-    it('rejects a delete answered 404 while the key held a value', () => {
+    it.each(modes)('rejects a read that returned before the write of its value was called ($mode)', ({ mode, options }) => {
+      // Prepare
+      const early = get(1, 'a', 0, 10);
+      const write = put(2, 'a', 20, 30);
+
+      // Act
+      const result = checkHistory([early, write], options);
+
+      // Assess
+      expect(result.linearizable).toBe(false);
+      expect(result.violation).toMatchObject({ key, foundBy: mode, stuck: [early] });
+      if (mode === 'direct') {
+        expect(result.violation?.message).toBe('get by client 1 returned "a" but no linearization allows it (it returned at 10 ms, before the write of "a" by client 2 was called at 20 ms)');
+      }
+    });
+
+    it.each(modes)('rejects a read of a write whose only attempt failed ($mode)', ({ mode, options }) => {
+      // Prepare
+      const history = [put(1, 'a', 0, 10), put(2, 'b', 20, 30, 'fail'), get(3, 'b', 40, 50)];
+
+      // Act
+      const result = checkHistory(history, options);
+
+      // Assess
+      expect(result.linearizable).toBe(false);
+      expect(result.violation?.foundBy).toBe(mode);
+      expect(result.violation?.message).toContain('no operation wrote "b"');
+    });
+
+    it('rejects a delete answered 404 while the key held a value (found by the search)', () => {
       // Prepare
       const write = put(1, 'a', 0, 10);
       const notFound = remove(2, 20, 30, 'missing');
@@ -401,11 +533,11 @@ describe('Function: checkHistory', () => {
 
       // Assess
       expect(result.linearizable).toBe(false);
-      expect(result.violation?.operations).toEqual([write, notFound]);
+      expect(result.violation).toMatchObject({ foundBy: 'search', operations: [write, notFound], stuck: [notFound] });
       expect(result.violation?.message).toBe('delete by client 2 found the key missing but no linearization allows it (the last write before it, by client 1, wrote "a")');
     });
 
-    it('rejects a cas that reports a conflict although the register held the expected value', () => {
+    it('rejects a cas that reports a conflict although the register held the expected value (found by the search)', () => {
       // Prepare
       const write = put(1, 'x', 0, 10);
       const refused = cas(2, 'x', 'y', 20, 30, 'conflict');
@@ -415,22 +547,22 @@ describe('Function: checkHistory', () => {
 
       // Assess
       expect(result.linearizable).toBe(false);
-      expect(result.violation?.stuck).toEqual([refused]);
+      expect(result.violation).toMatchObject({ foundBy: 'search', stuck: [refused] });
     });
 
-    it('rejects a read of a write whose only attempt failed', () => {
-      // Prepare
-      const history = [put(1, 'a', 0, 10), put(2, 'b', 20, 30, 'fail'), get(3, 'b', 40, 50)];
+    it('leaves a value written twice to the search, which still finds a stale read', () => {
+      // Prepare: "a" has two writers, so no direct refutation applies to it.
+      const history = [put(1, 'a', 0, 10), put(2, 'b', 20, 30), get(3, 'a', 40, 50), put(4, 'a', 60, 70), get(3, 'a', 80, 90)];
 
       // Act
       const result = checkHistory(history);
 
       // Assess
       expect(result.linearizable).toBe(false);
-      expect(result.violation?.message).toContain('no operation wrote "b"');
+      expect(result.violation).toMatchObject({ foundBy: 'search', stuck: [history[2]] });
     });
 
-    it('names the only bad key of three (P-compositionality)', () => {
+    it.each(modes)('names the only bad key of three (P-compositionality, $mode)', ({ mode, options }) => {
       // Prepare: three keys interleaved in time; only k2 has a stale read.
       const history = [
         put(1, 'a1', 0, 10, 'ok', 'k1'),
@@ -445,12 +577,12 @@ describe('Function: checkHistory', () => {
       ];
 
       // Act
-      const result = checkHistory(history);
+      const result = checkHistory(history, options);
 
       // Assess
       expect(result.linearizable).toBe(false);
       expect(result).toMatchObject({ keysChecked: 3, operationsChecked: 9, violatingKeys: ['k2'] });
-      expect(result.violation?.key).toBe('k2');
+      expect(result.violation).toMatchObject({ key: 'k2', foundBy: mode });
       expect(result.violation?.operations.every((operation) => operation.key === 'k2')).toBe(true);
     });
   });
@@ -469,7 +601,7 @@ describe('Function: checkHistory', () => {
       expect(result.undecidedKeys).toEqual([key]);
       expect(result.violatingKeys).toBeUndefined();
       expect(result.statesExplored).toBe(2);
-      expect(result.violation?.message).toMatch(/^unknown: the search stored 2 states on this key/);
+      expect(result.violation?.message).toMatch(/^unknown: the search entered 2 states \(maxStatesPerKey\) on this key/);
       expect(checkHistory(history, { maxStatesPerKey: 4 }).linearizable).toBe(true);
     });
 
@@ -500,7 +632,7 @@ describe('Function: checkHistory', () => {
     });
   });
 
-  describe('input', () => {
+  describe('input and determinism', () => {
     it('refuses a completed get without a recorded value (a recorder bug, not a verdict)', () => {
       // Prepare
       const malformed: HistoryOperation = { client: 1, kind: 'get', key, input: {}, status: 'ok', output: {}, callMs: 0, returnMs: 1 };
@@ -555,7 +687,10 @@ describe('Function: checkHistory', () => {
       );
     });
 
-    it('rejects such a history once one get returns a value never written, naming its key', () => {
+    it.each([
+      { mode: 'direct', options: {} },
+      { mode: 'search', options: { searchOnly: true } },
+    ])('rejects such a history once one get returns a value never written, naming its key ($mode)', ({ options }) => {
       fc.assert(
         fc.property(planArbitrary, fc.nat(), (plan, choice) => {
           // Prepare
@@ -569,7 +704,7 @@ describe('Function: checkHistory', () => {
           history[mutatedIndex] = mutated;
 
           // Act
-          const result = checkHistory(history);
+          const result = checkHistory(history, options);
 
           // Assess
           expect(result.linearizable).toBe(false);
@@ -578,8 +713,75 @@ describe('Function: checkHistory', () => {
           expect(result.violation?.key).toBe(mutated.key);
           expect(result.violation?.stuck.length).toBeGreaterThan(0);
         }),
+        { numRuns: 300 },
+      );
+    });
+
+    it('agrees with a brute-force search on small arbitrary histories (values repeat, times tie, some indeterminate)', () => {
+      let accepted = 0;
+      let rejected = 0;
+      fc.assert(
+        fc.property(fc.array(arbitraryOperation, { minLength: 1, maxLength: 10 }), (history) => {
+          // Act
+          const expected = linearizableByBruteForce(history);
+          const direct = checkHistory(history);
+          const search = checkHistory(history, { searchOnly: true });
+
+          // Assess
+          expect(search.linearizable, formatViolation(search)).toBe(expected);
+          expect(direct.linearizable, formatViolation(direct)).toBe(expected);
+          if (expected) accepted += 1;
+          else rejected += 1;
+        }),
+        { numRuns: 5_000 },
+      );
+      expect(accepted).toBeGreaterThan(500);
+      expect(rejected).toBeGreaterThan(500);
+    });
+
+    it('agrees with the search alone on arbitrary mutations (the direct refutations are sound)', () => {
+      let rejected = 0;
+      fc.assert(
+        fc.property(planArbitrary, fc.nat(), fc.nat(), fc.constantFrom('read-other', 'read-missing', 'flip-cas', 'flip-delete'), (plan, choice, valueChoice, mutation) => {
+          // Prepare: a mutation that may or may not break linearizability.
+          const history = historyOf(plan);
+          const written = history.flatMap((operation) => (operation.input.value === undefined ? [] : [operation.input.value]));
+          const targets = history.flatMap((operation, index) => {
+            if (operation.status !== 'ok') return [];
+            if ((mutation === 'read-other' || mutation === 'read-missing') && operation.kind === 'get') return [index];
+            if (mutation === 'flip-cas' && operation.kind === 'cas') return [index];
+            if (mutation === 'flip-delete' && operation.kind === 'delete') return [index];
+            return [];
+          });
+          fc.pre(targets.length > 0 && written.length > 0);
+          const index = targets[choice % targets.length] ?? 0;
+          const original = history[index];
+          if (original === undefined) throw new Error('the chosen operation exists');
+          const output =
+            mutation === 'read-other'
+              ? { value: written[valueChoice % written.length] ?? null }
+              : mutation === 'read-missing'
+                ? { value: null }
+                : mutation === 'flip-cas'
+                  ? original.output.value === conflictMarker ? {} : { value: conflictMarker }
+                  : original.output.value === null ? {} : { value: null };
+          history[index] = { ...original, output };
+
+          // Act
+          const direct = checkHistory(history);
+          const search = checkHistory(history, { searchOnly: true });
+
+          // Assess
+          expect(direct.timedOut).toBeUndefined();
+          expect(search.timedOut).toBeUndefined();
+          expect(direct.linearizable, formatViolation(direct)).toBe(search.linearizable);
+          expect(direct.violatingKeys).toEqual(search.violatingKeys);
+          if (!direct.linearizable) rejected += 1;
+        }),
         { numRuns: 500 },
       );
+      // The mutations must exercise both verdicts, or the comparison says little.
+      expect(rejected).toBeGreaterThan(50);
     });
   });
 
@@ -598,18 +800,24 @@ describe('Function: checkHistory', () => {
       const badStartMs = performance.now();
       const rejected = checkHistory(bad);
       const badMs = performance.now() - badStartMs;
+      const searchStartMs = performance.now();
+      const rejectedBySearch = checkHistory(bad, { searchOnly: true });
+      const searchMs = performance.now() - searchStartMs;
 
       // Assess
       console.log(
         `checker: ${history.length} operations (${good.operationsChecked} checked) over ${good.keysChecked} keys: ` +
           `linearizable in ${goodMs.toFixed(1)} ms, ${good.statesExplored} states; ` +
-          `mutated get rejected in ${badMs.toFixed(1)} ms, ${rejected.statesExplored} states`,
+          `mutated get rejected in ${badMs.toFixed(1)} ms (direct), ` +
+          `by the search alone in ${searchMs.toFixed(1)} ms, ${rejectedBySearch.statesExplored} states`,
       );
-      console.log(formatViolation(rejected));
+      console.log(formatViolation(rejectedBySearch));
       expectLinearizable(good);
       expect(good.keysChecked).toBe(5);
       expect(rejected.linearizable).toBe(false);
       expect(rejected.violation?.key).toBe(history[badIndex]?.key);
+      expect(rejectedBySearch.linearizable).toBe(false);
+      expect(rejectedBySearch.violation?.key).toBe(history[badIndex]?.key);
       expect(goodMs).toBeLessThan(30_000);
     });
   });
@@ -624,9 +832,28 @@ describe('Function: formatViolation', () => {
     expect(text).toBe('linearizable: 1 keys, 2 operations, 2 states explored');
   });
 
-  it('explains a violation with the key, the prefix and every operation involved', () => {
+  it('explains a direct refutation with the key and its witnesses', () => {
     // Prepare
     const result = checkHistory([put(1, 'a', 0, 10), put(2, 'b', 20, 30), get(3, 'a', 40, 50)]);
+
+    // Act
+    const text = formatViolation(result);
+
+    // Assess
+    expect(text.split('\n')).toEqual([
+      'NOT linearizable (1 keys, 3 operations, 0 states explored)',
+      'keys not linearizable: "k"',
+      'key "k": get by client 3 returned "a" but no linearization allows it ("a" was written by client 1, then a later write by client 2 wrote "b" and completed before it was called)',
+      'operations involved:',
+      '  client 1 put "k" input {"value":"a"} output {} call 0 ms return 10 ms [ok]',
+      '  client 2 put "k" input {"value":"b"} output {} call 20 ms return 30 ms [ok]',
+      '  client 3 get "k" input {} output {"value":"a"} call 40 ms return 50 ms [ok]',
+    ]);
+  });
+
+  it('explains a violation found by the search with the key, the prefix and every operation involved', () => {
+    // Prepare
+    const result = checkHistory([put(1, 'a', 0, 10), put(2, 'b', 20, 30), get(3, 'a', 40, 50)], { searchOnly: true });
 
     // Act
     const text = formatViolation(result);
