@@ -48,12 +48,14 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
           const headIndex = heads[shard]?.index ?? 0;
           const seen = lastApplied.get(shard);
           const idle = seen !== undefined && seen.appliedIndex === appliedIndex && clock.monotonicMs() - seen.sinceMs >= idleMs;
+          let repaired = 0;
           if (appliedIndex < headIndex && idle) {
-            const repaired = await applier.repair(shard, headIndex);
+            repaired = await applier.repair(shard, headIndex);
             if (repaired > 0) log(`replica ${config.region}: shard ${shard} stood at ${appliedIndex} behind home head ${headIndex} for ${idleMs} ms; pulled ${repaired} entries`);
             summary.repaired += repaired;
           }
-          const current = await replica.readProgress(shard);
+          // The progress read at the top of the tick is current unless this tick repaired.
+          const current = repaired > 0 ? await replica.readProgress(shard) : (progress.get(shard) ?? (await replica.readProgress(shard)));
           appliedIndex = current.appliedIndex;
           if (seen === undefined || seen.appliedIndex !== appliedIndex) lastApplied.set(shard, { appliedIndex, sinceMs: clock.monotonicMs() });
           // A report is a write to the home region: send it when the shard moved, else only as a
