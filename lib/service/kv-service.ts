@@ -72,7 +72,11 @@ interface CachedLease {
  */
 export class KvService {
   readonly #leases = new Map<number, CachedLease>();
+  /** A lease re-read in flight per shard: concurrent writers of a shard share it. */
+  readonly #leaseReads = new Map<number, Promise<CachedLease>>();
   readonly #heads = new Map<number, LogHead | undefined>();
+  /** The tail of each shard's queue of commits in this instance (see #exclusive). */
+  readonly #commitQueues = new Map<number, Promise<void>>();
   #watching = 0;
 
   constructor(
@@ -142,20 +146,34 @@ export class KvService {
       if (attempt > 0) await sleep(backoffMs(attempt, limits.retryBackoffMsBase, limits.retryBackoffMsMax, this.random));
       const lease = await this.#liveLease(shard);
       if (this.beforeCommit !== undefined) await this.beforeCommit(shard, lease.epoch);
-      const head = this.#heads.has(shard) ? this.#heads.get(shard) : await this.store.readHead(shard);
-      const entry = sealEntry(head, {
-        shard,
-        index: (head?.index ?? 0) + 1,
-        epoch: lease.epoch,
-        ops: [operation],
-        requestId,
-        committedAtMs: this.clock.wallMs(),
-      });
+      let entry: LogEntry | undefined;
       try {
-        await this.store.commit({ entry, kv: { change, precondition } });
-        this.#heads.set(shard, { index: entry.index, hash: entry.hash });
-        await this.#ship(entry);
-        return { key: change.key, shard, version: entry.index, epoch: entry.epoch, index: entry.index };
+        // One commit per shard at a time in this instance: concurrent writers of a shard would
+        // all take the same next index, and all but one would lose the race, back off and retry.
+        const shipped = await this.#exclusive(shard, async () => {
+          const head = this.#heads.has(shard) ? this.#heads.get(shard) : await this.store.readHead(shard);
+          entry = sealEntry(head, {
+            shard,
+            index: (head?.index ?? 0) + 1,
+            epoch: lease.epoch,
+            ops: [operation],
+            requestId,
+            committedAtMs: this.clock.wallMs(),
+          });
+          try {
+            await this.store.commit({ entry, kv: { change, precondition } });
+          } catch (error) {
+            // Forget a head that proved stale (or may be) before the next queued commit uses it.
+            if (error instanceof HeadConflictError || !(error instanceof EpochKvError)) this.#heads.delete(shard);
+            throw error;
+          }
+          this.#heads.set(shard, { index: entry.index, hash: entry.hash });
+          // Queued for sending before the next commit of the shard starts, so sends keep log order.
+          return { entry, sending: this.#ship(entry) };
+        });
+        await shipped.sending;
+        const committed = shipped.entry;
+        return { key: change.key, shard, version: committed.index, epoch: committed.epoch, index: committed.index };
       } catch (error) {
         if (error instanceof StaleEpochError) {
           this.#leases.delete(shard);
@@ -171,6 +189,8 @@ export class KvService {
           // Not a refusal: a timeout or a dropped connection. The transaction may have
           // committed; the log tells, because the entry carries our request id.
           this.#heads.delete(shard);
+          // No entry: the head read failed before anything was sent.
+          if (entry === undefined) throw error;
           const stored = await this.store.readLogEntry(shard, entry.index).catch(() => undefined);
           if (stored?.requestId === requestId) {
             return { key: change.key, shard, version: entry.index, epoch: entry.epoch, index: entry.index };
@@ -185,6 +205,26 @@ export class KvService {
     throw new RetriesExhaustedError(
       `the write to "${change.key}" lost ${limits.writeAttemptsMax} races in a row (${lastRace?.code ?? 'unknown'}) and was not applied; retry`,
     );
+  }
+
+  /**
+   * Runs `task` after every earlier task of the shard in this instance has finished (a FIFO
+   * queue per shard). Only the order of this instance's own commits changes: the transaction's
+   * conditions still decide every race, with other instances too.
+   */
+  async #exclusive<T>(shard: number, task: () => Promise<T>): Promise<T> {
+    const previous = this.#commitQueues.get(shard) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const tail = previous.then(() => mine);
+    this.#commitQueues.set(shard, tail);
+    await previous;
+    try {
+      return await task();
+    } finally {
+      release();
+      if (this.#commitQueues.get(shard) === tail) this.#commitQueues.delete(shard);
+    }
   }
 
   /**
@@ -230,15 +270,13 @@ export class KvService {
     let cached = this.#leases.get(shard);
     const now = this.clock.monotonicMs();
     if (cached === undefined || now - cached.readAtMs > this.options.tickMs || !this.#isLive(cached.record)) {
-      cached = { record: await this.store.readLease(shard), readAtMs: this.clock.monotonicMs() };
-      // Handoffs (a new leader's marker, a shard given back to spread load, a node's next
-      // invocation) finish within a tick or two: wait that long, bounded, rather than answer 503.
-      const waitStartMs = this.clock.monotonicMs();
-      while (!this.#isLive(cached.record) && this.clock.monotonicMs() - waitStartMs < this.#leaderWaitMs()) {
-        await sleep(leaderPollMs);
-        cached = { record: await this.store.readLease(shard), readAtMs: this.clock.monotonicMs() };
+      // Concurrent writers of the shard wait for the same read rather than each sending one.
+      let reading = this.#leaseReads.get(shard);
+      if (reading === undefined) {
+        reading = this.#readLiveLease(shard).finally(() => this.#leaseReads.delete(shard));
+        this.#leaseReads.set(shard, reading);
       }
-      this.#leases.set(shard, cached);
+      cached = await reading;
     }
     const record = cached.record;
     if (record === undefined || record.holder === undefined || !this.#isLive(record)) {
@@ -246,6 +284,19 @@ export class KvService {
       throw new NoLeaderError(shard, limits.retryAfterSeconds);
     }
     return { ...record, holder: record.holder };
+  }
+
+  async #readLiveLease(shard: number): Promise<CachedLease> {
+    let cached: CachedLease = { record: await this.store.readLease(shard), readAtMs: this.clock.monotonicMs() };
+    // Handoffs (a new leader's marker, a shard given back to spread load, a node's next
+    // invocation) finish within a tick or two: wait that long, bounded, rather than answer 503.
+    const waitStartMs = this.clock.monotonicMs();
+    while (!this.#isLive(cached.record) && this.clock.monotonicMs() - waitStartMs < this.#leaderWaitMs()) {
+      await sleep(leaderPollMs);
+      cached = { record: await this.store.readLease(shard), readAtMs: this.clock.monotonicMs() };
+    }
+    this.#leases.set(shard, cached);
+    return cached;
   }
 
   /** Two ticks: a handoff's length, and short against a failover (a lease). */

@@ -1,0 +1,73 @@
+/**
+ * `npm run bench [-- --quick]`: throughput, latency, replication lag, failover, scaling and
+ * cost of epochkv on the local cloud, against the raw DynamoDB Local limit of its write
+ * transaction and against etcd when it is installed. Prints a table, writes JSON, Markdown and
+ * an SVG chart under bench/results/. The last line of stdout is the summary.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import type { BenchReport } from '../lib/bench/report.ts';
+import { runBench, writeReport } from '../lib/bench/run.ts';
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+const usage = `usage: npm run bench -- [--quick] [--profile] [--no-etcd] [--results <dir>] [--no-save-latest]
+       npm run bench -- --render <report.json>
+
+  --quick           a 1–2 minute version: fewer cells, shorter phases, 2 failovers
+  --profile         CPU-profile an extra write phase (always done in full runs)
+  --no-etcd         skip the etcd peer even when etcd is installed
+  --results <dir>   where JSON, Markdown and SVG go (default bench/results)
+  --no-save-latest  a full run also writes lib/bench/latest.md and latest.svg (the README copy); not with this
+  --render <file>   print the tables of a saved JSON report and write its Markdown and SVG again (no run)
+
+Runs one DynamoDB Local (in memory) and the SQS emulator, the local cloud (8 shards, 3 node
+processes, 2 replica regions) and, when \`etcd\` is on PATH, a 3-member etcd cluster.
+The last line: bench: write_ratio_to_limit=<x> p99_ms=<y> lag_p99_ms=<z> failover_ms=<w>`;
+
+let values;
+try {
+  values = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
+      'no-etcd': { type: 'boolean', default: false },
+      results: { type: 'string', default: 'bench/results' },
+      'no-save-latest': { type: 'boolean', default: false },
+      render: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  }).values;
+} catch (error) {
+  console.error(`${(error as Error).message}\n\n${usage}`);
+  process.exit(2);
+}
+if (values.help) {
+  console.log(usage);
+  process.exit(0);
+}
+if (values.render !== undefined) {
+  const report = JSON.parse(readFileSync(values.render, 'utf8')) as BenchReport;
+  const name = path.basename(values.render).replace(/\.json$/, '');
+  const latest = report.mode === 'full' && values['no-save-latest'] !== true ? 'lib/bench' : undefined;
+  writeReport(report, name, path.dirname(values.render), latest, (line) => console.log(line));
+  console.log(report.summaryLine);
+  process.exit(0);
+}
+const quick = values.quick === true;
+try {
+  await runBench({
+    quick,
+    profile: values.profile === true,
+    etcd: values['no-etcd'] !== true,
+    resultsDirectory: values.results ?? 'bench/results',
+    latestDirectory: quick || values['no-save-latest'] === true ? undefined : 'lib/bench',
+    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    print: (line) => console.log(line),
+  });
+  process.exit(0);
+} catch (error) {
+  console.error(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  process.exit(1);
+}

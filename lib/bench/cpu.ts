@@ -1,0 +1,74 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+
+let ticksPerSecond: number | undefined;
+function clockTicks(): number {
+  if (ticksPerSecond === undefined) {
+    try {
+      ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      ticksPerSecond = 100;
+    }
+  }
+  return ticksPerSecond;
+}
+
+/** CPU seconds (user + system) a process has used, from /proc; undefined where there is no /proc or no such process. */
+export function processCpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name is in parentheses and may contain spaces: fields start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whole-machine busy CPU seconds (all cores) from /proc/stat. */
+function machineBusySeconds(): number | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] as string;
+    const values = line.trim().split(/\s+/).slice(1).map(Number);
+    const idle = (values[3] ?? 0) + (values[4] ?? 0);
+    const total = values.reduce((sum, value) => sum + value, 0);
+    return (total - idle) / clockTicks();
+  } catch {
+    return undefined;
+  }
+}
+
+export type CpuProcesses = () => Record<string, number[]>;
+
+/**
+ * Cores used per named group of processes between `start()` and `stop()`: the benchmark
+ * process itself (`bench+api`: load generator, API, apply pollers, replica heartbeats),
+ * DynamoDB Local's JVM, the node processes, and the whole machine (others included).
+ */
+export function cpuMeter(processes: CpuProcesses): { stop(): Record<string, number> } {
+  const startedMs = performance.now();
+  const self = process.cpuUsage();
+  const groups = processes();
+  const before = Object.fromEntries(Object.entries(groups).map(([name, pids]) => [name, pids.map((pid) => processCpuSeconds(pid) ?? 0)]));
+  const machine = machineBusySeconds();
+  return {
+    stop() {
+      const seconds = (performance.now() - startedMs) / 1000;
+      const used = process.cpuUsage(self);
+      const out: Record<string, number> = { 'bench+api': (used.user + used.system) / 1e6 / seconds };
+      for (const [name, pids] of Object.entries(groups)) {
+        const spent = pids.reduce((sum, pid, position) => sum + Math.max(0, (processCpuSeconds(pid) ?? 0) - (before[name]?.[position] ?? 0)), 0);
+        out[name] = spent / seconds;
+      }
+      const machineAfter = machineBusySeconds();
+      if (machine !== undefined && machineAfter !== undefined) {
+        out.machine = (machineAfter - machine) / seconds;
+        // Everything else on the machine (other users' processes): the noise in the figures.
+        out.others = Math.max(0, out.machine - Object.entries(out).filter(([name]) => name !== 'machine').reduce((sum, [, cores]) => sum + cores, 0));
+      }
+      for (const name of Object.keys(out)) out[name] = Math.round((out[name] as number) * 100) / 100;
+      return out;
+    },
+  };
+}
