@@ -33,6 +33,7 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
   const idleMs = Math.max(4 * config.tickMs, 1_000);
   const lastReported = new Map<number, { appliedIndex: number; atMs: number }>();
   const reportEveryMs = 10 * config.tickMs;
+  const pullBehindEntries = 64;
   const summary = { ticks: 0, repaired: 0 };
   while (!options.signal?.aborted && clock.monotonicMs() - startedMs < options.budgetMs) {
     const tickStartMs = clock.monotonicMs();
@@ -49,9 +50,12 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
           const seen = lastApplied.get(shard);
           const idle = seen !== undefined && seen.appliedIndex === appliedIndex && clock.monotonicMs() - seen.sinceMs >= idleMs;
           let repaired = 0;
-          if (appliedIndex < headIndex && idle) {
+          // Pull when the last message may be lost (idle behind the head), and also when far
+          // behind under load: one read of the home log and one transaction per 49 entries
+          // catch up faster than one message per shard per receive.
+          if (appliedIndex < headIndex && (idle || headIndex - appliedIndex >= pullBehindEntries)) {
             repaired = await applier.repair(shard, headIndex);
-            if (repaired > 0) log(`replica ${config.region}: shard ${shard} stood at ${appliedIndex} behind home head ${headIndex} for ${idleMs} ms; pulled ${repaired} entries`);
+            if (repaired > 0) log(`replica ${config.region}: shard ${shard} at ${appliedIndex} behind home head ${headIndex}${idle ? ` for ${idleMs} ms` : ''}; pulled ${repaired} entries`);
             summary.repaired += repaired;
           }
           // The progress read at the top of the tick is current unless this tick repaired.

@@ -89,8 +89,37 @@ async function scan(store: DynamoStore): Promise<[string, string, number][]> {
   return rows;
 }
 
-/** Every replica's log per shard is the home log (same entries, same hash chain) and its table equals the home table. */
+/**
+ * Every replica's log per shard is the home log (same entries, same hash chain) and its table
+ * equals the home table. Leader markers keep arriving (a node's next invocation takes over its
+ * own leases), so the comparison is retried until a moment where the home did not move under it.
+ */
 async function expectReplicasEqualHome(): Promise<void> {
+  await waitUntil(
+    'the replicas to equal home at one moment',
+    async () => {
+      const heads = JSON.stringify(await Promise.all(Array.from({ length: shardCount }, (_, shard) => home.readHead(shard))));
+      if (!(await converged())) return undefined;
+      try {
+        await compareReplicasWithHome();
+        return true;
+      } catch (error) {
+        const after = JSON.stringify(await Promise.all(Array.from({ length: shardCount }, (_, shard) => home.readHead(shard))));
+        // The home moved while comparing: try again. Otherwise the difference is real.
+        if (after !== heads) return undefined;
+        throw error;
+      }
+    },
+    30_000,
+    100,
+  ).catch(async (error: unknown) => {
+    // Show the real difference, not only the timeout.
+    await compareReplicasWithHome();
+    throw error;
+  });
+}
+
+async function compareReplicasWithHome(): Promise<void> {
   const homeRows = await scan(home);
   for (const [region, { store }] of copies) {
     for (let shard = 0; shard < shardCount; shard += 1) {
