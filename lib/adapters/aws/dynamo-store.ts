@@ -183,8 +183,7 @@ export class DynamoStore implements Store {
     update: string,
     nowMs: number,
   ): Promise<LeaseRecord> {
-    try {
-      const result = await this.client.send(
+    return this.#updateLease(
         new UpdateCommand({
           TableName: this.tables.control,
           Key: { pk: leasePartition, sk: leaseSortKey(shard) },
@@ -192,15 +191,10 @@ export class DynamoStore implements Store {
           ConditionExpression: '#holder = :node AND #incarnation = :incarnation AND #epoch = :epoch',
           ExpressionAttributeNames: leaseNames,
           ExpressionAttributeValues: { ':node': holder.node, ':incarnation': holder.incarnation, ':epoch': epoch, ':now': nowMs, ':one': 1 },
-          ReturnValues: 'ALL_NEW',
         }),
+        shard,
+        epoch,
       );
-      assert(result.Attributes !== undefined, 'UpdateItem with ALL_NEW returned no attributes');
-      return toLease(result.Attributes);
-    } catch (error) {
-      if (error instanceof ConditionalCheckFailedException) throw new StaleEpochError(shard, epoch);
-      throw error;
-    }
   }
 
   async acquireLease(
@@ -224,10 +218,9 @@ export class DynamoStore implements Store {
               ExpressionAttributeNames: { '#version': 'version' },
               ExpressionAttributeValues: { ':version': expected.version },
             };
-    try {
-      // One conditional write fences every writer of the old epoch at once; the marker entry
-      // follows (appendMarker) and writers wait for it, so it is still the epoch's first entry.
-      const result = await this.client.send(
+    // One conditional write fences every writer of the old epoch at once; the marker entry
+    // follows (appendMarker) and writers wait for it, so it is still the epoch's first entry.
+    return this.#updateLease(
         new UpdateCommand({
           TableName: this.tables.control,
           Key: { pk: leasePartition, sk: leaseSortKey(shard) },
@@ -246,9 +239,17 @@ export class DynamoStore implements Store {
             ':zero': 0,
             ':one': 1,
           },
-          ReturnValues: 'ALL_NEW',
         }),
+        shard,
+        epoch,
       );
+  }
+
+  /** A conditional write of a lease returning what it stored; a lost condition is a StaleEpochError. */
+  async #updateLease(command: UpdateCommand, shard: number, epoch: number): Promise<LeaseRecord> {
+    command.input.ReturnValues = 'ALL_NEW';
+    try {
+      const result = await this.client.send(command);
       assert(result.Attributes !== undefined, 'UpdateItem with ALL_NEW returned no attributes');
       return toLease(result.Attributes);
     } catch (error) {
