@@ -313,6 +313,8 @@ describe('Function: createEventSource', () => {
       { body: 'q-1', receiveCount: 1 },
       { body: 'p-2', receiveCount: 1 },
     ]);
+    // The emulator drops a message before the delete call returns and the counter moves: wait for it.
+    await waitUntil('the poller to count the deletes', () => (source.stats().deleted >= 2 ? true : undefined), 5_000);
     expect(source.stats()).toMatchObject({ failed: 2, deleted: 2 });
   });
 
