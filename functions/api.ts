@@ -1,3 +1,4 @@
+import { isReplicationMode, replicationModes, type ReplicationMode } from '../lib/core/replication.ts';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { configFromEnv, type ClusterConfig } from '../lib/config.ts';
@@ -54,8 +55,8 @@ function header(event: APIGatewayProxyEvent, name: string): string | undefined {
 
 const knownQueryParameters: Record<string, readonly string[]> = {
   'GET /kv/{key}': ['consistency'],
-  'PUT /kv/{key}': [],
-  'DELETE /kv/{key}': [],
+  'PUT /kv/{key}': ['replication'],
+  'DELETE /kv/{key}': ['replication'],
   'GET /kv': ['prefix', 'limit', 'after', 'consistency'],
   'GET /watch': ['shard', 'from', 'prefix', 'limit', 'waitMs'],
 };
@@ -76,6 +77,12 @@ function consistencyOf(raw: string | undefined, deps: ApiDependencies): Consiste
     throw new ValidationError('consistency', `consistency must be one of ${consistencies.join(', ')}; got "${raw.slice(0, 40)}"`);
   }
   return raw as Consistency;
+}
+
+function replicationOf(raw: string | undefined): ReplicationMode | undefined {
+  if (raw === undefined) return undefined;
+  if (!isReplicationMode(raw)) throw new ValidationError('replication', `replication must be one of ${replicationModes.join(', ')}; got "${raw.slice(0, 40)}"`);
+  return raw;
 }
 
 function integerParameter(raw: string | undefined, field: string, min: number, max: number, fallback: number): number {
@@ -218,9 +225,17 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
       change = { type: 'delete', key };
     }
     // Writes sent to a replica region run against the home region: the same fenced path.
-    const result = await service.write(change, precondition);
+    const result = await service.write(change, precondition, { replication: replicationOf(query.replication) });
     const next = encodeToken(mergeToken(token, result.shard, result.index));
-    const body = { key, ...(change.type === 'delete' ? { deleted: true } : {}), version: result.version, epoch: result.epoch, index: result.index, token: next };
+    const body = {
+      key,
+      ...(change.type === 'delete' ? { deleted: true } : {}),
+      version: result.version,
+      epoch: result.epoch,
+      index: result.index,
+      token: next,
+      replication: result.replication,
+    };
     return json(200, body, { ...(change.type === 'put' ? { etag: `"${result.version}"` } : {}), [sessionHeader]: next });
   }
   if (path === '/watch') {

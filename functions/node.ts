@@ -8,7 +8,9 @@ import { FailureDetector } from '../lib/core/failure-detector.ts';
 import { Election, type ActionOutcome, type LeaseAction, type LeaseRecord } from '../lib/core/lease.ts';
 import { sealEntry } from '../lib/core/log.ts';
 import { HeadConflictError, StaleEpochError, TransactionRaceError } from '../lib/ports/errors.ts';
-import type { Store } from '../lib/ports/store.ts';
+import type { ReplicaReport, Store } from '../lib/ports/store.ts';
+import { limits } from '../lib/core/limits.ts';
+import { nextInSync, type InSyncBounds } from '../lib/core/replication.ts';
 import { Shipper } from '../lib/adapters/aws/replication.ts';
 import { nodeTelemetry } from './telemetry.ts';
 
@@ -33,6 +35,8 @@ export interface NodeRunSummary {
   acquired: number;
   steppedDown: number;
   errors: number;
+  /** Set when the invocation ended because a promotion moved home to this region. */
+  moved?: string | undefined;
 }
 
 /**
@@ -137,6 +141,28 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
   const stuck = new Map<string, { appliedIndex: number; sinceMs: number }>();
   let reships = 0;
   let lastReplicaCheckMs = clock.monotonicMs();
+  // Leader duty (all mode): the shard's in-sync set, as last written or read per shard.
+  const inSync = new Map<number, { epoch: number; regions: string[] }>();
+  const updateInSync = async (shard: number, headIndex: number, reports: ReplicaReport[], regions: string[]): Promise<void> => {
+    const epoch = election.epochOf(shard);
+    if (epoch === undefined) return;
+    let current = inSync.get(shard);
+    if (current === undefined || current.epoch !== epoch) {
+      const stored = await store.readInSync(shard);
+      current = { epoch, regions: stored?.regions ?? regions };
+      inSync.set(shard, current);
+    }
+    const wallMs = clock.wallMs();
+    const standings = reports
+      .filter((report) => report.shard === shard && regions.includes(report.region))
+      .map((report) => ({ region: report.region, appliedIndex: report.appliedIndex, reportAgeMs: wallMs - report.reportedAtMs }));
+    const next = nextInSync(current.regions, regions, headIndex, standings, inSyncBounds(config));
+    if (next.join(',') === current.regions.join(',')) return;
+    await store.writeInSync({ shard, regions: next, epoch, updatedAtMs: wallMs }, holder);
+    log(`${node} shard ${shard} in-sync replicas: ${current.regions.join(',') || '(none)'} -> ${next.join(',') || '(none)'} (head ${headIndex})`);
+    inSync.set(shard, { epoch, regions: next });
+  };
+
   const maybeReship = async (): Promise<void> => {
     const shipper = options.shipper;
     const nowMs = clock.monotonicMs();
@@ -148,6 +174,10 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
     await Promise.all(
       leading.map(async (shard) => {
         const head = await store.readHead(shard);
+        await updateInSync(shard, head?.index ?? 0, reports, shipper.regions()).catch((error: unknown) => {
+          // Lost the lease meanwhile: the next leader maintains the set.
+          if (!(error instanceof StaleEpochError || error instanceof TransactionRaceError)) throw error;
+        });
         for (const report of reports.filter((candidate) => candidate.shard === shard && shipper.regions().includes(candidate.region))) {
           const key = `${report.region}#${shard}`;
           const seen = stuck.get(key);
@@ -187,6 +217,13 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
     try {
       const heartbeat = fullTick ? store.putHeartbeat({ node, incarnation, seq: (seq += 1), atMs: clock.wallMs() }) : Promise.resolve();
       const [leases, heartbeats] = await Promise.all([store.readLeases(), store.readHeartbeats(), heartbeat]);
+      const moved = leases.find((lease) => lease.movedTo !== undefined);
+      if (moved !== undefined) {
+        // A promotion fenced this region: nothing here may lead again.
+        log(`${node}: ${config.region} is no longer home (promoted: ${moved.movedTo}); this node stops`);
+        summary.moved = moved.movedTo;
+        break;
+      }
       const nowMs = clock.monotonicMs();
       const elapsedMs = observedMs === undefined ? 0 : nowMs - observedMs;
       observedMs = nowMs;
@@ -230,6 +267,18 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
 /** The leader looks at replica progress every four ticks. */
 function replicaCheckEveryMs(config: ClusterConfig): number {
   return 4 * config.tickMs;
+}
+
+/**
+ * A replica heartbeat reports at least every 10 ticks; one whose last report is older than
+ * 15 ticks (or two leases) has failed or is cut off.
+ */
+export function inSyncBounds(config: ClusterConfig): InSyncBounds {
+  return {
+    lagEntriesMax: limits.inSyncLagEntriesMax,
+    rejoinLagEntriesMax: limits.inSyncRejoinLagEntriesMax,
+    reportAgeMsMax: Math.max(15 * config.tickMs, 2 * config.leaseMs),
+  };
 }
 
 /** A replica behind the head with no progress for two leases is stuck: more than a slow apply. */

@@ -1,5 +1,6 @@
 import { assert } from './core/assert.ts';
 import { checkTimings, limits } from './core/limits.ts';
+import { isReplicationMode, replicationModes, type ReplicationMode } from './core/replication.ts';
 import { tableNames, type TableNames } from './infra/schema.ts';
 
 /**
@@ -18,6 +19,8 @@ export const env = {
   nodeId: 'EPOCHKV_NODE_ID',
   dynamoEndpoint: 'EPOCHKV_DYNAMODB_ENDPOINT',
   sqsEndpoint: 'EPOCHKV_SQS_ENDPOINT',
+  /** async (default) | quorum | all: what a write waits for before it is acknowledged. */
+  replication: 'EPOCHKV_REPLICATION',
   /** Local cloud only: enables /_local fault controls. */
   local: 'EPOCHKV_LOCAL',
   /** Test and fault-injection only: shifts this process's wall clock by this many ms. */
@@ -37,6 +40,8 @@ export interface ClusterConfig {
   leaseMs: number;
   tickMs: number;
   nodeIds: string[];
+  /** The cluster's replication mode; a write may ask for a stronger one, never a weaker one. */
+  replication: ReplicationMode;
   dynamoEndpoint: string | undefined;
   sqsEndpoint: string | undefined;
   local: boolean;
@@ -65,6 +70,7 @@ export function configFromEnv(source: NodeJS.ProcessEnv = process.env): ClusterC
     leaseMs: integer(source, env.leaseMs, limits.leaseMsDefault),
     tickMs: integer(source, env.tickMs, limits.tickMsDefault),
     nodeIds: (source[env.nodeIds] ?? defaultNodeIds.join(',')).split(',').map((id) => id.trim()).filter(Boolean),
+    replication: replicationOf(source[env.replication]),
     dynamoEndpoint: source[env.dynamoEndpoint] || undefined,
     sqsEndpoint: source[env.sqsEndpoint] || undefined,
     local: source[env.local] === '1',
@@ -73,7 +79,14 @@ export function configFromEnv(source: NodeJS.ProcessEnv = process.env): ClusterC
   return config;
 }
 
+function replicationOf(raw: string | undefined): ReplicationMode {
+  if (raw === undefined || raw === '') return 'async';
+  assert(isReplicationMode(raw), `${env.replication} must be one of ${replicationModes.join(', ')}, got "${raw}"`);
+  return raw;
+}
+
 export function validateConfig(config: ClusterConfig): void {
+  assert(isReplicationMode(config.replication), `replication must be one of ${replicationModes.join(', ')}, got "${String(config.replication)}"`);
   const regions = [config.homeRegion, ...config.replicaRegions];
   assert(new Set(regions).size === regions.length, `regions must be distinct: home ${config.homeRegion}, replicas ${config.replicaRegions.join(',') || '(none)'}`);
   assert(regions.includes(config.region), `region ${config.region} is neither the home region nor a replica region`);
@@ -93,6 +106,7 @@ export function configToEnv(config: ClusterConfig): Record<string, string> {
     [env.leaseMs]: String(config.leaseMs),
     [env.tickMs]: String(config.tickMs),
     [env.nodeIds]: config.nodeIds.join(','),
+    [env.replication]: config.replication,
   };
   if (config.dynamoEndpoint) out[env.dynamoEndpoint] = config.dynamoEndpoint;
   if (config.sqsEndpoint) out[env.sqsEndpoint] = config.sqsEndpoint;

@@ -45,6 +45,7 @@ export async function measureBackground(options: BackgroundOptions): Promise<Bac
     region: options.homeRegion,
     homeRegion: options.homeRegion,
     replicaRegions: options.replicaRegions,
+    replication: 'async',
     tablePrefix: prefix,
     tables: tableNames(prefix),
     shardCount: options.shardCount,

@@ -1,11 +1,17 @@
 import { assert } from './assert.ts';
 import { genesisHash, verifyChain, type LogEntry, type Operation } from './log.ts';
+import { clusterEpochOf } from './replication.ts';
 
 /** How far a replica has applied one shard's log: an unbroken, verified prefix. */
 export interface ReplicaProgress {
   appliedIndex: number;
   /** Hash of the entry at appliedIndex (genesisHash when nothing is applied). */
   appliedHash: string;
+  /**
+   * Entries of an older cluster epoch are refused: set by a promotion (the old home is fenced)
+   * and raised by every applied entry. Absent: 0.
+   */
+  fenceClusterEpoch?: number;
 }
 
 export const emptyProgress: ReplicaProgress = { appliedIndex: 0, appliedHash: genesisHash };
@@ -13,6 +19,8 @@ export const emptyProgress: ReplicaProgress = { appliedIndex: 0, appliedHash: ge
 export type ApplyDecision =
   /** Applied before (a duplicate or a re-ship): acknowledge and skip. */
   | { type: 'skip' }
+  /** Written by a home region that was fenced by a promotion: acknowledge and never apply. */
+  | { type: 'refuse'; reason: string }
   /** The next entry, and it continues the chain. */
   | { type: 'apply' }
   /** Entries are missing before this one: read [fromIndex, toIndex] from the home log. */
@@ -24,6 +32,10 @@ export type ApplyDecision =
  * lost, duplicated, reordered or corrupted messages do no harm.
  */
 export function decideApply(progress: ReplicaProgress, entry: LogEntry): ApplyDecision {
+  const fence = progress.fenceClusterEpoch ?? 0;
+  if (clusterEpochOf(entry.epoch) < fence) {
+    return { type: 'refuse', reason: `entry ${entry.shard}:${entry.index} has epoch ${entry.epoch} of cluster epoch ${clusterEpochOf(entry.epoch)}, older than the fence ${fence}` };
+  }
   if (entry.index <= progress.appliedIndex) return { type: 'skip' };
   if (entry.index > progress.appliedIndex + 1) {
     return { type: 'repair', fromIndex: progress.appliedIndex + 1, toIndex: entry.index, reason: `gap: applied ${progress.appliedIndex}, got ${entry.index}` };

@@ -23,6 +23,8 @@ export interface LeaseRecord {
   markerPending?: boolean;
   /** The epoch this one replaced (for the marker entry). */
   previousEpoch?: number;
+  /** Set by a promotion in the old home: the region that is home now. Nobody may take the lease. */
+  movedTo?: string;
 }
 
 export type AcquireReason = 'free' | 'expired' | 'own-incarnation' | 'leaderless';

@@ -58,6 +58,12 @@ export const limits = {
   leaseSkewToleranceMs: 500,
   /** Seconds a client should wait before retrying a 503 for a leaderless shard. */
   retryAfterSeconds: 1,
+
+  /** quorum/all: how long a write waits for the replica queues to accept its entry. */
+  replicationAckMs: 2000,
+  /** In-sync set: a replica this many entries behind the head leaves it; it rejoins within the second bound. */
+  inSyncLagEntriesMax: 1000,
+  inSyncRejoinLagEntriesMax: 16,
 } as const;
 
 export interface Timings {

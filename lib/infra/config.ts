@@ -9,8 +9,7 @@ import { tableNames } from './schema.ts';
  * `cdk.json` under `context` or on the command line (`cdk synth -c epochkv:shardCount=16`);
  * `-c` values arrive as strings and are parsed here. Nothing else reads context.
  */
-export const replicationModes = ['async'] as const;
-export type ReplicationMode = (typeof replicationModes)[number];
+import { replicationModes, type ReplicationMode } from '../core/replication.ts';
 
 export interface InfraConfig {
   /** Prefix of every physical name: tables `<prefix>-control`, queues `<prefix>-replication.fifo`, stacks. */
@@ -25,8 +24,9 @@ export interface InfraConfig {
   leaseMs: number;
   tickMs: number;
   /**
-   * When a write is acknowledged. Only `async` exists today: after the home commit, the entry is
-   * shipped to every replica queue without waiting. `quorum|all` are designed, not built.
+   * When a write is acknowledged: `async` after the home commit; `quorum` once enough replica
+   * queues accepted the entry that home + they are a majority of regions; `all` once every
+   * in-sync replica's queue did. Handlers get it as EPOCHKV_REPLICATION.
    */
   replication: ReplicationMode;
   /** Table deletion protection and RETAIN removal; turn off for dev clusters you want to destroy. */
@@ -191,7 +191,7 @@ export function validateInfraConfig(config: InfraConfig): InfraConfig {
   }
   check(
     (replicationModes as readonly string[]).includes(config.replication),
-    `${contextKeys.replication} must be one of ${replicationModes.join(', ')}; got "${config.replication}" (quorum and all are designed but not built: a write is acknowledged after the home commit)`,
+    `${contextKeys.replication} must be one of ${replicationModes.join(', ')}; got "${config.replication}"`,
   );
   check(config.account === undefined || /^\d{12}$/.test(config.account), `${contextKeys.account} must be a 12-digit AWS account id; got "${config.account}"`);
   check(
@@ -238,6 +238,7 @@ export function clusterConfigFor(config: InfraConfig, region: string): ClusterCo
     leaseMs: config.leaseMs,
     tickMs: config.tickMs,
     nodeIds: [...config.nodeIds],
+    replication: config.replication,
     // On AWS and on LocalStack the SDK finds its endpoints itself (LocalStack sets AWS_ENDPOINT_URL).
     dynamoEndpoint: undefined,
     sqsEndpoint: undefined,

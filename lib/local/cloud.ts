@@ -14,7 +14,10 @@ import type { KvService } from '../service/kv-service.ts';
 import { ReplicaApplier } from '../service/replica-applier.ts';
 import { createEventSource, type EventSource, type FaultSettings } from './event-source.ts';
 import { ensureReplicationQueue, type ReplicationQueue } from './queues.ts';
-import { localCredentials, makeDynamoClient } from '../adapters/aws/clients.ts';
+import { cutOffRegion, isCutOff, localCredentials, makeDynamoClient, reconnectRegion } from '../adapters/aws/clients.ts';
+import type { ReplicationMode } from '../core/replication.ts';
+import { promoteRegion, PromotionRefusedError, type PromotionReport } from '../service/promotion.ts';
+import type { ApiHandler } from '../../functions/api.ts';
 import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
 import { systemClock } from '../clock.ts';
 import { configToEnv, defaultNodeIds, env, validateConfig, type ClusterConfig } from '../config.ts';
@@ -45,6 +48,8 @@ export interface LocalCloudOptions {
   invocationMs?: number;
   /** Seeds the replication fault hooks (per region: seed + position). */
   faultSeed?: number;
+  /** async (default) | quorum | all: what a write waits for before it is acknowledged. */
+  replication?: ReplicationMode;
   /** TEST ONLY: the API writes without the epoch ConditionCheck (the chaos suite must then fail). */
   unsafeDisableFencing?: boolean;
   /** Require `Authorization: Bearer <token>` on every API and control request (EPOCHKV_TOKEN). */
@@ -65,7 +70,10 @@ export interface NodeControl {
 export interface RegionEndpoint {
   region: string;
   apiUrl: string;
-  role: 'home' | 'replica';
+  /** `detached`: no longer part of the cluster (lost and promoted away from). */
+  role: 'home' | 'replica' | 'detached';
+  /** Cut off by the local fault control: unreachable to other regions and to clients. */
+  cutOff: boolean;
 }
 
 /** A replica region's machinery in the local cloud. */
@@ -77,11 +85,21 @@ export interface LocalReplicaRegion {
 }
 
 export interface LocalCloud {
+  /** The cluster as it is now (a promotion changes its home and replica regions in place). */
   config: ClusterConfig;
-  /** The home API. */
-  apiUrl: string;
+  /** The home API (a promotion moves it). */
+  readonly apiUrl: string;
   regions: RegionEndpoint[];
   replicas: LocalReplicaRegion[];
+  /**
+   * Rehearses losing a region: its tables and queues become unreachable from every other
+   * region, its API answers clients 503, and if it is home its node processes are killed.
+   */
+  cutOff(region: string): void;
+  /** Undoes cutOff (a lost home's nodes restart only while it is still home). */
+  heal(region: string): void;
+  /** `epochkv promote`: makes a replica region home (see lib/service/promotion.ts) and rewires every component. */
+  promote(region: string, options?: { force?: boolean }): Promise<PromotionReport>;
   dynamoEndpoint: string;
   sqsEndpoint: string;
   nodes(): NodeControl[];
@@ -92,7 +110,7 @@ export interface LocalCloud {
   /** Stops and restarts the SQS emulator: every message in flight is lost (only when this cloud started it). */
   restartSqs(): Promise<void>;
   /** The home region's API service, for fault hooks of the chaos suite. */
-  homeService: KvService;
+  readonly homeService: KvService;
   stop(): Promise<void>;
 }
 
@@ -319,6 +337,61 @@ function checkFaults(raw: unknown): Partial<FaultSettings> | string {
   return out;
 }
 
+interface RegionControls {
+  regions(): RegionEndpoint[];
+  config(): ClusterConfig;
+  cutOff(region: string): void;
+  heal(region: string): void;
+  promote(region: string, options?: { force?: boolean }): Promise<PromotionReport>;
+}
+
+/**
+ * Disaster-recovery controls: `GET /_local/regions`; `POST /_local/regions/{region}/cut|heal`;
+ * `POST /_local/promote/{region}` with optional JSON `{"force": true}`.
+ */
+async function regionRoute(controls: RegionControls, method: string, segments: string[], body: Buffer): ReturnType<LocalRoute> {
+  const config = controls.config();
+  const listing = () => ({ homeRegion: config.homeRegion, replicaRegions: config.replicaRegions, replication: config.replication, regions: controls.regions() });
+  if (segments[0] === 'regions' && segments.length === 1) {
+    if (method !== 'GET') return { status: 405, body: { error: 'MethodNotAllowed', message: 'use GET /_local/regions' } };
+    return { status: 200, body: listing() };
+  }
+  if (method !== 'POST') return { status: 405, body: { error: 'MethodNotAllowed', message: 'use POST for region controls' } };
+  const region = segments[1] ?? '';
+  const known = controls.regions().map((endpoint) => endpoint.region);
+  if (!known.includes(region)) return { status: 404, body: { error: 'NotFound', message: `no region "${region.slice(0, 40)}"; regions: ${known.join(', ')}` } };
+  if (segments[0] === 'regions' && segments.length === 3 && (segments[2] === 'cut' || segments[2] === 'heal')) {
+    if (segments[2] === 'cut') controls.cutOff(region);
+    else controls.heal(region);
+    return { status: 200, body: listing() };
+  }
+  if (segments[0] === 'promote' && segments.length === 2) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString('utf8') || '{}');
+    } catch {
+      return { status: 400, body: { error: 'BadRequest', message: 'send no body or JSON such as {"force": true}' } };
+    }
+    const force = (parsed as { force?: unknown } | null)?.force;
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || Object.keys(parsed).some((name) => name !== 'force') || (force !== undefined && typeof force !== 'boolean')) {
+      return { status: 400, body: { error: 'BadRequest', message: 'the body may only be {"force": true|false}' } };
+    }
+    try {
+      return { status: 200, body: await controls.promote(region, { force: force === true }) };
+    } catch (error) {
+      if (error instanceof PromotionRefusedError) return { status: 409, body: { error: 'PromotionRefused', message: error.message } };
+      throw error;
+    }
+  }
+  return { status: 404, body: { error: 'NotFound', message: 'use GET /_local/regions, POST /_local/regions/{region}/cut|heal or POST /_local/promote/{region}' } };
+}
+
+export class UnknownRegionError extends Error {
+  constructor(region: string, known: string[]) {
+    super(`unknown region "${region}"; regions are ${known.join(', ')}`);
+  }
+}
+
 export class UnknownNodeError extends Error {
   constructor(id: string, known: string[]) {
     super(`unknown node "${id}"; nodes are ${known.join(', ')}`);
@@ -344,6 +417,7 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     leaseMs: options.leaseMs ?? limits.leaseMsLocal,
     tickMs: options.tickMs ?? limits.tickMsLocal,
     nodeIds: options.nodeIds ?? defaultNodeIds,
+    replication: options.replication ?? 'async',
     dynamoEndpoint: options.dynamoEndpoint,
     sqsEndpoint: options.sqsEndpoint,
     local: true,
@@ -353,17 +427,36 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
   const owned: Emulator[] = [];
   const servers: ApiServer[] = [];
   const closers: (() => void)[] = [];
-  const replicaLoops: Promise<unknown>[] = [];
   const replicas: LocalReplicaRegion[] = [];
   const regions: RegionEndpoint[] = [];
-  const background = new AbortController();
+  /** What one wiring of the regions (see `wire`) runs; a promotion tears it down and wires again. */
+  let wiring: { background: AbortController; loops: Promise<unknown>[]; closers: (() => void)[]; handlers: Map<string, ApiHandler>; homeService: KvService } | undefined;
   let nodes: NodeProcesses | undefined;
   let sqsEmulator: Emulator | undefined;
-  let homeService: KvService | undefined;
-  const stop = async () => {
-    background.abort();
+  let cutOff: LocalCloud['cutOff'] = () => undefined;
+  let heal: LocalCloud['heal'] = () => undefined;
+  let promote: LocalCloud['promote'] = () => Promise.reject(new Error('the cloud is not started'));
+  const cloudControls: RegionControls = {
+    regions: () => regions,
+    config: () => config,
+    cutOff: (region) => cutOff(region),
+    heal: (region) => heal(region),
+    promote: (region, promoteOptions) => promote(region, promoteOptions),
+  };
+  const unwire = async () => {
+    const current = wiring;
+    wiring = undefined;
+    if (current === undefined) return;
+    current.background.abort();
     await Promise.all(replicas.map((replica) => replica.eventSource.stop()));
-    await Promise.allSettled(replicaLoops);
+    await Promise.allSettled(current.loops);
+    for (const close of current.closers) close();
+    replicas.length = 0;
+  };
+  const stop = async () => {
+    // Cuts are process-wide (the clients' partition check): undo this cloud's.
+    for (const endpoint of regions) if (endpoint.cutOff) reconnectRegion(endpoint.region);
+    await unwire();
     await nodes?.stopAll();
     await Promise.all(servers.map((server) => server.close()));
     for (const close of closers) close();
@@ -391,11 +484,10 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
         } finally {
           admin.destroy();
         }
-        if (region !== config.homeRegion) {
-          const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
-          closers.push(() => sqs.destroy());
-          queues.set(region, await ensureReplicationQueue(sqs, config.tablePrefix, { visibilityTimeoutS: localVisibilityTimeoutS, maxReceiveCount: localMaxReceiveCount }));
-        }
+        // Every region gets a queue: a promotion can make any region a replica.
+        const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
+        closers.push(() => sqs.destroy());
+        queues.set(region, await ensureReplicationQueue(sqs, config.tablePrefix, { visibilityTimeoutS: localVisibilityTimeoutS, maxReceiveCount: localMaxReceiveCount }));
       }),
     );
 
@@ -403,43 +495,145 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     for (const id of config.nodeIds) nodes.start(id);
 
     const clock = systemClock();
-    const home = new DynamoStore(makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
+    const allRegions = [config.homeRegion, ...config.replicaRegions];
 
-    // Each replica region: the apply function on its queue (a poller plays the event source
-    // mapping) and the replica heartbeat, both in this process.
-    for (const [position, region] of config.replicaRegions.entries()) {
-      const regionConfig = { ...config, region };
-      const replica = new DynamoReplicaStore(makeDynamoClient({ region, endpoint: config.dynamoEndpoint }), config.tables);
-      const applier = new ReplicaApplier(replica, home, clock);
-      const queue = queues.get(region) as ReplicationQueue;
-      const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
-      closers.push(() => sqs.destroy());
-      const eventSource = createEventSource({
-        client: sqs,
-        queueUrl: queue.queueUrl,
-        region,
-        handler: createApplyHandler(applier, (line) => log(`${region} ${line}`)),
-        visibilityTimeoutS: localVisibilityTimeoutS,
-        seed: (options.faultSeed ?? 1) + position,
-        log: (line) => log(`${region} ${line}`),
-      });
-      eventSource.start();
-      replicas.push({ region, eventSource, queue });
-      replicaLoops.push(
-        (async () => {
-          while (!background.signal.aborted) {
-            await runReplicaHeartbeat({ config: regionConfig, replica, home, applier, budgetMs: 60_000, clock, log, signal: background.signal });
-          }
-        })(),
-      );
-    }
-
+    /**
+     * Wires the regions for the current config: each replica region's apply function on its
+     * queue (a poller plays the event source mapping) and its replica heartbeat, and one API
+     * service per region, all in this process. Every client states the region it runs in, so
+     * a cut-off region is unreachable to the others.
+     */
+    const wire = () => {
+      const background = new AbortController();
+      const loops: Promise<unknown>[] = [];
+      const wiringClosers: (() => void)[] = [];
+      for (const [position, region] of config.replicaRegions.entries()) {
+        const regionConfig = { ...config, region };
+        const homeClient = makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint, from: region });
+        const home = new DynamoStore(homeClient, config.tables, config.shardCount);
+        const replicaClient = makeDynamoClient({ region, endpoint: config.dynamoEndpoint });
+        const replica = new DynamoReplicaStore(replicaClient, config.tables);
+        const applier = new ReplicaApplier(replica, home, clock);
+        const queue = queues.get(region) as ReplicationQueue;
+        const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
+        wiringClosers.push(() => {
+          sqs.destroy();
+          homeClient.destroy();
+          replicaClient.destroy();
+        });
+        const eventSource = createEventSource({
+          client: sqs,
+          queueUrl: queue.queueUrl,
+          region,
+          handler: createApplyHandler(applier, (line) => log(`${region} ${line}`)),
+          visibilityTimeoutS: localVisibilityTimeoutS,
+          seed: (options.faultSeed ?? 1) + position,
+          log: (line) => log(`${region} ${line}`),
+        });
+        eventSource.start();
+        replicas.push({ region, eventSource, queue });
+        loops.push(
+          (async () => {
+            while (!background.signal.aborted) {
+              await runReplicaHeartbeat({ config: regionConfig, replica, home, applier, budgetMs: 60_000, clock, log, signal: background.signal });
+            }
+          })(),
+        );
+      }
+      const handlers = new Map<string, ApiHandler>();
+      let homeService: KvService | undefined;
+      for (const region of [config.homeRegion, ...config.replicaRegions]) {
+        const regionConfig = { ...config, region };
+        const { service, close } = createRegionService(regionConfig, clock, log, { disableFencing: options.unsafeDisableFencing === true });
+        wiringClosers.push(close);
+        if (region === config.homeRegion) homeService = service;
+        handlers.set(region, createApiHandler({ config: regionConfig, clock, service }, log));
+      }
+      wiring = { background, loops, closers: wiringClosers, handlers, homeService: homeService as KvService };
+      for (const endpoint of regions) {
+        endpoint.role = endpoint.region === config.homeRegion ? 'home' : config.replicaRegions.includes(endpoint.region) ? 'replica' : 'detached';
+      }
+    };
+    wire();
     const processes = nodes;
     const meter = new RequestMeter();
+    const homeStores = new Map<string, DynamoStore>();
+    const homeStore = () => {
+      let store = homeStores.get(config.homeRegion);
+      if (store === undefined) {
+        const client = makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint });
+        closers.push(() => client.destroy());
+        store = new DynamoStore(client, config.tables, config.shardCount);
+        homeStores.set(config.homeRegion, store);
+      }
+      return store;
+    };
+    const endpointOf = (region: string): RegionEndpoint => {
+      const endpoint = regions.find((candidate) => candidate.region === region);
+      if (endpoint === undefined) throw new UnknownRegionError(region, regions.map((candidate) => candidate.region));
+      return endpoint;
+    };
+    cutOff = (region) => {
+      const endpoint = endpointOf(region);
+      cutOffRegion(region);
+      endpoint.cutOff = true;
+      // A lost home loses its compute too (the nodes are other processes: kill them).
+      if (region === config.homeRegion) for (const node of processes.list()) processes.kill(node.id);
+      log(`local: cut off ${region}${region === config.homeRegion ? ' (home: its nodes are killed)' : ''}`);
+    };
+    heal = (region) => {
+      const endpoint = endpointOf(region);
+      reconnectRegion(region);
+      endpoint.cutOff = false;
+      if (region === config.homeRegion) for (const node of processes.list()) if (node.state === 'killed' || node.state === 'exited') processes.start(node.id);
+      log(`local: reconnected ${region}`);
+    };
+    let promoting = false;
+    promote = async (target, promoteOptions = {}) => {
+      if (promoting) throw new PromotionRefusedError('a promotion is already running');
+      endpointOf(target);
+      promoting = true;
+      try {
+        // Stop the apply pollers and heartbeats: the promotion drains the queues itself.
+        await unwire();
+        let report: PromotionReport;
+        try {
+          report = await promoteRegion({
+            homeRegion: config.homeRegion,
+            replicaRegions: config.replicaRegions,
+            target,
+            tablePrefix: config.tablePrefix,
+            tables: config.tables,
+            shardCount: config.shardCount,
+            mode: config.replication,
+            dynamoEndpoint: config.dynamoEndpoint,
+            sqsEndpoint: config.sqsEndpoint,
+            force: promoteOptions.force === true,
+            clock,
+            log,
+          });
+        } catch (error) {
+          wire();
+          throw error;
+        }
+        // The old home's nodes stop by themselves once fenced; a lost home's are already dead.
+        await processes.stopAll();
+        config.homeRegion = target;
+        config.region = target;
+        config.replicaRegions = report.replicaRegions;
+        validateConfig(config);
+        wire();
+        for (const node of processes.list()) processes.start(node.id);
+        return report;
+      } finally {
+        promoting = false;
+      }
+    };
     const localRoute: LocalRoute = async (method, segments, body, query) => {
       if (segments[0] === 'replication') return replicationRoute(replicas, method, segments.slice(1), body);
+      if (segments[0] === 'regions' || segments[0] === 'promote') return regionRoute(cloudControls, method, segments, body);
       if (segments[0] === 'metrics' && segments.length === 1) return { status: 200, body: meter.series(Date.now()) };
-      if (segments[0] === 'log' && segments.length === 1) return { status: 200, body: { entries: await recentEntries(home, config.shardCount, Number(query.get('limit') ?? 25)) } };
+      if (segments[0] === 'log' && segments.length === 1) return { status: 200, body: { entries: await recentEntries(homeStore(), config.shardCount, Number(query.get('limit') ?? 25)) } };
       if (segments[0] !== 'nodes') return undefined;
         if (segments.length === 1 && method === 'GET') return { status: 200, body: { nodes: processes.list() } };
         const [, id, verb] = segments;
@@ -456,13 +650,19 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
         }
     };
 
-    // One API per region: home on the base port, replicas on the next ones.
-    for (const [position, region] of [config.homeRegion, ...config.replicaRegions].entries()) {
-      const regionConfig = { ...config, region };
-      const { service, close } = createRegionService(regionConfig, clock, log, { disableFencing: options.unsafeDisableFencing === true });
-      closers.push(close);
-      if (position === 0) homeService = service;
-      const handler = createApiHandler({ config: regionConfig, clock, service }, log);
+    // One API server per region, on a fixed port (home first): a promotion swaps the handler
+    // behind it, so clients keep their region's URL.
+    for (const [position, region] of allRegions.entries()) {
+      const handler: ApiHandler = async (event) => {
+        if (isCutOff(region)) {
+          return { statusCode: 503, headers: { 'content-type': 'application/json', 'retry-after': '1' }, body: JSON.stringify({ error: 'RegionUnreachable', message: `${region} is cut off (local disaster-recovery rehearsal); use another region or heal it` }) };
+        }
+        const current = wiring?.handlers.get(region);
+        if (current === undefined) {
+          return { statusCode: 503, headers: { 'content-type': 'application/json', 'retry-after': '1' }, body: JSON.stringify({ error: 'RegionDetached', message: `${region} is not part of the cluster now (home: ${config.homeRegion}; replicas: ${config.replicaRegions.join(', ') || 'none'})` }) };
+        }
+        return current(event);
+      };
       const server = await serveApi(handler, {
         port: basePort === 0 ? 0 : basePort + position,
         log,
@@ -470,11 +670,11 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
         onAnswer: (method, path) => meter.count(method, path, Date.now()),
         bearerToken: options.bearerToken,
         rateLimit: new TokenBucket(options.rateLimitPerSecond ?? 2_000, 2 * (options.rateLimitPerSecond ?? 2_000), Date.now()),
-        // The dashboard lives on the home API; its fault buttons exist only in the local cloud.
+        // The dashboard is on every region's port; its fault buttons exist only in the local cloud.
         ...(position === 0 ? { page: dashboardPage() } : {}),
       });
       servers.push(server);
-      regions.push({ region, apiUrl: server.url, role: position === 0 ? 'home' : 'replica' });
+      regions.push({ region, apiUrl: server.url, role: region === config.homeRegion ? 'home' : 'replica', cutOff: false });
     }
   } catch (error) {
     await stop();
@@ -483,9 +683,14 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
   const processes = nodes;
   return {
     config,
-    apiUrl: (regions[0] as RegionEndpoint).apiUrl,
+    get apiUrl() {
+      return regions.find((endpoint) => endpoint.region === config.homeRegion)?.apiUrl as string;
+    },
     regions,
     replicas,
+    cutOff: (region) => cutOff(region),
+    heal: (region) => heal(region),
+    promote: (region, promoteOptions) => promote(region, promoteOptions),
     dynamoEndpoint: config.dynamoEndpoint!,
     sqsEndpoint: config.sqsEndpoint!,
     nodes: () => processes.list(),
@@ -493,14 +698,17 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     pause: (id) => processes.pause(id),
     resume: (id) => processes.resume(id),
     start: (id, startOptions) => processes.start(id, startOptions),
-    homeService: homeService as KvService,
+    get homeService() {
+      if (wiring === undefined) throw new Error('the cloud is being rewired (a promotion is running)');
+      return wiring.homeService;
+    },
     restartSqs: async () => {
       if (sqsEmulator === undefined) throw new Error('the SQS emulator was given to this cloud; restart it where it was started');
       const port = Number(new URL(config.sqsEndpoint!).port);
       await sqsEmulator.stop();
       sqsEmulator = await startSqsEmulator({ port });
       // The emulator keeps nothing: the queues come back empty, as after losing every message.
-      for (const region of config.replicaRegions) {
+      for (const region of regions.map((endpoint) => endpoint.region)) {
         const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
         try {
           await ensureReplicationQueue(sqs, config.tablePrefix, { visibilityTimeoutS: localVisibilityTimeoutS, maxReceiveCount: localMaxReceiveCount });

@@ -97,3 +97,17 @@ export class TooManyRequestsError extends EpochKvError {
     super(message, 429, 'TooManyRequests');
   }
 }
+
+/**
+ * quorum/all: the entry is committed at home but not enough replica regions accepted it in
+ * time. The outcome is unknown in the sense that matters: the write may survive, or be lost
+ * with the home region.
+ */
+export class ReplicationUnmetError extends EpochKvError {
+  constructor(
+    message: string,
+    readonly index: number,
+  ) {
+    super(message, 503, 'ReplicationUnmet');
+  }
+}

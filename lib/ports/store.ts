@@ -56,6 +56,25 @@ export interface ListPage {
   next: string | undefined;
 }
 
+/** A shard's in-sync replica set (`all` mode), written by the shard's leader under its epoch. */
+export interface InSyncSet {
+  shard: number;
+  regions: string[];
+  /** The leader epoch that wrote it. */
+  epoch: number;
+  updatedAtMs: number;
+}
+
+/** Which region is home, stored in every region's `control` table; a promotion moves it. */
+export interface ClusterState {
+  homeRegion: string;
+  /** Bumped by every promotion; the high part of every shard epoch (lib/core/replication.ts). */
+  clusterEpoch: number;
+  /** The region that was home before, and when the move happened (its wall clock). */
+  previousHome?: string | undefined;
+  promotedAtMs?: number | undefined;
+}
+
 /** What a takeover is conditional on: the version seen, absence, or our node's older incarnation at an epoch. */
 export type LeaseExpectation =
   | { version: number | undefined }
@@ -85,6 +104,10 @@ export interface Store {
    */
   appendMarker(shard: number, holder: { node: string; incarnation: string }, marker: LogEntry): Promise<LeaseRecord>;
   putHeartbeat(heartbeat: HeartbeatItem): Promise<void>;
+  /** The shard's in-sync set, strongly consistent; undefined before a leader wrote one. */
+  readInSync(shard: number): Promise<InSyncSet | undefined>;
+  /** Writes the in-sync set if `holder` still holds the lease at `set.epoch`; else StaleEpochError. */
+  writeInSync(set: InSyncSet, holder: { node: string; incarnation: string }): Promise<void>;
   putReplicaReport(report: ReplicaReport): Promise<void>;
   readReplicaReports(): Promise<ReplicaReport[]>;
   readHeartbeats(): Promise<HeartbeatItem[]>;

@@ -2,14 +2,30 @@ import type { Clock } from '../clock.ts';
 import type { ClusterConfig } from '../config.ts';
 import type { NodeStatus } from '../core/failure-detector.ts';
 import { limits } from '../core/limits.ts';
+import { clusterEpochOf, type ReplicationMode } from '../core/replication.ts';
 import type { Store } from '../ports/store.ts';
 
 export interface ClusterStatus {
   region: string;
+  homeRegion: string;
+  replicaRegions: string[];
+  /** The cluster's replication mode (a write may ask for a stronger one). */
+  replication: ReplicationMode;
+  /** Bumped by every promotion: the high part of the shard epochs. */
+  clusterEpoch: number;
   leaseMs: number;
   tickMs: number;
   nodes: { id: string; status: NodeStatus; lastHeartbeatAgeMs: number | null; incarnation: string | null; seq: number | null }[];
-  shards: { shard: number; leader: string | null; epoch: number; headIndex: number; leaseAgeMs: number | null; live: boolean }[];
+  shards: {
+    shard: number;
+    leader: string | null;
+    epoch: number;
+    headIndex: number;
+    leaseAgeMs: number | null;
+    live: boolean;
+    /** Replica regions an `all` write must reach, as the shard's leader last wrote them (null: none written yet, so every replica). */
+    inSync: string[] | null;
+  }[];
   replicas: {
     region: string;
     shard: number;
@@ -29,11 +45,12 @@ export interface ClusterStatus {
  * use local elapsed time and never compare clocks).
  */
 export async function clusterStatus(store: Store, config: ClusterConfig, clock: Clock): Promise<ClusterStatus> {
-  const [heartbeats, leases, heads, reports] = await Promise.all([
+  const [heartbeats, leases, heads, reports, inSync] = await Promise.all([
     store.readHeartbeats(),
     store.readLeases(),
     Promise.all(Array.from({ length: config.shardCount }, (_, shard) => store.readHead(shard))),
     store.readReplicaReports(),
+    Promise.all(Array.from({ length: config.shardCount }, (_, shard) => store.readInSync(shard))),
   ]);
   const now = clock.wallMs();
   const ids = [...new Set([...config.nodeIds, ...heartbeats.map((heartbeat) => heartbeat.node)])].sort();
@@ -54,6 +71,7 @@ export async function clusterStatus(store: Store, config: ClusterConfig, clock: 
       headIndex: heads[shard]?.index ?? 0,
       leaseAgeMs,
       live: lease?.holder !== undefined && leaseAgeMs !== null && leaseAgeMs <= config.leaseMs + limits.leaseSkewToleranceMs,
+      inSync: inSync[shard]?.regions ?? null,
     };
   });
   const replicas = await Promise.all(
@@ -75,5 +93,16 @@ export async function clusterStatus(store: Store, config: ClusterConfig, clock: 
         };
       }),
   );
-  return { region: config.region, leaseMs: config.leaseMs, tickMs: config.tickMs, nodes, shards, replicas };
+  return {
+    region: config.region,
+    homeRegion: config.homeRegion,
+    replicaRegions: config.replicaRegions,
+    replication: config.replication,
+    clusterEpoch: Math.max(0, ...leases.map((lease) => clusterEpochOf(lease.epoch))),
+    leaseMs: config.leaseMs,
+    tickMs: config.tickMs,
+    nodes,
+    shards,
+    replicas,
+  };
 }

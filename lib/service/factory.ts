@@ -18,9 +18,9 @@ export function createRegionService(
   unsafe: { disableFencing?: boolean } = {},
 ): { service: KvService; close(): void } {
   const unsafeDisableFencing = config.local && unsafe.disableFencing === true;
-  const home = new DynamoStore(makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount, { unsafeDisableFencing });
+  const home = new DynamoStore(makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint, from: config.region }), config.tables, config.shardCount, { unsafeDisableFencing });
   const shipper =
-    config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log });
+    config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log, from: config.region });
   let local;
   if (config.region !== config.homeRegion) {
     const client = makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint });

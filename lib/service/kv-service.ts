@@ -5,17 +5,20 @@ import type { LeaseRecord } from '../core/lease.ts';
 import { sealEntry, type LogEntry, type Operation } from '../core/log.ts';
 import { mergeToken, type SessionToken } from '../core/session.ts';
 import type { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
-import type { Shipper } from '../adapters/aws/replication.ts';
+import type { Shipper, ShipOutcome } from '../adapters/aws/replication.ts';
+import { ackMet, ackRequirement, modeStrength, replicationModes, type ReplicationMode } from '../core/replication.ts';
 import { shardOf } from '../core/shard.ts';
 import {
   EpochKvError,
   HeadConflictError,
   NoLeaderError,
   OutcomeUnknownError,
+  ReplicationUnmetError,
   RetriesExhaustedError,
   StaleEpochError,
   TooManyRequestsError,
   TransactionRaceError,
+  ValidationError,
 } from '../ports/errors.ts';
 import type { KvChange, KvItem, ListPage, LogHead, Precondition, Store } from '../ports/store.ts';
 
@@ -31,12 +34,23 @@ export interface WriteResult {
   version: number;
   epoch: number;
   index: number;
+  /** The mode the write was acknowledged under and the replica regions whose queue has the entry. */
+  replication: { mode: ReplicationMode; acceptedBy: string[] };
 }
 
 export interface ServiceOptions {
   shardCount: number;
   leaseMs: number;
   tickMs: number;
+  /** The cluster's mode; default async. */
+  replication?: ReplicationMode;
+  /** Every replica region (quorum counts them all); default: the shipper's. */
+  replicaRegions?: string[];
+}
+
+export interface WriteOptions {
+  /** Stronger than the cluster's mode for this write; a weaker one is refused (400). */
+  replication?: ReplicationMode | undefined;
 }
 
 export type Consistency = 'strong' | 'session' | 'eventual';
@@ -77,6 +91,7 @@ export class KvService {
   readonly #heads = new Map<number, LogHead | undefined>();
   /** The tail of each shard's queue of commits in this instance (see #exclusive). */
   readonly #commitQueues = new Map<number, Promise<void>>();
+  readonly #inSyncSets = new Map<number, { regions: string[]; readAtMs: number }>();
   #watching = 0;
 
   constructor(
@@ -137,7 +152,18 @@ export class KvService {
     return shardOf(key, this.options.shardCount);
   }
 
-  async write(change: KvChange, precondition: Precondition): Promise<WriteResult> {
+  /** The mode a write runs under: the cluster's, or a stronger one the caller asked for. */
+  replicationFor(requested: ReplicationMode | undefined): ReplicationMode {
+    const cluster = this.options.replication ?? 'async';
+    if (requested === undefined) return cluster;
+    if (modeStrength(requested) < modeStrength(cluster)) {
+      throw new ValidationError('replication', `this cluster replicates in ${cluster} mode; a write may ask for a stronger mode (${replicationModes.filter((mode) => modeStrength(mode) >= modeStrength(cluster)).join(' or ')}), not ${requested}`);
+    }
+    return requested;
+  }
+
+  async write(change: KvChange, precondition: Precondition, writeOptions: WriteOptions = {}): Promise<WriteResult> {
+    const mode = this.replicationFor(writeOptions.replication);
     const shard = this.shardOf(change.key);
     const requestId = randomUUID();
     const operation: Operation = change.type === 'put' ? { type: 'put', key: change.key, value: change.value } : { type: 'delete', key: change.key };
@@ -171,9 +197,9 @@ export class KvService {
           // Queued for sending before the next commit of the shard starts, so sends keep log order.
           return { entry, sending: this.#ship(entry) };
         });
-        await shipped.sending;
         const committed = shipped.entry;
-        return { key: change.key, shard, version: committed.index, epoch: committed.epoch, index: committed.index };
+        const acceptedBy = await this.#awaitReplication(committed, mode, shipped.sending);
+        return { key: change.key, shard, version: committed.index, epoch: committed.epoch, index: committed.index, replication: { mode, acceptedBy } };
       } catch (error) {
         if (error instanceof StaleEpochError) {
           this.#leases.delete(shard);
@@ -193,7 +219,9 @@ export class KvService {
           if (entry === undefined) throw error;
           const stored = await this.store.readLogEntry(shard, entry.index).catch(() => undefined);
           if (stored?.requestId === requestId) {
-            return { key: change.key, shard, version: entry.index, epoch: entry.epoch, index: entry.index };
+            // Committed, but never shipped by us: ship it now, so quorum/all still hold.
+            const acceptedBy = await this.#awaitReplication(stored, mode, this.#ship(stored));
+            return { key: change.key, shard, version: entry.index, epoch: entry.epoch, index: entry.index, replication: { mode, acceptedBy } };
           }
           if (stored === undefined) {
             throw new OutcomeUnknownError(`the write to "${change.key}" may or may not have been applied: ${String(error)}`);
@@ -228,15 +256,50 @@ export class KvService {
   }
 
   /**
-   * Asynchronous replication: the write is acknowledged after the home commit. The send is
-   * awaited (a Lambda may be frozen right after it answers) but its failure is only logged:
-   * the replica repairs any gap from the home log.
+   * Sends the entry to every replica queue. In async mode a failure is only logged: the
+   * replica repairs any gap from the home log.
    */
-  async #ship(entry: LogEntry): Promise<void> {
+  async #ship(entry: LogEntry): Promise<ShipOutcome> {
     const shipper = this.replication.shipper;
-    if (shipper === undefined) return;
+    if (shipper === undefined) return { accepted: [], missed: [] };
     const outcome = await shipper.ship(entry);
     if (outcome.missed.length > 0) this.replication.log?.(`shard ${entry.shard} index ${entry.index}: not shipped to ${outcome.missed.join(', ')}; replicas will repair`);
+    return outcome;
+  }
+
+  /**
+   * async: the send is awaited (a Lambda may be frozen right after it answers) and that is
+   * all. quorum/all: the queues that must hold the entry have to accept it within
+   * `replicationAckMs`, else ReplicationUnmetError — the entry is committed at home, but the
+   * caller cannot count on it surviving the loss of the home region.
+   */
+  async #awaitReplication(entry: LogEntry, mode: ReplicationMode, sending: Promise<ShipOutcome>): Promise<string[]> {
+    if (mode === 'async') return (await sending).accepted;
+    const replicaRegions = this.options.replicaRegions ?? this.replication.shipper?.regions() ?? [];
+    const inSync = mode === 'all' ? await this.#inSync(entry.shard, replicaRegions) : replicaRegions;
+    const requirement = ackRequirement(mode, replicaRegions, inSync);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), limits.replicationAckMs)));
+    const outcome = await Promise.race([sending, deadline]).finally(() => clearTimeout(timer));
+    const accepted = outcome === 'timeout' ? [] : outcome.accepted;
+    const verdict = ackMet(requirement, accepted);
+    if (verdict.met) return accepted;
+    const missed = outcome === 'timeout' ? `no queue answered within ${limits.replicationAckMs} ms` : `not accepted by ${outcome.missed.join(', ') || 'any region'}`;
+    throw new ReplicationUnmetError(
+      `the write to shard ${entry.shard} (index ${entry.index}) is committed at home, but ${mode} replication needs ${verdict.missing} and it reached ${accepted.join(', ') || 'none'} (${missed}); its outcome is unknown: it may survive, or be lost if the home region is lost. Read the key to see it; retry later`,
+      entry.index,
+    );
+  }
+
+  /** The shard's in-sync set (`all` mode), cached for a tick; every replica region until a leader wrote one. */
+  async #inSync(shard: number, replicaRegions: string[]): Promise<string[]> {
+    const cached = this.#inSyncSets.get(shard);
+    const nowMs = this.clock.monotonicMs();
+    if (cached !== undefined && nowMs - cached.readAtMs <= this.options.tickMs) return cached.regions;
+    const stored = await this.store.readInSync(shard);
+    const regions = stored?.regions ?? replicaRegions;
+    this.#inSyncSets.set(shard, { regions, readAtMs: nowMs });
+    return regions;
   }
 
   async list(prefix: string, limit: number, after: string | undefined, consistency: Consistency): Promise<ListPage> {

@@ -2,6 +2,7 @@ import { ProgressMovedError, type DynamoReplicaStore } from '../adapters/aws/rep
 import type { Clock } from '../clock.ts';
 import { AssertionError } from '../core/assert.ts';
 import { decideApply, type ReplicaProgress } from '../core/apply.ts';
+import { clusterEpochOf } from '../core/replication.ts';
 import { verifyChain, type LogEntry } from '../core/log.ts';
 import type { Store } from '../ports/store.ts';
 
@@ -14,6 +15,8 @@ export interface DeliveryResult {
   applied: number;
   skipped: number;
   repaired: number;
+  /** Of the skipped: entries of a cluster epoch a promotion fenced. */
+  refused: number;
 }
 
 /** Delivery of `entries[failedAt]` and everything after it failed; those are retried. */
@@ -41,12 +44,13 @@ export class ReplicaApplier {
 
   /** Delivers messages of one shard, in the order the queue handed them over. */
   async deliver(shard: number, entries: readonly LogEntry[]): Promise<DeliveryResult> {
-    const result: DeliveryResult = { applied: 0, skipped: 0, repaired: 0 };
+    const result: DeliveryResult = { applied: 0, skipped: 0, repaired: 0, refused: 0 };
     let progress: ReplicaProgress = await this.replica.readProgress(shard);
     let position = 0;
     let moved = 0;
     while (position < entries.length) {
       const skippedBefore = result.skipped;
+      const refusedBefore = result.refused;
       // A run of entries that each continue the chain: one transaction.
       const run: LogEntry[] = [];
       let tip = progress;
@@ -60,12 +64,18 @@ export class ReplicaApplier {
           result.skipped += 1;
           continue;
         }
+        if (decision.type === 'refuse') {
+          // The fenced old home's entries are acknowledged (so they leave the queue) and dropped.
+          result.skipped += 1;
+          result.refused += 1;
+          continue;
+        }
         if (decision.type === 'repair') {
           repair = decision;
           break;
         }
         run.push(entry);
-        tip = { appliedIndex: entry.index, appliedHash: entry.hash };
+        tip = { appliedIndex: entry.index, appliedHash: entry.hash, fenceClusterEpoch: Math.max(tip.fenceClusterEpoch ?? 0, clusterEpochOf(entry.epoch)) };
       }
       try {
         if (run.length > 0) {
@@ -87,6 +97,7 @@ export class ReplicaApplier {
           moved += 1;
           // The rescan from `position` counts those skips again.
           result.skipped = skippedBefore;
+          result.refused = refusedBefore;
           progress = await this.replica.readProgress(shard);
           continue;
         }

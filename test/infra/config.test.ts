@@ -66,7 +66,7 @@ describe('Infra config: typed in one place, from cdk.json context and -c flags',
   it.each<[string, Record<string, unknown>, RegExp]>([
     ['duplicate regions', { [contextKeys.replicaRegions]: ['eu-west-1', 'us-east-1'] }, /regions must be distinct: us-east-1 appears more than once/],
     ['tickMs * 3 > leaseMs', { [contextKeys.tickMs]: 2500, [contextKeys.leaseMs]: 6000 }, /tickMs \* 3 must be <= leaseMs \(tickMs=2500, leaseMs=6000\)/],
-    ['an unbuilt replication mode', { [contextKeys.replication]: 'quorum' }, /epochkv:replication must be one of async; got "quorum" \(quorum and all are designed but not built/],
+    ['an unknown replication mode', { [contextKeys.replication]: 'majority' }, /epochkv:replication must be one of async, quorum, all; got "majority"/],
     ['a typo in a key', { 'epochkv:sharCount': 4 }, /unknown context key epochkv:sharCount/],
     ['a region that is not one', { [contextKeys.homeRegion]: 'virginia' }, /"virginia" is not an AWS region name/],
     ['a node count that disagrees with the ids', { [contextKeys.nodeCount]: 2, [contextKeys.nodeIds]: ['a', 'b', 'c'] }, /nodeCount=2 disagrees with epochkv:nodeIds/],

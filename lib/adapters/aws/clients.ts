@@ -13,6 +13,50 @@ export interface ClientOptions {
   region: string;
   /** Emulator endpoint (DynamoDB Local); omitted on AWS. */
   endpoint?: string | undefined;
+  /**
+   * The region the caller runs in. Local cloud only: a call across regions fails while either
+   * region is cut off (see cutOffRegion).
+   */
+  from?: string | undefined;
+}
+
+/** Regions the local cloud has cut off: their tables and queues are unreachable from other regions and vice versa. */
+const cutOffRegions = new Set<string>();
+
+/** A call between two regions while one of them is cut off: what a network partition looks like to the caller. */
+export class RegionUnreachableError extends Error {
+  override name = 'RegionUnreachableError';
+  readonly $metadata = { attempts: 1 };
+}
+
+/**
+ * LOCAL CLOUD ONLY (fault injection, disaster-recovery rehearsal): from now on every call of
+ * this process between `region` and another region fails, as if the region were lost. Clients
+ * on AWS (no endpoint) or made without `from` are never affected.
+ */
+export function cutOffRegion(region: string): void {
+  cutOffRegions.add(region);
+}
+
+export function reconnectRegion(region: string): void {
+  cutOffRegions.delete(region);
+}
+
+export function isCutOff(region: string): boolean {
+  return cutOffRegions.has(region);
+}
+
+function addPartition(stack: Stack, region: string, from: string | undefined, endpoint: string | undefined): void {
+  if (endpoint === undefined || from === undefined || from === region) return;
+  (stack as DynamoDBClient['middlewareStack']).add(
+    (next) => async (args) => {
+      if (cutOffRegions.has(region) || cutOffRegions.has(from)) {
+        throw new RegionUnreachableError(`${cutOffRegions.has(region) ? region : from} is cut off: a call from ${from} to ${region} cannot get through`);
+      }
+      return next(args);
+    },
+    { step: 'initialize', priority: 'low', name: 'epochkvRegionPartition', override: true },
+  );
 }
 
 /**
@@ -116,7 +160,7 @@ function addObserver(stack: Stack, service: AwsRequestRecord['service'], region:
   );
 }
 
-export function makeDynamoClient({ region, endpoint }: ClientOptions): DynamoDBDocumentClient {
+export function makeDynamoClient({ region, endpoint, from }: ClientOptions): DynamoDBDocumentClient {
   const client = new DynamoDBClient({
     region,
     // The adapters retry lost races themselves with jittered backoff; the SDK retries only
@@ -125,6 +169,7 @@ export function makeDynamoClient({ region, endpoint }: ClientOptions): DynamoDBD
     ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }),
   });
   addObserver(client.middlewareStack, 'dynamodb', region);
+  addPartition(client.middlewareStack, region, from, endpoint);
   return DynamoDBDocumentClient.from(client, {
     marshallOptions: { removeUndefinedValues: true, convertEmptyValues: false },
     unmarshallOptions: { wrapNumbers: false },
@@ -132,8 +177,9 @@ export function makeDynamoClient({ region, endpoint }: ClientOptions): DynamoDBD
 }
 
 /** SQS client for a region; on the local cloud it points at the emulator with the local key. */
-export function makeSqsClient({ region, endpoint }: ClientOptions): SQSClient {
+export function makeSqsClient({ region, endpoint, from }: ClientOptions): SQSClient {
   const client = new SQSClient({ region, maxAttempts: 3, ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }) });
   addObserver(client.middlewareStack, 'sqs', region);
+  addPartition(client.middlewareStack, region, from, endpoint);
   return client;
 }

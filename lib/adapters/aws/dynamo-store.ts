@@ -19,11 +19,13 @@ import {
   TransactionRaceError,
   VersionConflictError,
 } from '../../ports/errors.ts';
-import type { CommitRequest, HeartbeatItem, KvItem, LeaseExpectation, ListPage, LogHead, ReplicaReport, Store } from '../../ports/store.ts';
+import type { ClusterState, CommitRequest, HeartbeatItem, InSyncSet, KvItem, LeaseExpectation, ListPage, LogHead, ReplicaReport, Store } from '../../ports/store.ts';
 
 const leasePartition = 'lease';
 const nodePartition = 'node';
 const replicaPartition = 'replica';
+const inSyncPartition = 'insync';
+const clusterKey = { pk: 'cluster', sk: 'home' };
 
 /** Sort keys of leases are zero-padded so the one Query returns them in shard order. */
 function leaseSortKey(shard: number): string {
@@ -42,6 +44,7 @@ function toLease(item: Item): LeaseRecord {
     renewedAtMs: Number(item.renewedAtMs ?? 0),
     markerPending: item.markerPending === true,
     previousEpoch: Number(item.previousEpoch ?? 0),
+    ...(typeof item.movedTo === 'string' ? { movedTo: item.movedTo } : {}),
   };
 }
 
@@ -130,6 +133,7 @@ const acquireNames = {
   '#renewedAtMs': 'renewedAtMs',
   '#markerPending': 'markerPending',
   '#version': 'version',
+  '#movedTo': 'movedTo',
 };
 const leaseNames = { '#holder': 'holder', '#incarnation': 'incarnation', '#epoch': 'epoch', '#version': 'version', '#renewedAtMs': 'renewedAtMs' };
 
@@ -226,7 +230,8 @@ export class DynamoStore implements Store {
           Key: { pk: leasePartition, sk: leaseSortKey(shard) },
           UpdateExpression:
             'SET #shard = :shard, #holder = :node, #incarnation = :self, #previousEpoch = if_not_exists(#epoch, :zero), #epoch = :newEpoch, #renewedAtMs = :now, #markerPending = :true, #version = if_not_exists(#version, :zero) + :one',
-          ConditionExpression: condition.ConditionExpression,
+          // A lease fenced by a promotion is nobody's to take: this region is not home any more.
+          ConditionExpression: `(${condition.ConditionExpression}) AND attribute_not_exists(#movedTo)`,
           ExpressionAttributeNames: { ...condition.ExpressionAttributeNames, ...acquireNames },
           ExpressionAttributeValues: {
             ...condition.ExpressionAttributeValues,
@@ -298,6 +303,120 @@ export class DynamoStore implements Store {
     const stored = await this.readLease(shard);
     assert(stored !== undefined, 'a lease whose marker was appended must exist');
     return stored;
+  }
+
+  async readInSync(shard: number): Promise<InSyncSet | undefined> {
+    const result = await this.client.send(new GetCommand({ TableName: this.tables.control, Key: { pk: inSyncPartition, sk: leaseSortKey(shard) }, ConsistentRead: true }));
+    const item = result.Item;
+    if (item === undefined) return undefined;
+    return { shard, regions: (item.regions as string[] | undefined) ?? [], epoch: Number(item.epoch), updatedAtMs: Number(item.updatedAtMs) };
+  }
+
+  async writeInSync(set: InSyncSet, holder: { node: string; incarnation: string }): Promise<void> {
+    try {
+      await this.client.send(
+        new TransactWriteCommand({
+          TransactItems: [
+            {
+              // Fenced like a log append: only the shard's current leader changes the set.
+              ConditionCheck: {
+                TableName: this.tables.control,
+                Key: { pk: leasePartition, sk: leaseSortKey(set.shard) },
+                ConditionExpression: '#holder = :node AND #incarnation = :incarnation AND #epoch = :epoch',
+                ExpressionAttributeNames: { '#holder': 'holder', '#incarnation': 'incarnation', '#epoch': 'epoch' },
+                ExpressionAttributeValues: { ':node': holder.node, ':incarnation': holder.incarnation, ':epoch': set.epoch },
+              },
+            },
+            { Put: { TableName: this.tables.control, Item: { pk: inSyncPartition, sk: leaseSortKey(set.shard), ...set } } },
+          ],
+        }),
+      );
+    } catch (error) {
+      if (error instanceof TransactionCanceledException) {
+        if (reasonCodes(error)[0] === 'ConditionalCheckFailed') throw new StaleEpochError(set.shard, set.epoch);
+        throw new TransactionRaceError(`shard ${set.shard}: in-sync set write raced another transaction`);
+      }
+      throw error;
+    }
+  }
+
+  /** Which region is home, as this region's `control` table records it (undefined: never promoted). */
+  async readClusterState(): Promise<ClusterState | undefined> {
+    const result = await this.client.send(new GetCommand({ TableName: this.tables.control, Key: clusterKey, ConsistentRead: true }));
+    const item = result.Item;
+    if (item === undefined) return undefined;
+    return {
+      homeRegion: String(item.homeRegion),
+      clusterEpoch: Number(item.clusterEpoch),
+      previousHome: typeof item.previousHome === 'string' ? item.previousHome : undefined,
+      promotedAtMs: typeof item.promotedAtMs === 'number' ? item.promotedAtMs : undefined,
+    };
+  }
+
+  /** Records a promotion; never moves the cluster epoch back (false when a later one is there). */
+  async writeClusterState(state: ClusterState): Promise<boolean> {
+    try {
+      await this.client.send(
+        new PutCommand({
+          TableName: this.tables.control,
+          Item: { ...clusterKey, ...state },
+          ConditionExpression: 'attribute_not_exists(#pk) OR #clusterEpoch <= :ce',
+          ExpressionAttributeNames: { '#pk': 'pk', '#clusterEpoch': 'clusterEpoch' },
+          ExpressionAttributeValues: { ':ce': state.clusterEpoch },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Promotion, in the old home: every lease loses its holder and moves to `epoch` (the new
+   * cluster epoch's base) with `movedTo` set. From this write on, no writer of this region
+   * can append (the ConditionCheck wants its own epoch and a holder) and no node can take
+   * the lease again (acquire wants no `movedTo`).
+   */
+  async fenceLeases(epoch: number, movedTo: string): Promise<void> {
+    await Promise.all(
+      Array.from({ length: this.shardCount }, (_, shard) =>
+        this.client.send(
+          new UpdateCommand({
+            TableName: this.tables.control,
+            Key: { pk: leasePartition, sk: leaseSortKey(shard) },
+            UpdateExpression: 'SET #shard = :shard, #epoch = :epoch, #movedTo = :to, #version = if_not_exists(#version, :zero) + :one REMOVE #holder, #incarnation, #markerPending',
+            ExpressionAttributeNames: { '#shard': 'shard', '#epoch': 'epoch', '#movedTo': 'movedTo', '#version': 'version', '#holder': 'holder', '#incarnation': 'incarnation', '#markerPending': 'markerPending' },
+            ExpressionAttributeValues: { ':shard': shard, ':epoch': epoch, ':to': movedTo, ':zero': 0, ':one': 1 },
+          }),
+        ),
+      ),
+    );
+  }
+
+  /**
+   * Promotion, in the new home: free leases at `epoch` (the new cluster epoch's base), so the
+   * first leader of every shard takes epoch + 1. Any lease left from an earlier time as home
+   * is replaced; one of a later cluster epoch is kept.
+   */
+  async seedLeases(epoch: number): Promise<void> {
+    await Promise.all(
+      Array.from({ length: this.shardCount }, (_, shard) =>
+        this.client
+          .send(
+            new PutCommand({
+              TableName: this.tables.control,
+              Item: { pk: leasePartition, sk: leaseSortKey(shard), shard, epoch, previousEpoch: epoch, version: 0, renewedAtMs: 0 },
+              ConditionExpression: 'attribute_not_exists(#pk) OR #epoch < :epoch',
+              ExpressionAttributeNames: { '#pk': 'pk', '#epoch': 'epoch' },
+              ExpressionAttributeValues: { ':epoch': epoch },
+            }),
+          )
+          .catch((error: unknown) => {
+            if (!(error instanceof ConditionalCheckFailedException)) throw error;
+          }),
+      ),
+    );
   }
 
   async putHeartbeat(heartbeat: HeartbeatItem): Promise<void> {

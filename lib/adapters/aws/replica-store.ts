@@ -1,8 +1,9 @@
-import { TransactionCanceledException } from '@aws-sdk/client-dynamodb';
-import { GetCommand, TransactWriteCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { ConditionalCheckFailedException, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
+import { GetCommand, PutCommand, TransactWriteCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { assert } from '../../core/assert.ts';
 import { chunkRuns, emptyProgress, netEffects, runItemsMax, type ReplicaProgress } from '../../core/apply.ts';
 import type { LogEntry } from '../../core/log.ts';
+import { clusterEpochOf } from '../../core/replication.ts';
 import type { TableNames } from '../../infra/schema.ts';
 import { fromLogEntry, queryPartition } from './dynamo-store.ts';
 
@@ -34,6 +35,7 @@ function toProgress(item: Record<string, unknown> | undefined): StoredProgress {
     appliedHash: String(item.appliedHash),
     appliedAtMs: Number(item.appliedAtMs ?? 0),
     lastLagMs: Number(item.lastLagMs ?? 0),
+    fenceClusterEpoch: Number(item.fenceClusterEpoch ?? 0),
   };
 }
 
@@ -70,22 +72,59 @@ export class DynamoReplicaStore {
     return progress;
   }
 
+  /**
+   * Promotion: from now on this replica refuses entries of a cluster epoch below
+   * `clusterEpoch` (the fenced old home's). Never lowers the fence.
+   */
+  async fence(shard: number, clusterEpoch: number): Promise<void> {
+    await this.client
+      .send(
+        new UpdateCommand({
+          TableName: this.tables.control,
+          Key: progressKey(shard),
+          UpdateExpression: 'SET #shard = :shard, #appliedIndex = if_not_exists(#appliedIndex, :zero), #appliedHash = if_not_exists(#appliedHash, :genesis), #fence = :ce',
+          ConditionExpression: 'attribute_not_exists(#fence) OR #fence < :ce',
+          ExpressionAttributeNames: { '#shard': 'shard', '#appliedIndex': 'appliedIndex', '#appliedHash': 'appliedHash', '#fence': 'fenceClusterEpoch' },
+          ExpressionAttributeValues: { ':shard': shard, ':zero': 0, ':genesis': emptyProgress.appliedHash, ':ce': clusterEpoch },
+        }),
+      )
+      .catch((error: unknown) => {
+        // Already fenced at this cluster epoch or later: nothing to do.
+        if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      });
+  }
+
+  /**
+   * A planned switchover turns the old home into a replica: its tables already hold the log up
+   * to `head`, so its progress starts there, fenced at the new cluster epoch.
+   */
+  async seed(shard: number, head: { index: number; hash: string }, clusterEpoch: number, nowMs: number): Promise<void> {
+    await this.client.send(
+      new PutCommand({
+        TableName: this.tables.control,
+        Item: { ...progressKey(shard), shard, appliedIndex: head.index, appliedHash: head.hash, appliedAtMs: nowMs, lastLagMs: 0, fenceClusterEpoch: clusterEpoch },
+      }),
+    );
+  }
+
   async #applyOne(shard: number, from: ReplicaProgress, run: LogEntry[], nowMs: number): Promise<ReplicaProgress> {
+    const first = run[0];
     const last = run.at(-1);
-    assert(last !== undefined, 'an apply run is not empty');
-    assert(run[0]?.index === from.appliedIndex + 1 && last.index === from.appliedIndex + run.length, 'an apply run continues the progress densely');
+    assert(first !== undefined && last !== undefined, 'an apply run is not empty');
+    assert(first.index === from.appliedIndex + 1 && last.index === from.appliedIndex + run.length, 'an apply run continues the progress densely');
+    // Epochs never decrease along a log: the run's first entry has its lowest cluster epoch and
+    // its last the one the fence rises to.
+    const fenceClusterEpoch = clusterEpochOf(last.epoch);
     const items: NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']> = [
       {
         Put: {
           TableName: this.tables.control,
-          Item: { ...progressKey(shard), shard, appliedIndex: last.index, appliedHash: last.hash, appliedAtMs: nowMs, lastLagMs: Math.max(0, nowMs - last.committedAtMs) },
-          ...(from.appliedIndex === 0
-            ? { ConditionExpression: 'attribute_not_exists(#pk)', ExpressionAttributeNames: { '#pk': 'pk' } }
-            : {
-                ConditionExpression: '#appliedIndex = :from',
-                ExpressionAttributeNames: { '#appliedIndex': 'appliedIndex' },
-                ExpressionAttributeValues: { ':from': from.appliedIndex },
-              }),
+          Item: { ...progressKey(shard), shard, appliedIndex: last.index, appliedHash: last.hash, appliedAtMs: nowMs, lastLagMs: Math.max(0, nowMs - last.committedAtMs), fenceClusterEpoch },
+          // Conditional on the progress the run starts from and on no promotion having fenced
+          // the run's cluster epoch since it was read.
+          ConditionExpression: `${from.appliedIndex === 0 ? '(attribute_not_exists(#appliedIndex) OR #appliedIndex = :from)' : '#appliedIndex = :from'} AND (attribute_not_exists(#fence) OR #fence <= :ce)`,
+          ExpressionAttributeNames: { '#appliedIndex': 'appliedIndex', '#fence': 'fenceClusterEpoch' },
+          ExpressionAttributeValues: { ':from': from.appliedIndex, ':ce': clusterEpochOf(first.epoch) },
         },
       },
       ...run.map((entry) => ({ Put: { TableName: this.tables.log, Item: fromLogEntry(entry) } })),
@@ -105,6 +144,6 @@ export class DynamoReplicaStore {
       }
       throw error;
     }
-    return { appliedIndex: last.index, appliedHash: last.hash };
+    return { appliedIndex: last.index, appliedHash: last.hash, fenceClusterEpoch };
   }
 }

@@ -106,9 +106,9 @@ export class Shipper {
   readonly #targets: Target[];
 
   constructor(
-    private readonly options: { prefix: string; regions: string[]; endpoint?: string | undefined; log?: (line: string) => void },
+    private readonly options: { prefix: string; regions: string[]; endpoint?: string | undefined; log?: (line: string) => void; from?: string | undefined },
   ) {
-    this.#targets = options.regions.map((region) => ({ region, client: makeSqsClient({ region, endpoint: options.endpoint }), queueUrl: undefined, pending: [], timer: undefined }));
+    this.#targets = options.regions.map((region) => ({ region, client: makeSqsClient({ region, endpoint: options.endpoint, from: options.from }), queueUrl: undefined, pending: [], timer: undefined }));
   }
 
   regions(): string[] {
