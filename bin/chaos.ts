@@ -6,10 +6,11 @@ import { randomInt } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { nemesisKinds } from '../lib/chaos/nemesis.ts';
 import { parseNemeses, runChaos } from '../lib/chaos/run.ts';
+import { isReplicationMode, replicationModes } from '../lib/core/replication.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-const usage = `usage: npm run chaos -- [--duration 60] [--seed N] [--nemesis all|none|kind,kind] [--clients 10] [--keys 5]
+const usage = `usage: npm run chaos -- [--duration 60] [--seed N] [--nemesis all|none|kind,kind] [--replication async|quorum|all] [--clients 10] [--keys 5]
 
 Runs concurrent clients against a fresh local cloud while faults are injected, then checks
 that the history is linearizable, no acknowledged write was lost, the replicas converged to
@@ -17,7 +18,11 @@ the home state, sessions kept read-your-writes and monotonic reads, and no log e
 epoch follows a higher epoch's first entry. The report is printed and written as JSON under
 chaos/results/. Exit code 1 on any violation.
 
-nemeses: ${nemesisKinds.join(', ')}
+nemeses: ${nemesisKinds.join(', ')} (all = every one but region-loss)
+  region-loss           alone: cuts the home region off a third into the run and promotes
+                        a replica; with --replication quorum|all no acknowledged write may be
+                        lost, with async the report counts the writes lost (the trade-off)
+  --replication MODE    the cluster's replication mode (default async)
   --unsafe-no-fencing   TEST ONLY: the API writes without the epoch check; the run must fail`;
 
 function integer(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {
@@ -39,6 +44,7 @@ try {
       nemesis: { type: 'string', default: 'all' },
       clients: { type: 'string' },
       keys: { type: 'string' },
+      replication: { type: 'string', default: 'async' },
       'unsafe-no-fencing': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -58,7 +64,13 @@ try {
   console.error(`${(error as Error).message}\n\n${usage}`);
   process.exit(2);
 }
+const replication = values.replication ?? 'async';
+if (!isReplicationMode(replication)) {
+  console.error(`--replication must be one of ${replicationModes.join(', ')}, got "${replication}"\n\n${usage}`);
+  process.exit(2);
+}
 const report = await runChaos({
+  replication,
   durationS: integer(values.duration, 'duration', 60, 5, 3_600),
   seed: integer(values.seed, 'seed', randomInt(1, 1_000_000), 0, 2 ** 31 - 1),
   nemeses,

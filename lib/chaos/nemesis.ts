@@ -2,7 +2,7 @@ import type { LocalCloud } from '../local/cloud.ts';
 import { between, pick } from '../random.ts';
 import type { ClusterStatus } from '../service/cluster-status.ts';
 
-export const nemesisKinds = ['kill', 'pause', 'api-pause', 'skew', 'replication', 'poller', 'sqs-restart'] as const;
+export const nemesisKinds = ['kill', 'pause', 'api-pause', 'skew', 'replication', 'poller', 'sqs-restart', 'region-loss'] as const;
 export type NemesisKind = (typeof nemesisKinds)[number];
 /** Faults of the nodes and the API; the others are faults of replication. */
 export const nodeNemeses: readonly NemesisKind[] = ['kill', 'pause', 'api-pause', 'skew'];
@@ -162,6 +162,9 @@ export class Nemesis {
         await cloud.restartSqs();
         return 'restarted the SQS emulator: every message in flight lost';
       }
+      case 'region-loss':
+        // Scheduled by the run itself (lib/chaos/run.ts): it happens once and rewires the cloud.
+        return undefined;
     }
   }
 }

@@ -7,6 +7,7 @@ import { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import { verifyChain, type LogEntry } from '../core/log.ts';
 import { shardOf } from '../core/shard.ts';
 import { startLocalCloud, type LocalCloud } from '../local/cloud.ts';
+import type { ReplicationMode } from '../core/replication.ts';
 import { between, mulberry32, pick } from '../random.ts';
 import type { ClusterStatus } from '../service/cluster-status.ts';
 import { checkHistory, formatViolation } from './checker.ts';
@@ -23,6 +24,8 @@ export interface ChaosOptions {
   dynamoEndpoint?: string;
   /** TEST ONLY: writes without the epoch ConditionCheck — the run must then report a violation. */
   unsafeDisableFencing?: boolean;
+  /** The cluster's replication mode; default async. */
+  replication?: ReplicationMode;
   /** Where the JSON report goes; nothing is written when undefined. */
   resultsDirectory?: string;
   print: (line: string) => void;
@@ -37,7 +40,10 @@ export interface ChaosReport {
   faults: { total: number; byKind: Record<string, number>; log: { kind: string; atS: number; detail: string }[] };
   failoverMs: { count: number; min: number | null; median: number | null; max: number | null; leaseMs: number };
   checker: { linearizable: boolean; timedOut: boolean; violatingKeys: string[]; keys: number; operations: number; statesExplored: number; ms: number; explanation: string | null };
-  lost: { count: number; acknowledged: number; samples: string[] };
+  lost: { count: number; acknowledged: number; samples: string[]; expected: boolean };
+  replication: ReplicationMode;
+  /** The region-loss nemesis: the lost home and the promotion that replaced it. */
+  regionLoss: { lost: string; promoted: string; lostAtS: number; writableAfterMs: number | null; promotionMs: number; drainedMessages: number; warnings: string[] } | null;
   diverged: { count: number; samples: string[] };
   session: { reads: number; servedByReplica: number; readYourWritesViolations: number; monotonicViolations: number; samples: string[] };
   epochOrder: { violations: number; samples: string[] };
@@ -62,8 +68,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const { print } = options;
   const random = mulberry32(options.seed);
   const prefix = `chaos-${options.seed}-${Date.now().toString(36)}`;
-  print(`chaos: seed ${options.seed}, ${options.durationS} s, nemeses ${options.nemeses.join(',') || 'none'}, ${options.clients} clients on ${options.keyCount} keys${options.unsafeDisableFencing ? ', FENCING DISABLED (test only)' : ''}`);
+  const replication = options.replication ?? 'async';
+  const regionLossRun = options.nemeses.includes('region-loss');
+  if (regionLossRun && options.nemeses.length > 1) throw new Error('the region-loss nemesis runs alone: it rewires the whole cloud');
+  print(`chaos: seed ${options.seed}, ${options.durationS} s, nemeses ${options.nemeses.join(',') || 'none'}, replication ${replication}, ${options.clients} clients on ${options.keyCount} keys${options.unsafeDisableFencing ? ', FENCING DISABLED (test only)' : ''}`);
   const cloud = await startLocalCloud({
+    replication,
     basePort: 0,
     ...(options.dynamoEndpoint === undefined ? {} : { dynamoEndpoint: options.dynamoEndpoint }),
     tablePrefix: prefix,
@@ -73,7 +83,6 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     log: () => undefined,
   });
   try {
-    const home = new DynamoStore(makeDynamoClient({ region: cloud.config.homeRegion, endpoint: cloud.dynamoEndpoint }), cloud.config.tables, cloud.config.shardCount);
     await waitForLeaders(cloud, 30_000);
     const startedMs = Date.now();
     const deadlineMs = startedMs + options.durationS * 1_000;
@@ -86,8 +95,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const lanes = [options.nemeses.filter((kind) => nodeNemeses.includes(kind)), options.nemeses.filter((kind) => !nodeNemeses.includes(kind))].filter(
       (lane) => lane.length > 0,
     );
+    let regionLoss: ChaosReport['regionLoss'] = null;
     const schedule = Promise.all(
       lanes.map(async (lane, position) => {
+        if (regionLossRun) {
+          regionLoss = await loseHomeRegion(cloud, startedMs, deadlineMs, (line) => print(`  [${((Date.now() - startedMs) / 1_000).toFixed(1)} s] ${line}`));
+          return;
+        }
         const laneRandom = mulberry32(options.seed + 101 * (position + 1));
         // Quiet at the start and at the end, so the history holds operations before and after faults.
         await sleep(Math.min(1_000, options.durationS * 100));
@@ -98,18 +112,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       }),
     );
     const [workload, session] = await Promise.all([
-      runWorkload({ apiUrl: cloud.apiUrl, shardCount: cloud.config.shardCount, clients: options.clients, keys, seed: options.seed, deadlineMs, requestTimeoutMs: 4 * cloud.config.leaseMs }),
+      runWorkload({ apiUrl: () => cloud.apiUrl, shardCount: cloud.config.shardCount, clients: options.clients, keys, seed: options.seed, deadlineMs, requestTimeoutMs: 4 * cloud.config.leaseMs }),
       runSessionClient({
         homeUrl: cloud.apiUrl,
         replicaUrls: cloud.regions.filter((region) => region.role === 'replica').map((region) => region.apiUrl),
         seed: options.seed,
-        deadlineMs,
+        // A lost region takes its APIs along: sessions are checked in the other runs.
+        deadlineMs: regionLossRun ? 0 : deadlineMs,
         requestTimeoutMs: 4 * cloud.config.leaseMs,
       }),
       schedule,
     ]);
     await schedule;
-    await nemesis.healAll();
+    if (regionLossRun) print('chaos: sessions are not checked in a region-loss run (the session client\'s regions move)');
+    else await nemesis.healAll();
+    const home = new DynamoStore(makeDynamoClient({ region: cloud.config.homeRegion, endpoint: cloud.dynamoEndpoint }), cloud.config.tables, cloud.config.shardCount);
     print(`chaos: workload done (${workload.history.length} operations); healing and waiting for the replicas to converge...`);
     const convergedMs = await waitForConvergence(cloud, home, 60_000);
 
@@ -127,7 +144,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     for (const fault of nemesis.log.faults) faultsByKind[fault.kind] = (faultsByKind[fault.kind] ?? 0) + 1;
     const failovers = [...nemesis.log.failoverMs].sort((a, b) => a - b);
     const sessionViolations = session.readYourWritesViolations + session.monotonicViolations;
-    const ok = verdict.linearizable && lost.count === 0 && diverged.count === 0 && sessionViolations === 0 && epochOrder.violations === 0 && workload.counters.unexpected === 0;
+    // async replication loses the unshipped tail with the home region: that loss (and the
+    // non-linearizable history it makes) is the measured trade-off, not a failure of the run.
+    const lossExpected = regionLossRun && replication === 'async';
+    const ok = (lossExpected || (verdict.linearizable && lost.count === 0)) && diverged.count === 0 && sessionViolations === 0 && epochOrder.violations === 0 && workload.counters.unexpected === 0;
     const report: ChaosReport = {
       seed: options.seed,
       durationS: options.durationS,
@@ -150,13 +170,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         ms: checkMs,
         explanation: verdict.linearizable ? null : formatViolation(verdict),
       },
-      lost: { count: lost.count, acknowledged: workload.acknowledged.length, samples: lost.samples },
+      lost: { count: lost.count, acknowledged: workload.acknowledged.length, samples: lost.samples, expected: lossExpected },
+      replication,
+      regionLoss,
       diverged,
       session: { reads: session.reads, servedByReplica: session.servedByReplica, readYourWritesViolations: session.readYourWritesViolations, monotonicViolations: session.monotonicViolations, samples: session.samples },
       epochOrder,
       convergedMs,
       ok,
-      summary: `chaos: linearizable=${verdict.linearizable ? 'yes' : 'no'} lost=${lost.count} diverged=${diverged.count} ops=${workload.history.length} faults=${nemesis.log.faults.length}`,
+      summary: `chaos: linearizable=${verdict.linearizable ? 'yes' : 'no'} lost=${lost.count} diverged=${diverged.count} ops=${workload.history.length} faults=${nemesis.log.faults.length + (regionLoss === null ? 0 : 1)}${regionLossRun ? ` replication=${replication}` : ''}`,
     };
     printReport(report, print);
     if (options.resultsDirectory !== undefined) {
@@ -170,6 +192,34 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   } finally {
     await cloud.stop();
   }
+}
+
+/**
+ * The region-loss nemesis: at a third of the run the home region is cut off (tables, queues,
+ * API and nodes gone), an operator notices a second later and promotes the first replica
+ * region; the workload follows the new home.
+ */
+async function loseHomeRegion(cloud: LocalCloud, startedMs: number, deadlineMs: number, print: (line: string) => void): Promise<NonNullable<ChaosReport['regionLoss']>> {
+  await sleep(Math.max(1_000, (deadlineMs - startedMs) / 3));
+  const lost = cloud.config.homeRegion;
+  const promoted = cloud.config.replicaRegions[0] as string;
+  const lostMs = Date.now();
+  cloud.cutOff(lost);
+  print(`nemesis region-loss: ${lost} cut off (its nodes killed, its tables, queues and API unreachable)`);
+  await sleep(1_000);
+  const report = await cloud.promote(promoted);
+  print(`nemesis region-loss: promoted ${promoted} in ${report.durationMs} ms (cluster epoch ${report.clusterEpoch}; drained ${report.drainedMessages} queued entries)${report.warnings.length > 0 ? `; ${report.warnings.join('; ')}` : ''}`);
+  let writableAfterMs: number | null = null;
+  while (Date.now() < deadlineMs) {
+    const status = await cluster(cloud).catch(() => undefined);
+    if (status?.shards.every((shard) => shard.live)) {
+      writableAfterMs = Date.now() - lostMs;
+      break;
+    }
+    await sleep(50);
+  }
+  print(`nemesis region-loss: every shard led at ${promoted} ${writableAfterMs ?? '—'} ms after the loss`);
+  return { lost, promoted, lostAtS: Math.round((lostMs - startedMs) / 100) / 10, writableAfterMs, promotionMs: report.durationMs, drainedMessages: report.drainedMessages, warnings: report.warnings };
 }
 
 async function cluster(cloud: LocalCloud): Promise<ClusterStatus> {
@@ -296,7 +346,12 @@ function printReport(report: ChaosReport, print: (line: string) => void): void {
   const verdict = report.checker.linearizable ? 'linearizable' : report.checker.violatingKeys.length > 0 ? `NOT linearizable (keys ${report.checker.violatingKeys.join(', ')})` : 'UNKNOWN (search bound hit)';
   line('checker', `${verdict}: ${report.checker.operations} operations on ${report.checker.keys} keys, ${report.checker.statesExplored} states, ${report.checker.ms} ms`);
   if (report.checker.explanation !== null) print(report.checker.explanation);
-  line('acknowledged writes', `${report.lost.acknowledged}, lost ${report.lost.count}`);
+  if (report.regionLoss !== null) {
+    const loss = report.regionLoss;
+    line('region loss', `${loss.lost} cut off at ${loss.lostAtS} s; ${loss.promoted} promoted in ${loss.promotionMs} ms (${loss.drainedMessages} queued entries drained); writable again ${loss.writableAfterMs ?? '—'} ms after the loss`);
+    for (const warning of loss.warnings) print(`    ${warning}`);
+  }
+  line('acknowledged writes', `${report.lost.acknowledged}, lost ${report.lost.count}${report.lost.expected ? ` (replication ${report.replication}: writes not yet shipped are lost with the home region — the expected trade-off)` : ''}`);
   for (const sample of report.lost.samples) print(`    ${sample}`);
   line('replicas', `${report.diverged.count === 0 ? 'converged, equal to home' : `${report.diverged.count} divergences`}${report.convergedMs === null ? ' (did not converge within 60 s)' : ` (converged ${report.convergedMs} ms after healing)`}`);
   for (const sample of report.diverged.samples) print(`    ${sample}`);
@@ -308,11 +363,13 @@ function printReport(report: ChaosReport, print: (line: string) => void): void {
 }
 
 export function parseNemeses(raw: string): NemesisKind[] {
-  if (raw === 'all') return [...nemesisKinds];
+  // region-loss rewires the cloud: it is asked for by name, never part of `all`.
+  if (raw === 'all') return nemesisKinds.filter((kind) => kind !== 'region-loss');
   if (raw === 'none' || raw === '') return [];
   const kinds = raw.split(',').map((kind) => kind.trim());
   for (const kind of kinds) {
     if (!(nemesisKinds as readonly string[]).includes(kind)) throw new Error(`unknown nemesis "${kind}"; use all, none or a list of ${nemesisKinds.join(', ')}`);
   }
+  if (kinds.includes('region-loss') && kinds.length > 1) throw new Error('region-loss runs alone (it rewires the whole cloud); give --nemesis region-loss by itself');
   return kinds as NemesisKind[];
 }

@@ -32,10 +32,11 @@ export interface SessionCounters {
 
 
 /** Error codes of a 503 that guarantee the write was not applied. */
-const notAppliedCodes = new Set(['NoLeader', 'Busy', 'StaleEpoch', 'HeadConflict', 'TransactionConflict']);
+const notAppliedCodes = new Set(['NoLeader', 'Busy', 'StaleEpoch', 'HeadConflict', 'TransactionConflict', 'RegionUnreachable', 'RegionDetached']);
 
 export interface WorkloadOptions {
-  apiUrl: string;
+  /** The home API; a function when it can move (a promotion) during the run. */
+  apiUrl: string | (() => string);
   shardCount: number;
   clients: number;
   keys: string[];
@@ -82,9 +83,11 @@ export async function runWorkload(options: WorkloadOptions): Promise<{ history: 
     if (counters.unexpectedSamples.length < 10) counters.unexpectedSamples.push(what);
   };
 
+  const lastStatus = new Map<number, HistoryOperation['status']>();
   const record = (operation: HistoryOperation) => {
     history.push(operation);
     counters[operation.status] += 1;
+    lastStatus.set(operation.client, operation.status);
   };
 
   const writeStatus = (answer: Answer | 'timeout'): 'ok' | 'fail' | 'info' | 'conflict' | 'missing' => {
@@ -108,8 +111,11 @@ export async function runWorkload(options: WorkloadOptions): Promise<{ history: 
     const random = mulberry32(options.seed * 1_000 + clientId);
     let sequence = 0;
     while (Date.now() < options.deadlineMs) {
+      // A refusal (no leader, a lost region) comes back at once: back off a little, as clients do.
+      if (lastStatus.get(clientId) === 'fail') await new Promise((resolve) => setTimeout(resolve, between(20, 80, random)));
       const key = pick(options.keys, random);
-      const url = `${options.apiUrl}/kv/${encodeURIComponent(key)}`;
+      const apiUrl = typeof options.apiUrl === 'string' ? options.apiUrl : options.apiUrl();
+      const url = `${apiUrl}/kv/${encodeURIComponent(key)}`;
       const roll = random();
       const callMs = performance.now();
       if (roll < 0.35) {

@@ -8,10 +8,16 @@ export interface ReplicaProgress {
   /** Hash of the entry at appliedIndex (genesisHash when nothing is applied). */
   appliedHash: string;
   /**
-   * Entries of an older cluster epoch are refused: set by a promotion (the old home is fenced)
-   * and raised by every applied entry. Absent: 0.
+   * Set by a promotion: entries after `index` (the new home's head then) must be of cluster
+   * epoch `clusterEpoch` or later. The fenced old home's later entries are refused; its
+   * earlier ones are the new home's history too.
    */
-  fenceClusterEpoch?: number;
+  fence?: ReplicaFence | undefined;
+}
+
+export interface ReplicaFence {
+  clusterEpoch: number;
+  index: number;
 }
 
 export const emptyProgress: ReplicaProgress = { appliedIndex: 0, appliedHash: genesisHash };
@@ -32,9 +38,8 @@ export type ApplyDecision =
  * lost, duplicated, reordered or corrupted messages do no harm.
  */
 export function decideApply(progress: ReplicaProgress, entry: LogEntry): ApplyDecision {
-  const fence = progress.fenceClusterEpoch ?? 0;
-  if (clusterEpochOf(entry.epoch) < fence) {
-    return { type: 'refuse', reason: `entry ${entry.shard}:${entry.index} has epoch ${entry.epoch} of cluster epoch ${clusterEpochOf(entry.epoch)}, older than the fence ${fence}` };
+  if (isFencedOff(progress.fence, entry)) {
+    return { type: 'refuse', reason: `entry ${entry.shard}:${entry.index} has epoch ${entry.epoch} (cluster epoch ${clusterEpochOf(entry.epoch)}), but a promotion fenced every entry after ${progress.fence?.index} below cluster epoch ${progress.fence?.clusterEpoch}` };
   }
   if (entry.index <= progress.appliedIndex) return { type: 'skip' };
   if (entry.index > progress.appliedIndex + 1) {
@@ -43,6 +48,11 @@ export function decideApply(progress: ReplicaProgress, entry: LogEntry): ApplyDe
   const check = verifyChain([entry], { index: progress.appliedIndex, hash: progress.appliedHash });
   if (!check.ok) return { type: 'repair', fromIndex: entry.index, toIndex: entry.index, reason: `corrupt entry: ${check.reason}` };
   return { type: 'apply' };
+}
+
+/** True when a promotion's fence refuses the entry: written by a fenced old home after the promotion point. */
+export function isFencedOff(fence: ReplicaFence | undefined, entry: LogEntry): boolean {
+  return fence !== undefined && entry.index > fence.index && clusterEpochOf(entry.epoch) < fence.clusterEpoch;
 }
 
 /**

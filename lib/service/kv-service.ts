@@ -92,6 +92,8 @@ export class KvService {
   /** The tail of each shard's queue of commits in this instance (see #exclusive). */
   readonly #commitQueues = new Map<number, Promise<void>>();
   readonly #inSyncSets = new Map<number, { regions: string[]; readAtMs: number }>();
+  /** Committed entries (`shard:index`) still waiting for quorum/all replication in this instance. */
+  readonly #notDurable = new Map<string, Promise<string[]>>();
   #watching = 0;
 
   constructor(
@@ -142,6 +144,7 @@ export class KvService {
       }
     }
     const item = await this.store.getItem(shard, key, true);
+    await this.#checkDurable(key, item);
     // A missing key says nothing about the index observed: take the head, so a later session
     // read cannot see the key come back from an older state.
     const observed = item?.index ?? (await this.store.readHead(shard))?.index ?? 0;
@@ -195,10 +198,12 @@ export class KvService {
           }
           this.#heads.set(shard, { index: entry.index, hash: entry.hash });
           // Queued for sending before the next commit of the shard starts, so sends keep log order.
-          return { entry, sending: this.#ship(entry) };
+          const sending = this.#ship(entry);
+          const replicated = this.#awaitReplication(entry, mode, sending);
+          return { entry, replicated: mode === 'async' ? replicated : this.#trackDurability(entry, replicated) };
         });
         const committed = shipped.entry;
-        const acceptedBy = await this.#awaitReplication(committed, mode, shipped.sending);
+        const acceptedBy = await shipped.replicated;
         return { key: change.key, shard, version: committed.index, epoch: committed.epoch, index: committed.index, replication: { mode, acceptedBy } };
       } catch (error) {
         if (error instanceof StaleEpochError) {
@@ -289,6 +294,35 @@ export class KvService {
       `the write to shard ${entry.shard} (index ${entry.index}) is committed at home, but ${mode} replication needs ${verdict.missing} and it reached ${accepted.join(', ') || 'none'} (${missed}); its outcome is unknown: it may survive, or be lost if the home region is lost. Read the key to see it; retry later`,
       entry.index,
     );
+  }
+
+  /**
+   * quorum/all: until the entry is durable in the replica regions, a strong read through this
+   * instance that finds it waits, and answers 503 if it never became durable — so no reader
+   * sees a value the loss of the home region could take back. (Another API instance reading
+   * in those milliseconds can: see "Disaster recovery" in the README.)
+   */
+  #trackDurability(entry: LogEntry, replicated: Promise<string[]>): Promise<string[]> {
+    const id = `${entry.shard}:${entry.index}`;
+    this.#notDurable.set(id, replicated);
+    const forget = () => {
+      if (this.#notDurable.get(id) === replicated) this.#notDurable.delete(id);
+    };
+    replicated.then(forget, forget);
+    return replicated;
+  }
+
+  async #checkDurable(key: string, item: KvItem | undefined): Promise<void> {
+    if (item === undefined) return;
+    const pending = this.#notDurable.get(`${item.shard}:${item.index}`);
+    if (pending === undefined) return;
+    const durable = await pending.then(
+      () => true,
+      () => false,
+    );
+    if (!durable) {
+      throw new ReplicationUnmetError(`the latest write to "${key}" (index ${item.index}) did not reach the replica regions its mode needs, so its outcome is unknown and it is not shown; retry shortly`, item.index);
+    }
   }
 
   /** The shard's in-sync set (`all` mode), cached for a tick; every replica region until a leader wrote one. */

@@ -1,4 +1,4 @@
-import { DeleteMessageBatchCommand, GetQueueUrlCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { DeleteMessageBatchCommand, GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { makeDynamoClient, makeSqsClient } from '../adapters/aws/clients.ts';
@@ -6,9 +6,9 @@ import { DynamoStore, fromLogEntry } from '../adapters/aws/dynamo-store.ts';
 import { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import { decodeEntryMessage } from '../adapters/aws/replication.ts';
 import type { Clock } from '../clock.ts';
-import { chunkRuns, type ReplicaProgress } from '../core/apply.ts';
+import { chunkRuns, isFencedOff, type ReplicaProgress } from '../core/apply.ts';
 import { verifyChain, type LogEntry } from '../core/log.ts';
-import { clusterEpochOf, firstShardEpoch, promotionReachNeeded, type ReplicationMode } from '../core/replication.ts';
+import { firstShardEpoch, promotionReachNeeded, type ReplicationMode } from '../core/replication.ts';
 import type { TableNames } from '../infra/schema.ts';
 import { replicationQueueNames } from '../infra/names.ts';
 import type { ClusterState } from '../ports/store.ts';
@@ -77,6 +77,9 @@ interface RegionHandle {
   sqs: SQSClient;
   tables: TableNames;
 }
+
+/** The longest a drain waits for in-flight messages to come back (the queue's visibility timeout on AWS is longer: re-run). */
+const drainMsMax = 45_000;
 
 /** Entries fetched per read while gathering. */
 const gatherReadMax = 500;
@@ -198,7 +201,7 @@ export async function promoteRegion(options: PromotionOptions): Promise<Promotio
     const followers = options.replicaRegions.filter((region) => region !== target && reached.includes(region));
     await step(`fence ${followers.join(', ') || 'no other replica'} at cluster epoch ${clusterEpoch}`, async () => {
       for (const region of followers) {
-        for (let shard = 0; shard < options.shardCount; shard += 1) await handle(region).replica.fence(shard, clusterEpoch);
+        for (const shard of shards) await handle(region).replica.fence(shard.shard, { clusterEpoch, index: shard.index });
       }
     });
     if (planned) {
@@ -259,10 +262,22 @@ async function drainQueues(region: RegionHandle, prefix: string, log: (line: str
     const url = (await region.sqs.send(new GetQueueUrlCommand({ QueueName: name })).catch(() => undefined))?.QueueUrl;
     if (url === undefined) return 0;
     let staged = 0;
+    const deadlineMs = Date.now() + drainMsMax;
     for (;;) {
       const received = await region.sqs.send(new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 10, WaitTimeSeconds: 1, VisibilityTimeout: 30 }));
       const messages = received.Messages ?? [];
-      if (messages.length === 0) break;
+      if (messages.length === 0) {
+        // Empty for us is not empty: messages a stopped apply function received and did not
+        // delete stay invisible until their visibility timeout ends. Wait for those too.
+        const attributes = await region.sqs.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+        const waiting = Number(attributes.Attributes?.ApproximateNumberOfMessages ?? 0) + Number(attributes.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0);
+        if (waiting === 0) break;
+        if (Date.now() > deadlineMs) {
+          log(`promote: WARNING ${region.region}: ${waiting} messages of ${name} still invisible after ${drainMsMax} ms; re-run the promotion to take them`);
+          break;
+        }
+        continue;
+      }
       for (const message of messages) {
         let entry: LogEntry;
         try {
@@ -313,11 +328,10 @@ async function gatherShard(shard: number, target: RegionHandle, sources: RegionH
 }
 
 function longestVerifiedPrefix(entries: LogEntry[], from: ReplicaProgress): LogEntry[] {
-  const fence = from.fenceClusterEpoch ?? 0;
   const prefix: LogEntry[] = [];
   let previous = { index: from.appliedIndex, hash: from.appliedHash };
   for (const entry of entries) {
-    if (clusterEpochOf(entry.epoch) < fence || !verifyChain([entry], previous).ok) break;
+    if (isFencedOff(from.fence, entry) || !verifyChain([entry], previous).ok) break;
     prefix.push(entry);
     previous = { index: entry.index, hash: entry.hash };
   }

@@ -1,8 +1,7 @@
 import { ProgressMovedError, type DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import type { Clock } from '../clock.ts';
 import { AssertionError } from '../core/assert.ts';
-import { decideApply, type ReplicaProgress } from '../core/apply.ts';
-import { clusterEpochOf } from '../core/replication.ts';
+import { decideApply, isFencedOff, type ReplicaProgress } from '../core/apply.ts';
 import { verifyChain, type LogEntry } from '../core/log.ts';
 import type { Store } from '../ports/store.ts';
 
@@ -75,7 +74,7 @@ export class ReplicaApplier {
           break;
         }
         run.push(entry);
-        tip = { appliedIndex: entry.index, appliedHash: entry.hash, fenceClusterEpoch: Math.max(tip.fenceClusterEpoch ?? 0, clusterEpochOf(entry.epoch)) };
+        tip = { appliedIndex: entry.index, appliedHash: entry.hash, fence: tip.fence };
       }
       try {
         if (run.length > 0) {
@@ -128,6 +127,8 @@ export class ReplicaApplier {
       const limit = toIndex === undefined ? repairEntriesMax : Math.min(repairEntriesMax, toIndex - progress.appliedIndex);
       const entries = await this.home.readLog(shard, progress.appliedIndex + 1, limit);
       if (entries.length === 0) break;
+      const fenced = entries.find((entry) => isFencedOff(progress.fence, entry));
+      if (fenced !== undefined) throw new AssertionError(`shard ${shard}: the home region this replica pulls from wrote index ${fenced.index} under a fenced cluster epoch; it is not home any more (deploy with the promoted home)`);
       const check = verifyChain(entries, { index: progress.appliedIndex, hash: progress.appliedHash });
       // The home log is the source of truth: if it does not continue our verified prefix,
       // something is corrupt and applying more would spread it.

@@ -1,9 +1,8 @@
 import { ConditionalCheckFailedException, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
 import { GetCommand, PutCommand, TransactWriteCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { assert } from '../../core/assert.ts';
-import { chunkRuns, emptyProgress, netEffects, runItemsMax, type ReplicaProgress } from '../../core/apply.ts';
+import { chunkRuns, emptyProgress, isFencedOff, netEffects, runItemsMax, type ReplicaFence, type ReplicaProgress } from '../../core/apply.ts';
 import type { LogEntry } from '../../core/log.ts';
-import { clusterEpochOf } from '../../core/replication.ts';
 import type { TableNames } from '../../infra/schema.ts';
 import { fromLogEntry, queryPartition } from './dynamo-store.ts';
 
@@ -35,7 +34,7 @@ function toProgress(item: Record<string, unknown> | undefined): StoredProgress {
     appliedHash: String(item.appliedHash),
     appliedAtMs: Number(item.appliedAtMs ?? 0),
     lastLagMs: Number(item.lastLagMs ?? 0),
-    fenceClusterEpoch: Number(item.fenceClusterEpoch ?? 0),
+    fence: item.fenceClusterEpoch === undefined ? undefined : { clusterEpoch: Number(item.fenceClusterEpoch), index: Number(item.fenceIndex ?? 0) },
   };
 }
 
@@ -73,19 +72,20 @@ export class DynamoReplicaStore {
   }
 
   /**
-   * Promotion: from now on this replica refuses entries of a cluster epoch below
-   * `clusterEpoch` (the fenced old home's). Never lowers the fence.
+   * Promotion: from now on this replica refuses entries after `fence.index` (the new home's
+   * head) whose cluster epoch is below `fence.clusterEpoch` (the fenced old home's). A fence
+   * is never replaced by an older one.
    */
-  async fence(shard: number, clusterEpoch: number): Promise<void> {
+  async fence(shard: number, fence: ReplicaFence): Promise<void> {
     await this.client
       .send(
         new UpdateCommand({
           TableName: this.tables.control,
           Key: progressKey(shard),
-          UpdateExpression: 'SET #shard = :shard, #appliedIndex = if_not_exists(#appliedIndex, :zero), #appliedHash = if_not_exists(#appliedHash, :genesis), #fence = :ce',
+          UpdateExpression: 'SET #shard = :shard, #appliedIndex = if_not_exists(#appliedIndex, :zero), #appliedHash = if_not_exists(#appliedHash, :genesis), #fence = :ce, #fenceIndex = :index',
           ConditionExpression: 'attribute_not_exists(#fence) OR #fence < :ce',
-          ExpressionAttributeNames: { '#shard': 'shard', '#appliedIndex': 'appliedIndex', '#appliedHash': 'appliedHash', '#fence': 'fenceClusterEpoch' },
-          ExpressionAttributeValues: { ':shard': shard, ':zero': 0, ':genesis': emptyProgress.appliedHash, ':ce': clusterEpoch },
+          ExpressionAttributeNames: { '#shard': 'shard', '#appliedIndex': 'appliedIndex', '#appliedHash': 'appliedHash', '#fence': 'fenceClusterEpoch', '#fenceIndex': 'fenceIndex' },
+          ExpressionAttributeValues: { ':shard': shard, ':zero': 0, ':genesis': emptyProgress.appliedHash, ':ce': fence.clusterEpoch, ':index': fence.index },
         }),
       )
       .catch((error: unknown) => {
@@ -102,7 +102,7 @@ export class DynamoReplicaStore {
     await this.client.send(
       new PutCommand({
         TableName: this.tables.control,
-        Item: { ...progressKey(shard), shard, appliedIndex: head.index, appliedHash: head.hash, appliedAtMs: nowMs, lastLagMs: 0, fenceClusterEpoch: clusterEpoch },
+        Item: { ...progressKey(shard), shard, appliedIndex: head.index, appliedHash: head.hash, appliedAtMs: nowMs, lastLagMs: 0, fenceClusterEpoch: clusterEpoch, fenceIndex: head.index },
       }),
     );
   }
@@ -112,19 +112,25 @@ export class DynamoReplicaStore {
     const last = run.at(-1);
     assert(first !== undefined && last !== undefined, 'an apply run is not empty');
     assert(first.index === from.appliedIndex + 1 && last.index === from.appliedIndex + run.length, 'an apply run continues the progress densely');
-    // Epochs never decrease along a log: the run's first entry has its lowest cluster epoch and
-    // its last the one the fence rises to.
-    const fenceClusterEpoch = clusterEpochOf(last.epoch);
+    const fence = from.fence;
     const items: NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']> = [
       {
         Put: {
           TableName: this.tables.control,
-          Item: { ...progressKey(shard), shard, appliedIndex: last.index, appliedHash: last.hash, appliedAtMs: nowMs, lastLagMs: Math.max(0, nowMs - last.committedAtMs), fenceClusterEpoch },
-          // Conditional on the progress the run starts from and on no promotion having fenced
-          // the run's cluster epoch since it was read.
-          ConditionExpression: `${from.appliedIndex === 0 ? '(attribute_not_exists(#appliedIndex) OR #appliedIndex = :from)' : '#appliedIndex = :from'} AND (attribute_not_exists(#fence) OR #fence <= :ce)`,
+          Item: {
+            ...progressKey(shard),
+            shard,
+            appliedIndex: last.index,
+            appliedHash: last.hash,
+            appliedAtMs: nowMs,
+            lastLagMs: Math.max(0, nowMs - last.committedAtMs),
+            ...(fence === undefined ? {} : { fenceClusterEpoch: fence.clusterEpoch, fenceIndex: fence.index }),
+          },
+          // Conditional on the progress the run starts from and on the fence it was checked
+          // against: a promotion that fenced the shard since makes the applier look again.
+          ConditionExpression: `${from.appliedIndex === 0 ? '(attribute_not_exists(#appliedIndex) OR #appliedIndex = :from)' : '#appliedIndex = :from'} AND ${fence === undefined ? 'attribute_not_exists(#fence)' : '#fence = :ce'}`,
           ExpressionAttributeNames: { '#appliedIndex': 'appliedIndex', '#fence': 'fenceClusterEpoch' },
-          ExpressionAttributeValues: { ':from': from.appliedIndex, ':ce': clusterEpochOf(first.epoch) },
+          ExpressionAttributeValues: { ':from': from.appliedIndex, ...(fence === undefined ? {} : { ':ce': fence.clusterEpoch }) },
         },
       },
       ...run.map((entry) => ({ Put: { TableName: this.tables.log, Item: fromLogEntry(entry) } })),
@@ -144,6 +150,7 @@ export class DynamoReplicaStore {
       }
       throw error;
     }
-    return { appliedIndex: last.index, appliedHash: last.hash, fenceClusterEpoch };
+    assert(!run.some((entry) => isFencedOff(fence, entry)), 'a fenced-off entry is never applied');
+    return { appliedIndex: last.index, appliedHash: last.hash, fence };
   }
 }
