@@ -231,7 +231,7 @@ describe('Class: ReplicaApplier', () => {
       const result = await applier.deliver(shard, entries);
 
       // Assess
-      expect(result).toEqual({ applied: entries.length, skipped: 0, repaired: 0 });
+      expect(result).toEqual({ applied: entries.length, skipped: 0, repaired: 0, refused: 0 });
       expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: last.index, appliedHash: last.hash });
       expect((await replicaStore.readAllProgress()).get(shard)).toMatchObject({ appliedIndex: last.index, appliedHash: last.hash });
       expect(await replicaLog(shard)).toEqual(entries);
@@ -256,8 +256,8 @@ describe('Class: ReplicaApplier', () => {
       const second = await applier.deliver(shard, [e1, e2, e3]);
 
       // Assess
-      expect(first).toEqual({ applied: 3, skipped: 3, repaired: 0 });
-      expect(second).toEqual({ applied: 0, skipped: 3, repaired: 0 });
+      expect(first).toEqual({ applied: 3, skipped: 3, repaired: 0, refused: 0 });
+      expect(second).toEqual({ applied: 0, skipped: 3, repaired: 0, refused: 0 });
       expect(progressAfterFirst).toMatchObject({ appliedIndex: 3, appliedHash: e3.hash });
       // Not even the apply time moves: a skipped entry writes nothing.
       expect(await replicaStore.readProgress(shard)).toEqual(progressAfterFirst);
@@ -277,7 +277,7 @@ describe('Class: ReplicaApplier', () => {
       const result = await applier.deliver(shard, [at(entries, 4)]);
 
       // Assess
-      expect(result).toEqual({ applied: 0, skipped: 0, repaired: 3 });
+      expect(result).toEqual({ applied: 0, skipped: 0, repaired: 3, refused: 0 });
       expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: 5, appliedHash: at(entries, 4).hash });
       expect(await replicaLog(shard)).toEqual(entries.slice(0, 5));
       expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries.slice(0, 5)));
@@ -286,7 +286,7 @@ describe('Class: ReplicaApplier', () => {
       const after = await applier.deliver(shard, [at(entries, 2), at(entries, 3), at(entries, 5)]);
 
       // Assess
-      expect(after).toEqual({ applied: 1, skipped: 2, repaired: 0 });
+      expect(after).toEqual({ applied: 1, skipped: 2, repaired: 0, refused: 0 });
       expect(await replicaLog(shard)).toEqual(entries);
       expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
     });
@@ -307,7 +307,7 @@ describe('Class: ReplicaApplier', () => {
       const result = await applier.deliver(shard, [at(entries, 0), tampered, at(entries, 2)]);
 
       // Assess
-      expect(result).toEqual({ applied: 2, skipped: 0, repaired: 1 });
+      expect(result).toEqual({ applied: 2, skipped: 0, repaired: 1, refused: 0 });
       const item = await replicaView.getItem(shard, 'b', true);
       expect(item === undefined ? undefined : new TextDecoder().decode(item.value)).toBe('home value');
       expect(await replicaLog(shard)).toEqual(entries);
@@ -326,7 +326,7 @@ describe('Class: ReplicaApplier', () => {
       const result = await applier.deliver(shard, [forgedFirst, at(entries, 1), forgedHash, at(entries, 3)]);
 
       // Assess
-      expect(result).toEqual({ applied: 2, skipped: 0, repaired: 2 });
+      expect(result).toEqual({ applied: 2, skipped: 0, repaired: 2, refused: 0 });
       expect(await replicaLog(shard)).toEqual(entries);
       expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
     });
@@ -376,7 +376,7 @@ describe('Class: ReplicaApplier', () => {
       const result = await applier.deliver(shard, entries);
 
       // Assess
-      expect(result).toEqual({ applied: 120, skipped: 0, repaired: 0 });
+      expect(result).toEqual({ applied: 120, skipped: 0, repaired: 0, refused: 0 });
       expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: 120, appliedHash: at(entries, 119).hash });
       expect(await replicaLog(shard)).toEqual(entries);
       expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
@@ -405,7 +405,7 @@ describe('Class: ReplicaApplier', () => {
       const retry = await applier.deliver(shard, delivery.slice((failure as DeliveryError).failedAt));
 
       // Assess
-      expect(retry).toEqual({ applied: 1, skipped: 1, repaired: 2 });
+      expect(retry).toEqual({ applied: 1, skipped: 1, repaired: 2, refused: 0 });
       expect(await replicaLog(shard)).toEqual(entries);
       expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
     });
@@ -494,7 +494,7 @@ describe('Class: ReplicaApplier', () => {
       expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
       expect(result.applied).toBe(0);
       // Ten messages, each acknowledged as skipped exactly once.
-      expect(result).toEqual({ applied: 0, skipped: entries.length, repaired: 0 });
+      expect(result).toEqual({ applied: 0, skipped: entries.length, repaired: 0, refused: 0 });
     });
   });
 
@@ -516,6 +516,65 @@ describe('Class: ReplicaApplier', () => {
       expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: 30, appliedHash: at(entries, 29).hash });
       expect(await replicaLog(shard)).toEqual(entries);
       expect(await replicaState(shard, keysOf(entries))).toEqual(expectedState(entries));
+    });
+  });
+
+  describe('Promotion fence', () => {
+    /** A chain of `count` puts whose epochs are `epochOf(index)`; shard-local keys. */
+    function epochChain(shard: number, count: number, epochOf: (index: number) => number, label: string): LogEntry[] {
+      const chain: LogEntry[] = [];
+      for (let index = 1; index <= count; index += 1) {
+        chain.push(sealEntry(chain.at(-1), { shard, index, epoch: epochOf(index), ops: [{ type: 'put', key: `${label}-${index % 3}`, value: text(`${label}@${index}`) }], requestId: `${label}-${index}`, committedAtMs: 1_700_000_000_000 + index }));
+      }
+      return chain;
+    }
+
+    it('refuses the fenced old home\'s entries after the fence index and keeps applying the new home\'s', async () => {
+      // Prepare: both homes share entries 1..4 (cluster epoch 0); then the old home wrote 5..6
+      // under epoch 3 and the new home 5..7 under cluster epoch 1.
+      const shard = 15;
+      const shared = epochChain(shard, 4, () => 3, 'shared');
+      const zombie = [sealEntry(at(shared, 3), { shard, index: 5, epoch: 3, ops: [{ type: 'put', key: 'zombie', value: text('old@5') }], requestId: 'old-5', committedAtMs: 1 })];
+      zombie.push(sealEntry(at(zombie, 0), { shard, index: 6, epoch: 4, ops: [{ type: 'put', key: 'zombie', value: text('old@6') }], requestId: 'old-6', committedAtMs: 2 }));
+      const newTail: LogEntry[] = [];
+      for (let index = 5; index <= 7; index += 1) {
+        newTail.push(sealEntry(newTail.at(-1) ?? at(shared, 3), { shard, index, epoch: 1_000_000_001, ops: [{ type: 'put', key: 'fresh', value: text(`new@${index}`) }], requestId: `new-${index}`, committedAtMs: 3 }));
+      }
+      await putHomeLog([...shared, ...newTail]);
+      await applier.deliver(shard, shared.slice(0, 2));
+
+      // Act: the promotion fences at the new home's head (4); then the old home's entries and
+      // the shared history arrive, then the new home's.
+      await replicaStore.fence(shard, { clusterEpoch: 1, index: 4 });
+      const mixed = await applier.deliver(shard, [...shared.slice(2), ...zombie]);
+      const fresh = await applier.deliver(shard, newTail);
+      const zombieAgain = await applier.deliver(shard, zombie);
+
+      // Assess
+      expect(mixed).toEqual({ applied: 2, skipped: 2, repaired: 0, refused: 2 });
+      expect(fresh).toEqual({ applied: 3, skipped: 0, repaired: 0, refused: 0 });
+      expect(zombieAgain).toEqual({ applied: 0, skipped: 2, repaired: 0, refused: 2 });
+      expect(await replicaStore.readProgress(shard)).toMatchObject({ appliedIndex: 7, appliedHash: at(newTail, 2).hash, fence: { clusterEpoch: 1, index: 4 } });
+      expect(await replicaLog(shard)).toEqual([...shared, ...newTail]);
+      expect(await replicaView.getItem(shard, 'zombie', true)).toBeUndefined();
+      expect(Buffer.from((await replicaView.getItem(shard, 'fresh', true))?.value ?? []).toString()).toBe('new@7');
+    });
+
+    it('never lowers a fence, and a repair from a fenced home stops with a clear error', async () => {
+      // Prepare
+      const shard = 14;
+      const entries = epochChain(shard, 3, () => 2, 'r');
+      await putHomeLog(entries);
+      await replicaStore.fence(shard, { clusterEpoch: 2, index: 0 });
+
+      // Act
+      await replicaStore.fence(shard, { clusterEpoch: 1, index: 99 });
+      const failure = await applier.repair(shard).catch((error: unknown) => error);
+
+      // Assess
+      expect((await replicaStore.readProgress(shard)).fence).toEqual({ clusterEpoch: 2, index: 0 });
+      expect(String(failure)).toMatch(/wrote index 1 under a fenced cluster epoch; it is not home any more/);
+      expect((await replicaStore.readProgress(shard)).appliedIndex).toBe(0);
     });
   });
 });

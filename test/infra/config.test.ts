@@ -82,7 +82,7 @@ describe('Infra config: typed in one place, from cdk.json context and -c flags',
   });
 
   it('lists every problem of a configuration at once', () => {
-    const problems = problemsOf({ [contextKeys.replicaRegions]: ['us-east-1'], [contextKeys.tickMs]: 5000, [contextKeys.replication]: 'all' });
+    const problems = problemsOf({ [contextKeys.replicaRegions]: ['us-east-1'], [contextKeys.tickMs]: 5000, [contextKeys.replication]: 'majority' });
     expect(problems).toHaveLength(3);
   });
 
