@@ -1,5 +1,5 @@
 import { describe, expect, inject, it } from 'vitest';
-import { runChaos } from '../../lib/chaos/run.ts';
+import { parseNemeses, runChaos } from '../../lib/chaos/run.ts';
 
 describe('Function: runChaos', () => {
   it('a short run with every nemesis stays linearizable, loses nothing and converges', async () => {
@@ -48,4 +48,60 @@ describe('Function: runChaos', () => {
     expect(report.ok).toBe(false);
     expect(report.epochOrder.violations + report.lost.count + (report.checker.linearizable ? 0 : 1)).toBeGreaterThan(0);
   }, 180_000);
+
+  it('loses the home region in quorum mode and promotes a replica: no acknowledged write lost, still linearizable', async () => {
+    // Act
+    const lines: string[] = [];
+    const report = await runChaos({
+      durationS: 20,
+      seed: 20261121,
+      nemeses: ['region-loss'],
+      replication: 'quorum',
+      clients: 8,
+      keyCount: 5,
+      dynamoEndpoint: inject('dynamoEndpoint'),
+      print: (line) => lines.push(line),
+    });
+    console.log(lines.join('\n'));
+
+    // Assess
+    expect(report.regionLoss).toMatchObject({ lost: 'us-east-1', promoted: 'eu-west-1' });
+    expect(report.regionLoss?.writableAfterMs).not.toBeNull();
+    expect(report.lost).toMatchObject({ count: 0, expected: false });
+    expect(report.lost.acknowledged).toBeGreaterThan(100);
+    expect(report.checker.linearizable).toBe(true);
+    expect(report.diverged.count).toBe(0);
+    expect(report.ok).toBe(true);
+    expect(lines.at(-1)).toMatch(/^chaos: linearizable=yes lost=0 diverged=0 ops=\d+ faults=1 replication=quorum$/);
+  }, 180_000);
+
+  it('loses the home region in async mode: the report counts the lost writes as the expected trade-off', async () => {
+    // Act
+    const lines: string[] = [];
+    const report = await runChaos({
+      durationS: 15,
+      seed: 20261121,
+      nemeses: ['region-loss'],
+      replication: 'async',
+      clients: 8,
+      keyCount: 5,
+      dynamoEndpoint: inject('dynamoEndpoint'),
+      print: (line) => lines.push(line),
+    });
+    console.log(lines.join('\n'));
+
+    // Assess: whatever was lost is reported and explained; the rest must still hold.
+    expect(report.lost.expected).toBe(true);
+    expect(report.regionLoss?.warnings.join(' ')).toMatch(/async mode: writes acknowledged by us-east-1 but not yet shipped are lost/);
+    expect(lines.join('\n')).toMatch(new RegExp(`acknowledged writes +${report.lost.acknowledged}, lost ${report.lost.count} \\(replication async: writes not yet shipped are lost with the home region`));
+    expect(report.diverged.count).toBe(0);
+    expect(report.epochOrder.violations).toBe(0);
+    expect(report.ok).toBe(true);
+  }, 180_000);
+
+  it('keeps region-loss out of `all` and runs it only alone', () => {
+    expect(parseNemeses('all')).not.toContain('region-loss');
+    expect(parseNemeses('region-loss')).toEqual(['region-loss']);
+    expect(() => parseNemeses('kill,region-loss')).toThrow(/region-loss runs alone/);
+  });
 });
