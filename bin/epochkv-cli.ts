@@ -7,6 +7,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { systemClock } from '../lib/clock.ts';
+import { isReplicationMode, replicationModes } from '../lib/core/replication.ts';
+import { tableNames } from '../lib/infra/schema.ts';
+import { promoteRegion, PromotionRefusedError, type PromotionReport } from '../lib/service/promotion.ts';
 import { BadRequestError, EpochKv, EpochKvError, localEndpoint, VersionConflictError, type Consistency } from '../lib/client/index.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -14,7 +18,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const usage = `usage: epochkv <command> [arguments] [options]
 
 commands:
-  put <key> [value]            write a value (read from stdin when omitted)
+  put <key> [value]            write a value (read from stdin when omitted; --replication quorum|all)
   get <key>                    read a value (--consistency strong|session|eventual)
   del <key>                    delete a key
   cas <key> <version> <value>  write only while the key is at <version>
@@ -22,6 +26,11 @@ commands:
   watch [--shard s | --prefix {tag}p] [--from i]   follow a shard's log (Ctrl-C stops)
   status                       nodes, shard leaders and epochs, replica lag
   chaos kill|pause|resume|start <node>   local cloud only: fault controls
+  region cut|heal <region>     local cloud only: lose a region (tables, queues, API) and get it back
+  promote <region> [--force]   make a replica region the home region (disaster recovery)
+                               local cloud: through its control API; a deployed cluster:
+                               --aws --home <region> --replicas <r1,r2> [--table-prefix epochkv]
+                               [--shards 8] [--replication async|quorum|all], then redeploy
   bench [--quick]              run the benchmark (starts its own local cloud; see npm run bench -- --help)
 
 options:
@@ -65,6 +74,13 @@ async function cli(): Promise<void> {
         limit: { type: 'string' },
         shard: { type: 'string' },
         from: { type: 'string' },
+        replication: { type: 'string' },
+        force: { type: 'boolean', default: false },
+        aws: { type: 'boolean', default: false },
+        home: { type: 'string' },
+        replicas: { type: 'string' },
+        'table-prefix': { type: 'string' },
+        shards: { type: 'string' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -117,10 +133,36 @@ async function cli(): Promise<void> {
     return [pad(header, widths), ...rows.map((row) => pad(row, widths))].join('\n');
   }
 
+  function replicationMode(): 'async' | 'quorum' | 'all' | undefined {
+    const raw = values.replication;
+    if (raw === undefined) return undefined;
+    if (!isReplicationMode(raw)) fail(`--replication must be ${replicationModes.join(', ')}, got "${raw}"`);
+    return raw;
+  }
+
+  async function localControl(path: string, body?: unknown): Promise<{ ok: boolean; status: number; body: Record<string, unknown> }> {
+    const response = await fetch(`${endpoint.replace(/\/+$/, '')}/_local/${path}`, {
+      method: 'POST',
+      headers: { ...(bearerToken === undefined ? {} : { authorization: `Bearer ${bearerToken}` }), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { ok: response.ok, status: response.status, body: (await response.json()) as Record<string, unknown> };
+  }
+
+  function printPromotion(report: PromotionReport): void {
+    console.log(`${report.home} is home (cluster epoch ${report.clusterEpoch}; ${report.planned ? 'planned switchover' : `unplanned: ${report.previousHome} lost`}) in ${report.durationMs} ms`);
+    console.log(`replica regions now: ${report.replicaRegions.join(', ') || '(none)'}${report.unreachable.length > 0 ? `; unreachable (re-seed before they rejoin): ${report.unreachable.join(', ')}` : ''}`);
+    console.log(table(['step', 'ms'], report.steps.map((step) => [step.step, step.ms])));
+    for (const warning of report.warnings) console.log(`WARNING: ${warning}`);
+  }
+
   interface Status {
     region: string;
+    homeRegion?: string;
+    replication?: string;
+    clusterEpoch?: number;
     nodes: { id: string; status: string; lastHeartbeatAgeMs: number | null }[];
-    shards: { shard: number; leader: string | null; epoch: number; headIndex: number; live: boolean }[];
+    shards: { shard: number; leader: string | null; epoch: number; headIndex: number; live: boolean; inSync?: string[] | null }[];
     replicas: { region: string; shard: number; appliedIndex: number; lagEntries: number; lagMs: number }[];
   }
 
@@ -130,8 +172,12 @@ async function cli(): Promise<void> {
       case 'put': {
         const key = arg(1, 'key');
         const value = positionals[2] ?? readFileSync(0);
-        const result = await client.put(key, value);
-        out(`${key} = version ${result.version} (epoch ${result.epoch})`, { ...result, session: client.sessionToken });
+        const replication = replicationMode();
+        const result = await client.put(key, value, replication === undefined ? {} : { replication });
+        out(
+          `${key} = version ${result.version} (epoch ${result.epoch}${result.replication === undefined ? '' : `; ${result.replication.mode}, in ${result.replication.acceptedBy.join(', ') || 'no'} replica queue(s)`})`,
+          { ...result, session: client.sessionToken },
+        );
         return exitCodes.ok;
       }
       case 'get': {
@@ -188,10 +234,10 @@ async function cli(): Promise<void> {
           out('', status);
           return exitCodes.ok;
         }
-        console.log(`cluster at ${endpoint} (region ${status.region})\n`);
+        console.log(`cluster at ${endpoint} (region ${status.region}; home ${status.homeRegion ?? '?'}, replication ${status.replication ?? 'async'}, cluster epoch ${status.clusterEpoch ?? 0})\n`);
         console.log(table(['node', 'status', 'heartbeat age'], status.nodes.map((node) => [node.id, node.status, node.lastHeartbeatAgeMs === null ? '-' : `${node.lastHeartbeatAgeMs} ms`])));
         console.log('');
-        console.log(table(['shard', 'leader', 'epoch', 'head', 'live'], status.shards.map((shard) => [shard.shard, shard.leader ?? '-', shard.epoch, shard.headIndex, shard.live ? 'yes' : 'NO'])));
+        console.log(table(['shard', 'leader', 'epoch', 'head', 'live', 'in sync'], status.shards.map((shard) => [shard.shard, shard.leader ?? '-', shard.epoch, shard.headIndex, shard.live ? 'yes' : 'NO', shard.inSync === undefined || shard.inSync === null ? '(all)' : shard.inSync.join(',') || '-'])));
         if (status.replicas.length > 0) {
           console.log('');
           console.log(table(['replica', 'shard', 'applied', 'lag entries', 'lag'], status.replicas.map((row) => [row.region, row.shard, row.appliedIndex, row.lagEntries, `${row.lagMs} ms`])));
@@ -212,6 +258,57 @@ async function cli(): Promise<void> {
           return exitCodes.error;
         }
         out(`${node}: ${body.state}`, body);
+        return exitCodes.ok;
+      }
+      case 'region': {
+        const action = arg(1, 'cut|heal');
+        const region = arg(2, 'region');
+        if (action !== 'cut' && action !== 'heal') fail(`region takes cut or heal, got "${action}"`);
+        const answer = await localControl(`regions/${encodeURIComponent(region)}/${action}`);
+        if (!answer.ok) {
+          console.error(answer.status === 404 && answer.body.message === undefined ? 'region controls exist only on the local cloud' : String(answer.body.message ?? `answered ${answer.status}`));
+          return exitCodes.error;
+        }
+        out(`${region}: ${action === 'cut' ? 'cut off' : 'reconnected'}`, answer.body);
+        return exitCodes.ok;
+      }
+      case 'promote': {
+        const region = arg(1, 'region');
+        if (values.aws) {
+          const home = values.home ?? fail('--aws needs --home <region> (the home region as deployed)');
+          const replicaRegions = (values.replicas ?? fail('--aws needs --replicas <r1,r2> (the replica regions as deployed)')).split(',').map((name) => name.trim()).filter(Boolean);
+          const prefix = values['table-prefix'] ?? 'epochkv';
+          const shardCount = integer(values.shards, '--shards') ?? 8;
+          const report = await promoteRegion({
+            homeRegion: home,
+            replicaRegions,
+            target: region,
+            tablePrefix: prefix,
+            tables: tableNames(prefix),
+            shardCount,
+            mode: replicationMode() ?? 'async',
+            force: values.force === true,
+            clock: systemClock(),
+            log: (line) => console.error(line),
+          }).catch((error: unknown) => {
+            if (error instanceof PromotionRefusedError) fail(error.message, exitCodes.error);
+            throw error;
+          });
+          if (json) out('', report);
+          else {
+            printPromotion(report);
+            const others = report.replicaRegions.join(',');
+            console.log(`\nnext: move the functions to the new home:\n  npx cdk deploy --all -c epochkv:homeRegion=${report.home} -c epochkv:replicaRegions=${others}`);
+          }
+          return exitCodes.ok;
+        }
+        const answer = await localControl(`promote/${encodeURIComponent(region)}`, values.force ? { force: true } : undefined);
+        if (!answer.ok) {
+          console.error(answer.status === 404 && answer.body.message === undefined ? 'promote without --aws works on the local cloud only' : String(answer.body.message ?? `answered ${answer.status}`));
+          return exitCodes.error;
+        }
+        if (json) out('', answer.body);
+        else printPromotion(answer.body as unknown as PromotionReport);
         return exitCodes.ok;
       }
       default:

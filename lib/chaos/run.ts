@@ -80,7 +80,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     invocationMs: 10_000,
     faultSeed: options.seed,
     unsafeDisableFencing: options.unsafeDisableFencing === true,
-    log: () => undefined,
+    log: process.env.EPOCHKV_CHAOS_DEBUG === "1" ? (line) => print(`    cloud: ${line}`) : () => undefined,
   });
   try {
     await waitForLeaders(cloud, 30_000);

@@ -45,6 +45,8 @@ export interface WriteResult {
   version: number;
   epoch: number;
   index: number;
+  /** The mode the write was acknowledged under and the replica regions whose queue had it. */
+  replication?: { mode: 'async' | 'quorum' | 'all'; acceptedBy: string[] };
 }
 
 export interface ListedItem {
@@ -144,11 +146,16 @@ export class EpochKv {
     };
   }
 
-  async put(key: string, value: string | Uint8Array, options: { ifVersion?: number; ifAbsent?: boolean } = {}): Promise<WriteResult> {
+  /**
+   * `replication`: a mode stronger than the cluster's for this write (`quorum`: acknowledged
+   * once a majority of regions has it; `all`: every in-sync replica region).
+   */
+  async put(key: string, value: string | Uint8Array, options: { ifVersion?: number; ifAbsent?: boolean; replication?: 'async' | 'quorum' | 'all' } = {}): Promise<WriteResult> {
     const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
     if (options.ifVersion !== undefined) headers['if-match'] = `"${options.ifVersion}"`;
     if (options.ifAbsent === true) headers['if-none-match'] = '*';
-    const response = await this.#request('PUT', `/kv/${encodeKey(key)}`, headers, typeof value === 'string' ? new TextEncoder().encode(value) : value);
+    const query = options.replication === undefined ? '' : `?replication=${encodeURIComponent(options.replication)}`;
+    const response = await this.#request('PUT', `/kv/${encodeKey(key)}${query}`, headers, typeof value === 'string' ? new TextEncoder().encode(value) : value);
     return (await response.json()) as WriteResult;
   }
 

@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { makeDynamoClient } from '../../lib/adapters/aws/clients.ts';
 import { DynamoStore } from '../../lib/adapters/aws/dynamo-store.ts';
@@ -14,6 +16,15 @@ import { uniquePrefix, waitUntil } from '../support.ts';
  * the loss of the home region — each acknowledged write must survive.
  */
 let cloud: LocalCloud;
+const run = promisify(execFile);
+
+/** The `epochkv` command line against the local cloud. */
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run(process.execPath, ['bin/epochkv.js', ...args, '--endpoint', cloud.apiUrl], { env: { ...process.env } }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+  );
+}
 const acknowledged = new Map<string, { value: string; version: number }>();
 
 interface Answer {
@@ -124,7 +135,8 @@ describe('Replication modes (cluster in quorum mode)', () => {
   });
 
   it('answers 503 ReplicationUnmet (outcome unknown) while no replica region can take the entry', async () => {
-    cloud.cutOff('eu-west-1');
+    const cut = await cli('region', 'cut', 'eu-west-1');
+    expect([cut.code, cut.stdout.trim()]).toEqual([0, 'eu-west-1: cut off']);
     cloud.cutOff('ap-southeast-2');
     try {
       const answer = await put('mode/unmet', 'maybe');
@@ -133,6 +145,9 @@ describe('Replication modes (cluster in quorum mode)', () => {
       expect(answer.body.message).toMatch(/is committed at home, but quorum replication needs the entry in at least 1 replica region\(s\) and it reached none .*its outcome is unknown/);
       // The replica regions' own APIs are unreachable too.
       expect((await call(`${apiOf('eu-west-1')}/kv/mode/a`)).body.error).toBe('RegionUnreachable');
+      const cliPut = await cli('put', 'mode/unmet', 'again', '--replication', 'all');
+      expect(cliPut.code).toBe(1);
+      expect(cliPut.stderr).toMatch(/outcome is unknown.*\(ReplicationUnmet\)/s);
     } finally {
       cloud.heal('eu-west-1');
       cloud.heal('ap-southeast-2');
@@ -178,9 +193,9 @@ describe('Promotion', () => {
     for (let index = 0; index < 24; index += 1) await putAcknowledged(`planned/${index}`, `v${index}`);
     const oldHome = apiOf('us-east-1');
 
-    const answer = await call(`${cloud.apiUrl}/_local/promote/eu-west-1`, { method: 'POST' });
-    expect(answer.status, JSON.stringify(answer.body)).toBe(200);
-    planned = answer.body as unknown as PromotionReport;
+    const promoted = await cli('promote', 'eu-west-1', '--json');
+    expect(promoted.code, promoted.stderr).toBe(0);
+    planned = JSON.parse(promoted.stdout) as PromotionReport;
 
     expect(planned).toMatchObject({ previousHome: 'us-east-1', home: 'eu-west-1', planned: true, clusterEpoch: 1, unreachable: [], replicaRegions: ['us-east-1', 'ap-southeast-2'], warnings: [] });
     expect(cloud.apiUrl).toBe(apiOf('eu-west-1'));
