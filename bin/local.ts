@@ -4,17 +4,22 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startLocalCloud } from '../lib/local/cloud.ts';
+import { isReplicationMode, replicationModes } from '../lib/core/replication.ts';
 
 // The SDK warns that releases after January 2027 need Node 22; this project supports Node 20 today.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-const usage = `usage: npm start -- [--in-memory] [--data <dir>]
+const usage = `usage: npm start -- [--in-memory] [--data <dir>] [--replication async|quorum|all]
 
 Starts the epochkv local cloud: DynamoDB Local and the SQS emulator on loopback, the
 home region's tables, three node processes (node-a, node-b, node-c) and the API.
 
   --in-memory   keep nothing: DynamoDB Local runs in memory
   --data <dir>  where DynamoDB Local keeps its files (default .epochkv/dynamodb)
+  --replication async|quorum|all
+                what a write waits for before it is acknowledged (default async, or
+                EPOCHKV_REPLICATION): the home commit; a majority of regions; every
+                in-sync replica region
   -h, --help    this text
 
 Environment: EPOCHKV_BASE_PORT (default 8080) sets the home API port; the replica
@@ -28,6 +33,7 @@ try {
     options: {
       'in-memory': { type: 'boolean', default: false },
       data: { type: 'string' },
+      replication: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   }).values;
@@ -58,13 +64,18 @@ if (rateLimitPerSecond !== undefined && (!Number.isInteger(rateLimitPerSecond) |
   console.error(`EPOCHKV_RATE_LIMIT_RPS must be a positive integer, got "${rateRaw}"`);
   process.exit(2);
 }
+const replication = args.replication ?? (process.env.EPOCHKV_REPLICATION || 'async');
+if (!isReplicationMode(replication)) {
+  console.error(`--replication must be one of ${replicationModes.join(', ')}, got "${replication}"\n\n${usage}`);
+  process.exit(2);
+}
 const dataDirectory = args['in-memory'] ? undefined : path.resolve(args.data ?? path.join('.epochkv', 'dynamodb'));
 
 console.log(`epochkv local cloud: starting DynamoDB Local (${dataDirectory === undefined ? 'in memory' : `data in ${dataDirectory}`}) and the SQS emulator...`);
 const startedMs = Date.now();
 let cloud;
 try {
-  cloud = await startLocalCloud({ basePort, dataDirectory, bearerToken, ...(rateLimitPerSecond === undefined ? {} : { rateLimitPerSecond }) });
+  cloud = await startLocalCloud({ basePort, dataDirectory, bearerToken, replication, ...(rateLimitPerSecond === undefined ? {} : { rateLimitPerSecond }) });
 } catch (error) {
   console.error(`epochkv local cloud failed to start: ${(error as Error).message}`);
   process.exit(1);
@@ -73,7 +84,7 @@ const { config } = cloud;
 console.log(`dynamodb ${cloud.dynamoEndpoint}`);
 console.log(`sqs ${cloud.sqsEndpoint}`);
 console.log(`nodes ${config.nodeIds.join(' ')} (${config.shardCount} shards, leaseMs ${config.leaseMs}, tickMs ${config.tickMs})`);
-console.log(`home ${config.homeRegion}; replicas ${config.replicaRegions.join(' ') || '(none)'}`);
+console.log(`home ${config.homeRegion}; replicas ${config.replicaRegions.join(' ') || '(none)'}; replication ${config.replication}`);
 for (const region of cloud.regions) console.log(`api ${region.region} ${region.apiUrl}`);
 console.log(`dashboard ${cloud.apiUrl}/${bearerToken === undefined ? '' : '#token=<EPOCHKV_TOKEN>'}`);
 if (bearerToken !== undefined) console.log('auth: every request needs Authorization: Bearer $EPOCHKV_TOKEN');

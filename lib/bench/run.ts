@@ -55,6 +55,7 @@ import {
   type FailoverRun,
   type HomeOnlyCell,
   type LagRegion,
+  type ModeCell,
   type ReadCell,
   type ScalingRow,
   type Target,
@@ -101,6 +102,9 @@ interface Plan {
   etcdWrite4k: boolean;
   etcdMs: number;
   etcdFailovers: number;
+  /** Per replication mode and round (rounds interleave the modes against drift). */
+  modeMs: number;
+  modeRounds: number;
 }
 
 export function plan(quick: boolean): Plan {
@@ -127,6 +131,8 @@ export function plan(quick: boolean): Plan {
       etcdWrite4k: false,
       etcdMs: 1_500,
       etcdFailovers: 1,
+      modeMs: 1_500,
+      modeRounds: 1,
     };
   }
   return {
@@ -151,6 +157,8 @@ export function plan(quick: boolean): Plan {
     etcdWrite4k: true,
     etcdMs: 6_000,
     etcdFailovers: 5,
+    modeMs: 4_000,
+    modeRounds: 2,
   };
 }
 
@@ -267,10 +275,10 @@ function randomValue(size: number, random: () => number): string {
 }
 
 /** A write through the API; the epoch of the answer on success. */
-async function putThroughApi(http: HttpClient, apiUrl: string, key: string, value: string, timeoutMs = 10_000): Promise<Outcome> {
+async function putThroughApi(http: HttpClient, apiUrl: string, key: string, value: string, timeoutMs = 10_000, replication?: ModeCell['mode']): Promise<Outcome> {
   let answer;
   try {
-    answer = await http.request('PUT', `${apiUrl}/kv/${encodeURIComponent(key)}`, { body: value, headers: { 'content-type': 'application/octet-stream' }, timeoutMs });
+    answer = await http.request('PUT', `${apiUrl}/kv/${encodeURIComponent(key)}${replication === undefined ? '' : `?replication=${replication}`}`, { body: value, headers: { 'content-type': 'application/octet-stream' }, timeoutMs });
   } catch (error) {
     return { ok: false, code: failureCode(undefined, error) };
   }
@@ -547,6 +555,32 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       print(`read ${consistency} at ${region}: ${phase.opsPerSecond.toFixed(0)}/s p50 ${phase.latency.p50Ms} p99 ${phase.latency.p99Ms} ms; served by replica ${servedByReplica}`);
     }
 
+    // ---------------------------------------------------------------- write latency per replication mode
+    const modeConcurrency = 8;
+    print(`\nreplication modes: writes at concurrency ${modeConcurrency} with ?replication=async|quorum|all, ${p.modeRounds} interleaved round(s) of ${p.modeMs / 1000} s each`);
+    const modeRuns = new Map<ModeCell['mode'], PhaseResult[]>();
+    for (let round = 0; round < p.modeRounds; round += 1) {
+      const order: ModeCell['mode'][] = round % 2 === 0 ? ['async', 'quorum', 'all'] : ['all', 'quorum', 'async'];
+      for (const mode of order) {
+        const pool = valuesOf(100);
+        const phase = await closedLoop({
+          label: `write ${mode}`,
+          concurrency: modeConcurrency,
+          durationMs: p.modeMs,
+          warmupMs: p.warmupMs,
+          progress: print,
+          op: async () => putThroughApi(http, `${cloud.apiUrl}`, `mode/${Math.floor(random() * 400)}`, pool[Math.floor(random() * pool.length)] as string, 10_000, mode),
+        });
+        modeRuns.set(mode, [...(modeRuns.get(mode) ?? []), phase]);
+      }
+    }
+    const modeCells: ModeCell[] = (['async', 'quorum', 'all'] as const).map((mode) => {
+      const runs = modeRuns.get(mode) ?? [];
+      const merged = runs.slice(1).reduce((all, next) => combine(all, next), runs[0] as PhaseResult);
+      return { mode, concurrency: modeConcurrency, valueBytes: 100, cell: cell(merged) };
+    });
+    for (const row of modeCells) print(`write ${row.mode} c${modeConcurrency}: ${row.cell.opsPerSecond}/s p50 ${row.cell.p50Ms} p99 ${row.cell.p99Ms} ms, failed ${row.cell.failed}`);
+
     // ---------------------------------------------------------------- replication lag at half load
     const applyBatches = () => Object.fromEntries(cloud.replicas.map((replica) => [replica.region, replica.eventSource.stats().batches]));
     const pollerStats = () => Object.fromEntries(cloud.replicas.map((replica) => [replica.region, replica.eventSource.stats()]));
@@ -806,6 +840,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       writes: writeCells,
       homeOnly,
       reads: readCells,
+      modes: modeCells,
       lag: {
         targetPerSecond: lagRate,
         achievedPerSecond: round(lag.phase.opsPerSecond, 1),

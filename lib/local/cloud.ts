@@ -17,6 +17,7 @@ import { ensureReplicationQueue, type ReplicationQueue } from './queues.ts';
 import { cutOffRegion, isCutOff, localCredentials, makeDynamoClient, reconnectRegion } from '../adapters/aws/clients.ts';
 import type { ReplicationMode } from '../core/replication.ts';
 import { promoteRegion, PromotionRefusedError, type PromotionReport } from '../service/promotion.ts';
+import type { ClusterState } from '../ports/store.ts';
 import type { ApiHandler } from '../../functions/api.ts';
 import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
 import { systemClock } from '../clock.ts';
@@ -337,6 +338,27 @@ function checkFaults(raw: unknown): Partial<FaultSettings> | string {
   return out;
 }
 
+/** The latest promotion recorded in any region's tables, applied to `config` (undefined: never promoted). */
+async function adoptRecordedHome(config: ClusterConfig, regions: string[]): Promise<ClusterState | undefined> {
+  const states = await Promise.all(
+    regions.map(async (region) => {
+      const client = makeDynamoClient({ region, endpoint: config.dynamoEndpoint });
+      try {
+        return await new DynamoStore(client, config.tables, config.shardCount).readClusterState();
+      } finally {
+        client.destroy();
+      }
+    }),
+  );
+  const latest = states.reduce<ClusterState | undefined>((best, state) => (state !== undefined && (best === undefined || state.clusterEpoch > best.clusterEpoch) ? state : best), undefined);
+  if (latest === undefined || latest.homeRegion === config.homeRegion) return undefined;
+  config.homeRegion = latest.homeRegion;
+  config.region = latest.homeRegion;
+  config.replicaRegions = latest.replicaRegions ?? regions.filter((region) => region !== latest.homeRegion);
+  validateConfig(config);
+  return latest;
+}
+
 interface RegionControls {
   regions(): RegionEndpoint[];
   config(): ClusterConfig;
@@ -491,11 +513,16 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
       }),
     );
 
+    const initialRegions = [config.homeRegion, ...config.replicaRegions];
+    // A promotion is recorded in the tables: with a kept data directory, start where it left off.
+    const recorded = await adoptRecordedHome(config, [config.homeRegion, ...config.replicaRegions]);
+    if (recorded !== undefined) log(`local: ${recorded.homeRegion} is home since a promotion (cluster epoch ${recorded.clusterEpoch}); replicas ${config.replicaRegions.join(', ') || '(none)'}`);
+
     nodes = new NodeProcesses(config, options.invocationMs ?? 20_000, log);
     for (const id of config.nodeIds) nodes.start(id);
 
     const clock = systemClock();
-    const allRegions = [config.homeRegion, ...config.replicaRegions];
+    const allRegions = [...initialRegions];
 
     /**
      * Wires the regions for the current config: each replica region's apply function on its

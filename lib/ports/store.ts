@@ -70,6 +70,8 @@ export interface ClusterState {
   homeRegion: string;
   /** Bumped by every promotion; the high part of every shard epoch (lib/core/replication.ts). */
   clusterEpoch: number;
+  /** The replica regions after the move (a lost region is not among them until re-seeded). */
+  replicaRegions?: string[] | undefined;
   /** The region that was home before, and when the move happened (its wall clock). */
   previousHome?: string | undefined;
   promotedAtMs?: number | undefined;

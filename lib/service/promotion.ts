@@ -209,12 +209,12 @@ export async function promoteRegion(options: PromotionOptions): Promise<Promotio
         for (const shard of shards) await handle(currentHome).replica.seed(shard.shard, { index: shard.index, hash: shard.hash }, clusterEpoch, clock.wallMs());
       });
     }
-    const state: ClusterState = { homeRegion: target, clusterEpoch, previousHome: currentHome, promotedAtMs: clock.wallMs() };
+    const replicaRegions = [...(planned ? [currentHome] : []), ...followers];
+    const state: ClusterState = { homeRegion: target, clusterEpoch, replicaRegions, previousHome: currentHome, promotedAtMs: clock.wallMs() };
     await step('record the new home in every reachable region', async () => {
       // The target last: a crash before it leaves the promotion to be re-run, not half-visible.
       for (const region of [...reached.filter((region) => region !== target), target]) await handle(region).store.writeClusterState(state);
     });
-    const replicaRegions = [...(planned ? [currentHome] : []), ...followers];
     const report: PromotionReport = {
       previousHome: currentHome,
       home: target,

@@ -348,6 +348,7 @@ export class DynamoStore implements Store {
     return {
       homeRegion: String(item.homeRegion),
       clusterEpoch: Number(item.clusterEpoch),
+      replicaRegions: Array.isArray(item.replicaRegions) ? (item.replicaRegions as string[]) : undefined,
       previousHome: typeof item.previousHome === 'string' ? item.previousHome : undefined,
       promotedAtMs: typeof item.promotedAtMs === 'number' ? item.promotedAtMs : undefined,
     };
