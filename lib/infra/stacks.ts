@@ -30,22 +30,23 @@ function consumeDataStrongly(stack: Stack): void {
 
 /**
  * A region's stateful resources, alone in their stack so the stateless stacks can be replaced,
- * renamed or destroyed without touching data: the three tables everywhere, and in a replica
- * region the replication queue and its dead-letter queue.
+ * renamed or destroyed without touching data: the three tables and the replication queue with
+ * its dead-letter queue, in every region — the home region's queue is idle (a queue costs
+ * nothing idle), and a promotion (`epochkv promote`) never has to change a data stack.
  */
 export class DataStack extends Stack {
   readonly tables: ClusterTables;
-  readonly replication: ReplicationQueue | undefined;
+  readonly replication: ReplicationQueue;
 
   constructor(scope: Construct, id: string, props: { config: InfraConfig; region: string }) {
     const { config, region } = props;
     const isHome = region === config.homeRegion;
     super(scope, id, {
-      ...stackProps(config, region, `epochkv ${config.prefix}: ${isHome ? 'home' : 'replica'} tables${isHome ? '' : ' and replication queues'} in ${region}`),
+      ...stackProps(config, region, `epochkv ${config.prefix}: ${isHome ? 'home' : 'replica'} tables and replication queues in ${region}`),
       terminationProtection: config.deletionProtection,
     });
     this.tables = new ClusterTables(this, 'Tables', { config });
-    this.replication = isHome ? undefined : new ReplicationQueue(this, 'Replication', { config });
+    this.replication = new ReplicationQueue(this, 'Replication', { config });
   }
 }
 

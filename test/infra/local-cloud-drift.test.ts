@@ -58,11 +58,11 @@ beforeAll(async () => {
   // No function code is read here: skip bundling.
   cluster = synthesizeCluster({ prefix }, { bundle: false });
   const { config } = cluster;
-  // What the local cloud does at start (lib/local/cloud.ts): every region's tables, every replica region's queues.
+  // What the local cloud does at start (lib/local/cloud.ts): every region's tables, every region's queues (any region can become a replica).
   await Promise.all(
     [config.homeRegion, ...config.replicaRegions].map(async (region) => {
       await ensureTables(dynamoIn(region), tableNames(prefix));
-      if (region !== config.homeRegion) await ensureReplicationQueue(sqsIn(region), prefix);
+      await ensureReplicationQueue(sqsIn(region), prefix);
     }),
   );
 });
@@ -95,7 +95,7 @@ describe('Local cloud and CDK stacks: one definition of tables and queues', () =
 
   it('every queue in the templates exists locally, FIFO, with the same deduplication, message size, retention and DLQ', async () => {
     const queues = synthesized('AWS::SQS::Queue');
-    expect(queues).toHaveLength(cluster.config.replicaRegions.length * 2);
+    expect(queues).toHaveLength((1 + cluster.config.replicaRegions.length) * 2);
     for (const { region, properties, all } of queues) {
       const name = String(properties.QueueName);
       const client = sqsIn(region);
@@ -135,7 +135,7 @@ describe('Local cloud and CDK stacks: one definition of tables and queues', () =
     const localNames = new Set<string>();
     for (const region of [config.homeRegion, ...config.replicaRegions]) {
       for (const name of Object.values(tableNames(config.prefix))) localNames.add(`${region}/${name}`);
-      if (region !== config.homeRegion) for (const name of [`${config.prefix}-replication.fifo`, `${config.prefix}-replication-dlq.fifo`]) localNames.add(`${region}/${name}`);
+      for (const name of [`${config.prefix}-replication.fifo`, `${config.prefix}-replication-dlq.fifo`]) localNames.add(`${region}/${name}`);
     }
     expect([...synthesizedNames].sort()).toEqual([...localNames].sort());
   });
