@@ -193,6 +193,7 @@ describe('Promotion', () => {
     for (let index = 0; index < 24; index += 1) await putAcknowledged(`planned/${index}`, `v${index}`);
     const oldHome = apiOf('us-east-1');
 
+    const begunMs = Date.now();
     const promoted = await cli('promote', 'eu-west-1', '--json');
     expect(promoted.code, promoted.stderr).toBe(0);
     planned = JSON.parse(promoted.stdout) as PromotionReport;
@@ -200,6 +201,7 @@ describe('Promotion', () => {
     expect(planned).toMatchObject({ previousHome: 'us-east-1', home: 'eu-west-1', planned: true, clusterEpoch: 1, unreachable: [], replicaRegions: ['us-east-1', 'ap-southeast-2'], warnings: [] });
     expect(cloud.apiUrl).toBe(apiOf('eu-west-1'));
     const current = await waitForLeaders();
+    console.log(`promotion: planned switchover took ${planned.durationMs} ms; every shard led at eu-west-1 ${Date.now() - begunMs} ms after \`epochkv promote\` began (CLI start included)`);
     expect(current).toMatchObject({ homeRegion: 'eu-west-1', replicaRegions: ['us-east-1', 'ap-southeast-2'], clusterEpoch: 1 });
     expect(current.shards.every((shard) => shard.epoch > clusterEpochStride)).toBe(true);
     await expectAllAcknowledged();
@@ -231,11 +233,13 @@ describe('Promotion', () => {
     }
     expect(cloud.config.homeRegion).toBe('eu-west-1');
 
+    const begunMs = Date.now();
     const report = await cloud.promote('ap-southeast-2');
 
     expect(report).toMatchObject({ previousHome: 'eu-west-1', home: 'ap-southeast-2', planned: false, clusterEpoch: 2, unreachable: ['eu-west-1'], replicaRegions: ['us-east-1'] });
     expect(report.shards.every((shard) => shard.index >= shard.highestKnown)).toBe(true);
     const current = await waitForLeaders();
+    console.log(`promotion: unplanned (home cut off) took ${report.durationMs} ms (drained ${report.drainedMessages} queued entries); every shard led at ap-southeast-2 ${Date.now() - begunMs} ms after it began`);
     expect(current).toMatchObject({ homeRegion: 'ap-southeast-2', replicaRegions: ['us-east-1'], clusterEpoch: 2 });
     expect(current.shards.every((shard) => shard.epoch > 2 * clusterEpochStride)).toBe(true);
     await expectAllAcknowledged();
