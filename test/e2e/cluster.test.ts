@@ -202,7 +202,6 @@ describe('Local cloud: a fenced, leader-elected store', () => {
     for (const shard of [0, 2, 4]) {
       // Prepare: a writer hammering one key of the shard.
       const key = keyInShard(shard, shardCount, 'failover');
-      const before = await leaderOf(shard);
       const acknowledged: WriteOutcome[] = [];
       let writing = true;
       let sequence = 0;
@@ -215,7 +214,9 @@ describe('Local cloud: a fenced, leader-elected store', () => {
       })();
       await waitUntil('acknowledged writes before the kill', () => (acknowledged.length >= 5 ? true : undefined), 5_000);
 
-      // Act
+      // Act: the leader is read just before the kill — a node's next invocation takes its own
+      // leases over (same node, higher epoch) every invocation, so a leader read earlier may be stale.
+      const before = await leaderOf(shard);
       const killedMs = Date.now();
       const killed = await fetch(`${cloud.apiUrl}/_local/nodes/${before.leader}/kill`, { method: 'POST' });
       expect(killed.status).toBe(200);
