@@ -5,6 +5,7 @@ import { makeDynamoClient } from '../../lib/adapters/aws/clients.ts';
 import { DynamoStore } from '../../lib/adapters/aws/dynamo-store.ts';
 import { DynamoReplicaStore } from '../../lib/adapters/aws/replica-store.ts';
 import { clusterEpochStride } from '../../lib/core/replication.ts';
+import { shardOf } from '../../lib/core/shard.ts';
 import { startLocalCloud, type LocalCloud } from '../../lib/local/cloud.ts';
 import type { ClusterStatus } from '../../lib/service/cluster-status.ts';
 import type { PromotionReport } from '../../lib/service/promotion.ts';
@@ -250,4 +251,44 @@ describe('Promotion', () => {
     await waitForConverged();
     expect(acknowledged.size).toBeGreaterThan(50);
   });
+});
+
+describe('epochkv promote --aws (the deployed-cluster path, pointed at the emulators)', () => {
+  it('fences the old home, seeds the new home and records it, through the SDK endpoints of the environment', async () => {
+    // Prepare: a second cluster, whose promotion the local cloud does not drive.
+    const prefix = uniquePrefix('draws');
+    const other = await startLocalCloud({ basePort: 0, dynamoEndpoint: inject('dynamoEndpoint'), sqsEndpoint: inject('sqsEndpoint'), tablePrefix: prefix, shardCount: 2, replicaRegions: ['eu-west-1'], log: () => undefined });
+    try {
+      await waitUntil('leaders', async () => ((await call(`${other.apiUrl}/cluster`)).body.shards as { live: boolean }[] | undefined)?.every((shard) => shard.live) || undefined, 20_000);
+      const written = await call(`${other.apiUrl}/kv/aws-path`, { method: 'PUT', body: 'kept' });
+      expect(written.status).toBe(200);
+
+      // Act: the CLI as an operator runs it against AWS; the SDK finds the emulators through
+      // the standard endpoint variables, with the local key as credentials.
+      const env = {
+        ...process.env,
+        AWS_ENDPOINT_URL_DYNAMODB: inject('dynamoEndpoint'),
+        AWS_ENDPOINT_URL_SQS: inject('sqsEndpoint'),
+        AWS_ACCESS_KEY_ID: 'epochkvlocal',
+        AWS_SECRET_ACCESS_KEY: 'epochkvlocal',
+      };
+      const args = ['bin/epochkv.js', 'promote', 'eu-west-1', '--aws', '--home', 'us-east-1', '--replicas', 'eu-west-1', '--table-prefix', prefix, '--shards', '2'];
+      const { stdout } = await run(process.execPath, args, { env });
+      const again = await run(process.execPath, [...args, '--json'], { env }).catch((error: { code: number; stderr: string }) => error);
+
+      // Assess
+      expect(stdout).toMatch(/eu-west-1 is home \(cluster epoch 1; planned switchover\)/);
+      expect(stdout).toMatch(/npx cdk deploy --all -c epochkv:homeRegion=eu-west-1 -c epochkv:replicaRegions=us-east-1/);
+      expect(again).toMatchObject({ code: 1 });
+      expect((again as { stderr: string }).stderr).toMatch(/eu-west-1 is already the home region \(cluster epoch 1\)/);
+      const store = (region: string) => new DynamoStore(makeDynamoClient({ region, endpoint: inject('dynamoEndpoint') }), other.config.tables, 2);
+      expect((await store('us-east-1').readLeases()).map((lease) => [lease.movedTo, lease.holder])).toEqual([['eu-west-1', undefined], ['eu-west-1', undefined]]);
+      expect((await store('eu-west-1').readLeases()).map((lease) => lease.epoch)).toEqual([clusterEpochStride, clusterEpochStride]);
+      expect(await store('eu-west-1').readClusterState()).toMatchObject({ homeRegion: 'eu-west-1', clusterEpoch: 1, replicaRegions: ['us-east-1'] });
+      const item = await store('eu-west-1').getItem(shardOf('aws-path', 2), 'aws-path', true);
+      expect(Buffer.from(item?.value ?? []).toString()).toBe('kept');
+    } finally {
+      await other.stop();
+    }
+  }, 90_000);
 });
