@@ -218,15 +218,10 @@ async function loseHomeRegion(cloud: LocalCloud, startedMs: number, deadlineMs: 
   await sleep(1_000);
   const report = await cloud.promote(promoted);
   print(`nemesis region-loss: promoted ${promoted} in ${report.durationMs} ms (cluster epoch ${report.clusterEpoch}; drained ${report.drainedMessages} queued entries)${report.warnings.length > 0 ? `; ${report.warnings.join('; ')}` : ''}`);
-  let writableAfterMs: number | null = null;
-  while (Date.now() < deadlineMs) {
-    const status = await cluster(cloud).catch(() => undefined);
-    if (status?.shards.every((shard) => shard.live)) {
-      writableAfterMs = Date.now() - lostMs;
-      break;
-    }
-    await sleep(50);
-  }
+  const writableAfterMs = await waitForLeaders(cloud, deadlineMs - Date.now()).then(
+    () => Date.now() - lostMs,
+    () => null,
+  );
   print(`nemesis region-loss: every shard led at ${promoted} ${writableAfterMs ?? '—'} ms after the loss`);
   return { lost, promoted, lostAtS: Math.round((lostMs - startedMs) / 100) / 10, writableAfterMs, promotionMs: report.durationMs, drainedMessages: report.drainedMessages, warnings: report.warnings };
 }
@@ -235,10 +230,12 @@ async function cluster(cloud: LocalCloud): Promise<ClusterStatus> {
   return (await (await fetch(`${cloud.apiUrl}/cluster`)).json()) as ClusterStatus;
 }
 
+/** Until every shard has a live leader (the API may answer errors meanwhile: a promotion rewires it). */
 async function waitForLeaders(cloud: LocalCloud, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if ((await cluster(cloud)).shards.every((shard) => shard.live)) return;
+    const status = await cluster(cloud).catch(() => undefined);
+    if (status?.shards?.every((shard) => shard.live)) return;
     await sleep(50);
   }
   throw new Error(`no leader for every shard within ${timeoutMs} ms`);

@@ -108,6 +108,8 @@ export interface Store {
   putHeartbeat(heartbeat: HeartbeatItem): Promise<void>;
   /** The shard's in-sync set, strongly consistent; undefined before a leader wrote one. */
   readInSync(shard: number): Promise<InSyncSet | undefined>;
+  /** Every shard's in-sync set in one consistent read (status pages). */
+  readInSyncSets(): Promise<InSyncSet[]>;
   /** Writes the in-sync set if `holder` still holds the lease at `set.epoch`; else StaleEpochError. */
   writeInSync(set: InSyncSet, holder: { node: string; incarnation: string }): Promise<void>;
   putReplicaReport(report: ReplicaReport): Promise<void>;

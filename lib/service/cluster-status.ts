@@ -50,7 +50,7 @@ export async function clusterStatus(store: Store, config: ClusterConfig, clock: 
     store.readLeases(),
     Promise.all(Array.from({ length: config.shardCount }, (_, shard) => store.readHead(shard))),
     store.readReplicaReports(),
-    Promise.all(Array.from({ length: config.shardCount }, (_, shard) => store.readInSync(shard))),
+    store.readInSyncSets(),
   ]);
   const now = clock.wallMs();
   const ids = [...new Set([...config.nodeIds, ...heartbeats.map((heartbeat) => heartbeat.node)])].sort();
@@ -71,7 +71,7 @@ export async function clusterStatus(store: Store, config: ClusterConfig, clock: 
       headIndex: heads[shard]?.index ?? 0,
       leaseAgeMs,
       live: lease?.holder !== undefined && leaseAgeMs !== null && leaseAgeMs <= config.leaseMs + limits.leaseSkewToleranceMs,
-      inSync: inSync[shard]?.regions ?? null,
+      inSync: inSync.find((set) => set.shard === shard)?.regions ?? null,
     };
   });
   const replicas = await Promise.all(

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { backoffMs, sleep, type Clock } from '../clock.ts';
+import { backoffMs, sleep, within, type Clock } from '../clock.ts';
 import { limits } from '../core/limits.ts';
 import type { LeaseRecord } from '../core/lease.ts';
 import { sealEntry, type LogEntry, type Operation } from '../core/log.ts';
@@ -283,9 +283,7 @@ export class KvService {
     const replicaRegions = this.options.replicaRegions ?? this.replication.shipper?.regions() ?? [];
     const inSync = mode === 'all' ? await this.#inSync(entry.shard, replicaRegions) : replicaRegions;
     const requirement = ackRequirement(mode, replicaRegions, inSync);
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), limits.replicationAckMs)));
-    const outcome = await Promise.race([sending, deadline]).finally(() => clearTimeout(timer));
+    const outcome = await within(sending, limits.replicationAckMs);
     const accepted = outcome === 'timeout' ? [] : outcome.accepted;
     const verdict = ackMet(requirement, accepted);
     if (verdict.met) return accepted;

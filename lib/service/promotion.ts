@@ -5,7 +5,7 @@ import { makeDynamoClient, makeSqsClient } from '../adapters/aws/clients.ts';
 import { DynamoStore, fromLogEntry } from '../adapters/aws/dynamo-store.ts';
 import { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import { decodeEntryMessage } from '../adapters/aws/replication.ts';
-import type { Clock } from '../clock.ts';
+import { within, type Clock } from '../clock.ts';
 import { chunkRuns, isFencedOff, type ReplicaProgress } from '../core/apply.ts';
 import { verifyChain, type LogEntry } from '../core/log.ts';
 import { firstShardEpoch, promotionReachNeeded, type ReplicationMode } from '../core/replication.ts';
@@ -137,7 +137,7 @@ export async function promoteRegion(options: PromotionOptions): Promise<Promotio
   try {
     const probeMs = options.probeTimeoutMs ?? 5_000;
     const states = await step('reach every region', () =>
-      Promise.all(regions.map(async (region) => ({ region, state: await withTimeout(handle(region).store.readClusterState(), probeMs).then((state) => ({ ok: true as const, state }), (error: unknown) => ({ ok: false as const, error })) }))),
+      Promise.all(regions.map(async (region) => ({ region, state: await within(handle(region).store.readClusterState(), probeMs).then((state) => (state === 'timeout' ? { ok: false as const, error: new Error(`no answer within ${probeMs} ms`) } : { ok: true as const, state }), (error: unknown) => ({ ok: false as const, error })) }))),
     );
     const reached = states.filter((probe) => probe.state.ok).map((probe) => probe.region);
     const unreachable = regions.filter((region) => !reached.includes(region));
@@ -237,16 +237,6 @@ export async function promoteRegion(options: PromotionOptions): Promise<Promotio
       entry.dynamo.destroy();
       entry.sqs.destroy();
     }
-  }
-}
-
-async function withTimeout<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)));
-  try {
-    return await Promise.race([work, timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -48,6 +48,10 @@ function toLease(item: Item): LeaseRecord {
   };
 }
 
+function toInSyncSet(item: Item): InSyncSet {
+  return { shard: Number(item.shard), regions: (item.regions as string[] | undefined) ?? [], epoch: Number(item.epoch), updatedAtMs: Number(item.updatedAtMs) };
+}
+
 function toBytes(value: unknown): Uint8Array {
   if (value instanceof Uint8Array) return value;
   if (value === undefined || value === null) return new Uint8Array();
@@ -307,9 +311,11 @@ export class DynamoStore implements Store {
 
   async readInSync(shard: number): Promise<InSyncSet | undefined> {
     const result = await this.client.send(new GetCommand({ TableName: this.tables.control, Key: { pk: inSyncPartition, sk: leaseSortKey(shard) }, ConsistentRead: true }));
-    const item = result.Item;
-    if (item === undefined) return undefined;
-    return { shard, regions: (item.regions as string[] | undefined) ?? [], epoch: Number(item.epoch), updatedAtMs: Number(item.updatedAtMs) };
+    return result.Item === undefined ? undefined : toInSyncSet(result.Item);
+  }
+
+  async readInSyncSets(): Promise<InSyncSet[]> {
+    return (await queryPartition(this.client, this.tables.control, inSyncPartition)).map(toInSyncSet);
   }
 
   async writeInSync(set: InSyncSet, holder: { node: string; incarnation: string }): Promise<void> {

@@ -113,6 +113,7 @@ export class DynamoReplicaStore {
     assert(first !== undefined && last !== undefined, 'an apply run is not empty');
     assert(first.index === from.appliedIndex + 1 && last.index === from.appliedIndex + run.length, 'an apply run continues the progress densely');
     const fence = from.fence;
+    assert(!run.some((entry) => isFencedOff(fence, entry)), 'a fenced-off entry is never applied');
     const items: NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']> = [
       {
         Put: {
@@ -150,7 +151,6 @@ export class DynamoReplicaStore {
       }
       throw error;
     }
-    assert(!run.some((entry) => isFencedOff(fence, entry)), 'a fenced-off entry is never applied');
     return { appliedIndex: last.index, appliedHash: last.hash, fence };
   }
 }
