@@ -50,6 +50,14 @@ export const limits = {
   suspectAfterTicks: 3,
   deadAfterTicks: 8,
 
+  /**
+   * Group commit: writes of one shard queued while its previous commit is in flight share the
+   * next transaction — one lease check plus a log put and a kv change each, within
+   * TransactWriteItems' 100 items and 4 MB.
+   */
+  commitGroupWritesMax: 49,
+  commitGroupBytesMax: 3 * 1000 * 1000,
+
   /** Lost races (stale head, stale lease) are retried this many times with jittered backoff. */
   writeAttemptsMax: 8,
   retryBackoffMsBase: 5,
@@ -93,6 +101,11 @@ assert(
 assert(
   Math.ceil((limits.valueBytesMax + limits.keyBytesMax + limits.itemOverheadBytesMax) / 3) * 4 <= limits.sqsMessageBytesMax,
   'a base64-encoded log entry must fit in one 1 MiB SQS message',
+);
+assert(1 + 2 * limits.commitGroupWritesMax <= 100, 'a group commit must stay within the 100 items of one TransactWriteItems');
+assert(
+  2 * (limits.valueBytesMax + limits.keyBytesMax + limits.itemOverheadBytesMax) <= limits.commitGroupBytesMax && limits.commitGroupBytesMax <= 4 * 1000 * 1000,
+  'a group commit must hold the largest write and stay under the 4 MB TransactWriteItems limit',
 );
 assert(limits.shardsDefault <= limits.shardsMax, 'shardsDefault exceeds shardsMax');
 assert(limits.suspectAfterTicks < limits.deadAfterTicks, 'a node must be suspected before it is declared dead');

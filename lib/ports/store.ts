@@ -1,5 +1,6 @@
 import type { LeaseRecord } from '../core/lease.ts';
 import type { LogEntry } from '../core/log.ts';
+import type { EpochKvError } from './errors.ts';
 
 /** A stored key-value item. `version` is the log index of the write that produced it. */
 export interface KvItem {
@@ -31,6 +32,8 @@ export interface CommitRequest {
   entry: LogEntry;
   kv: { change: KvChange; precondition: Precondition } | undefined;
 }
+
+export type GroupCommitOutcome = { committed: true } | { committed: false; refused: Map<number, EpochKvError> };
 
 export interface HeartbeatItem {
   node: string;
@@ -126,6 +129,15 @@ export interface Store {
    * VersionConflictError, NotFoundError (delete of a missing key) or TransactionRaceError.
    */
   commit(request: CommitRequest): Promise<void>;
+  /**
+   * Group commit: consecutive entries of one shard under one epoch in ONE transaction (one
+   * lease check, then each entry's log put and kv change), all or nothing. Throws
+   * StaleEpochError, HeadConflictError or TransactionRaceError for the whole group; when only
+   * kv preconditions failed, nothing is committed and the refused requests' positions come
+   * back with their error (VersionConflictError, NotFoundError), so the others can be resealed
+   * and committed without them.
+   */
+  commitGroup(requests: CommitRequest[]): Promise<GroupCommitOutcome>;
   getItem(shard: number, key: string, consistent: boolean): Promise<KvItem | undefined>;
   /** Keys starting with `prefix` in key order across all shards, after `after` (exclusive). */
   list(prefix: string, limit: number, after: string | undefined, consistent: boolean): Promise<ListPage>;

@@ -74,6 +74,70 @@ export interface ReadResult {
 const sessionWaitMs = 500;
 const sessionPollMs = 20;
 
+/** A write waiting for its shard's next group commit. */
+interface PendingWrite {
+  change: KvChange;
+  precondition: Precondition;
+  operation: Operation;
+  requestId: string;
+  /** The lease epoch the writer read: a group shares one. */
+  epoch: number;
+  mode: ReplicationMode;
+  bytes: number;
+  /** The entry of its last commit attempt: after a timeout, the log tells whether it committed. */
+  entry: LogEntry | undefined;
+}
+
+interface Committed {
+  entry: LogEntry;
+  replicated: Promise<string[]>;
+}
+
+interface Queued {
+  write: PendingWrite;
+  resolve: (committed: Committed) => void;
+  reject: (error: unknown) => void;
+}
+
+/** What a write adds to a transaction's 4 MB: its value twice (log entry and kv item), key and metadata. */
+function writeBytes(change: KvChange): number {
+  const valueBytes = change.type === 'put' ? change.value.byteLength : 0;
+  return 2 * (valueBytes + Buffer.byteLength(change.key) + limits.itemOverheadBytesMax);
+}
+
+/**
+ * Takes the next group off the front of a shard's queue: writes of the first one's epoch, of
+ * distinct keys (a transaction touches an item once, and a later write of a key must see the
+ * earlier one's outcome), within the transaction's item and byte bounds. A write left behind
+ * keeps its place, and so does every later write of its key.
+ */
+function takeGroup(queue: Queued[]): Queued[] {
+  const first = queue[0];
+  if (first === undefined) return [];
+  const group: Queued[] = [];
+  const keys = new Set<string>();
+  let bytes = 0;
+  const left: Queued[] = [];
+  for (const queued of queue) {
+    const { write } = queued;
+    const fits =
+      group.length < limits.commitGroupWritesMax &&
+      write.epoch === first.write.epoch &&
+      !keys.has(write.change.key) &&
+      (group.length === 0 || bytes + write.bytes <= limits.commitGroupBytesMax);
+    // Taken or left, the key is spoken for: a later write of it must not pass this one.
+    keys.add(write.change.key);
+    if (fits) {
+      group.push(queued);
+      bytes += write.bytes;
+    } else {
+      left.push(queued);
+    }
+  }
+  queue.splice(0, queue.length, ...left);
+  return group;
+}
+
 interface CachedLease {
   record: LeaseRecord | undefined;
   readAtMs: number;
@@ -89,8 +153,10 @@ export class KvService {
   /** A lease re-read in flight per shard: concurrent writers of a shard share it. */
   readonly #leaseReads = new Map<number, Promise<CachedLease>>();
   readonly #heads = new Map<number, LogHead | undefined>();
-  /** The tail of each shard's queue of commits in this instance (see #exclusive). */
-  readonly #commitQueues = new Map<number, Promise<void>>();
+  /** Writes waiting for their shard's committer in this instance (see #enqueue). */
+  readonly #pendingWrites = new Map<number, Queued[]>();
+  /** Shards whose committer is running. */
+  readonly #committing = new Set<number>();
   readonly #inSyncSets = new Map<number, { regions: string[]; readAtMs: number }>();
   /** Committed entries (`shard:index`) still waiting for quorum/all replication in this instance. */
   readonly #notDurable = new Map<string, Promise<string[]>>();
@@ -175,33 +241,9 @@ export class KvService {
       if (attempt > 0) await sleep(backoffMs(attempt, limits.retryBackoffMsBase, limits.retryBackoffMsMax, this.random));
       const lease = await this.#liveLease(shard);
       if (this.beforeCommit !== undefined) await this.beforeCommit(shard, lease.epoch);
-      let entry: LogEntry | undefined;
+      const pending: PendingWrite = { change, precondition, operation, requestId, epoch: lease.epoch, mode, bytes: writeBytes(change), entry: undefined };
       try {
-        // One commit per shard at a time in this instance: concurrent writers of a shard would
-        // all take the same next index, and all but one would lose the race, back off and retry.
-        const shipped = await this.#exclusive(shard, async () => {
-          const head = this.#heads.has(shard) ? this.#heads.get(shard) : await this.store.readHead(shard);
-          entry = sealEntry(head, {
-            shard,
-            index: (head?.index ?? 0) + 1,
-            epoch: lease.epoch,
-            ops: [operation],
-            requestId,
-            committedAtMs: this.clock.wallMs(),
-          });
-          try {
-            await this.store.commit({ entry, kv: { change, precondition } });
-          } catch (error) {
-            // Forget a head that proved stale (or may be) before the next queued commit uses it.
-            if (error instanceof HeadConflictError || !(error instanceof EpochKvError)) this.#heads.delete(shard);
-            throw error;
-          }
-          this.#heads.set(shard, { index: entry.index, hash: entry.hash });
-          // Queued for sending before the next commit of the shard starts, so sends keep log order.
-          const sending = this.#ship(entry);
-          const replicated = this.#awaitReplication(entry, mode, sending);
-          return { entry, replicated: mode === 'async' ? replicated : this.#trackDurability(entry, replicated) };
-        });
+        const shipped = await this.#enqueue(shard, pending);
         const committed = shipped.entry;
         const acceptedBy = await shipped.replicated;
         return { key: change.key, shard, version: committed.index, epoch: committed.epoch, index: committed.index, replication: { mode, acceptedBy } };
@@ -209,17 +251,14 @@ export class KvService {
         if (error instanceof StaleEpochError) {
           this.#leases.delete(shard);
           lastRace = error;
-        } else if (error instanceof HeadConflictError) {
-          this.#heads.delete(shard);
-          lastRace = error;
-        } else if (error instanceof TransactionRaceError) {
+        } else if (error instanceof HeadConflictError || error instanceof TransactionRaceError) {
           lastRace = error;
         } else if (error instanceof EpochKvError) {
           throw error;
         } else {
           // Not a refusal: a timeout or a dropped connection. The transaction may have
           // committed; the log tells, because the entry carries our request id.
-          this.#heads.delete(shard);
+          const entry = pending.entry;
           // No entry: the head read failed before anything was sent.
           if (entry === undefined) throw error;
           const stored = await this.store.readLogEntry(shard, entry.index).catch(() => undefined);
@@ -241,22 +280,84 @@ export class KvService {
   }
 
   /**
-   * Runs `task` after every earlier task of the shard in this instance has finished (a FIFO
-   * queue per shard). Only the order of this instance's own commits changes: the transaction's
-   * conditions still decide every race, with other instances too.
+   * Queues a write for its shard's committer. One commit per shard at a time in this instance
+   * (concurrent writers of a shard would all take the same next index, and all but one would
+   * lose the race); the writes that queue while a commit is in flight share the next one — a
+   * group commit, so a busy shard sends fewer, larger transactions. Only the order of this
+   * instance's own commits changes: the transaction's conditions still decide every race,
+   * with other instances too.
    */
-  async #exclusive<T>(shard: number, task: () => Promise<T>): Promise<T> {
-    const previous = this.#commitQueues.get(shard) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const tail = previous.then(() => mine);
-    this.#commitQueues.set(shard, tail);
-    await previous;
+  #enqueue(shard: number, write: PendingWrite): Promise<Committed> {
+    return new Promise<Committed>((resolve, reject) => {
+      let queue = this.#pendingWrites.get(shard);
+      if (queue === undefined) {
+        queue = [];
+        this.#pendingWrites.set(shard, queue);
+      }
+      queue.push({ write, resolve, reject });
+      if (!this.#committing.has(shard)) void this.#drain(shard, queue);
+    });
+  }
+
+  async #drain(shard: number, queue: Queued[]): Promise<void> {
+    this.#committing.add(shard);
     try {
-      return await task();
+      while (queue.length > 0) await this.#commitGroup(shard, takeGroup(queue), queue);
     } finally {
-      release();
-      if (this.#commitQueues.get(shard) === tail) this.#commitQueues.delete(shard);
+      this.#committing.delete(shard);
+      if (this.#pendingWrites.get(shard) === queue) this.#pendingWrites.delete(shard);
+    }
+  }
+
+  /** Commits one group; settles each of its writes, or puts them back at the queue's front. Never throws. */
+  async #commitGroup(shard: number, group: Queued[], queue: Queued[]): Promise<void> {
+    let head: LogHead | undefined;
+    try {
+      head = this.#heads.has(shard) ? this.#heads.get(shard) : await this.store.readHead(shard);
+    } catch (error) {
+      for (const queued of group) queued.reject(error);
+      return;
+    }
+    let previous = head;
+    const requests = group.map(({ write }) => {
+      const entry = sealEntry(previous, {
+        shard,
+        index: (previous?.index ?? 0) + 1,
+        epoch: write.epoch,
+        ops: [write.operation],
+        requestId: write.requestId,
+        committedAtMs: this.clock.wallMs(),
+      });
+      previous = entry;
+      write.entry = entry;
+      return { entry, kv: { change: write.change, precondition: write.precondition } };
+    });
+    try {
+      const outcome = await this.store.commitGroup(requests);
+      if (!outcome.committed) {
+        // Nothing committed: the refused writes get their answer, the others go first in the
+        // next group (resealed at the same head, which is still current).
+        const kept: Queued[] = [];
+        for (const [position, queued] of group.entries()) {
+          const refusal = outcome.refused.get(position);
+          if (refusal === undefined) kept.push(queued);
+          else queued.reject(refusal);
+        }
+        queue.unshift(...kept);
+        return;
+      }
+    } catch (error) {
+      // Forget a head that proved stale (or may be) before the next group uses it.
+      if (error instanceof HeadConflictError || !(error instanceof EpochKvError)) this.#heads.delete(shard);
+      for (const queued of group) queued.reject(error);
+      return;
+    }
+    if (previous !== undefined) this.#heads.set(shard, { index: previous.index, hash: previous.hash });
+    for (const [position, queued] of group.entries()) {
+      const { entry } = requests[position]!;
+      // Queued for sending in log order before the shard's next group commits, so sends keep log order.
+      const replicated = this.#awaitReplication(entry, queued.write.mode, this.#ship(entry));
+      queued.resolve({ entry, replicated: queued.write.mode === 'async' ? replicated : this.#trackDurability(entry, replicated) });
     }
   }
 

@@ -121,6 +121,76 @@ describe('Class: DynamoStore', () => {
     });
   });
 
+  describe('Method: commitGroup (group commit)', () => {
+    /** Consecutive sealed entries after the shard's head, one put each. */
+    async function group(shard: number, epoch: number, keys: string[], tag: string): Promise<LogEntry[]> {
+      let previous = await store.readHead(shard);
+      return keys.map((key, position) => {
+        const entry = sealEntry(previous, { shard, index: (previous?.index ?? 0) + 1, epoch, ops: [{ type: 'put', key, value: text(key) }], requestId: `${tag}-${position}`, committedAtMs: Date.now() });
+        previous = entry;
+        return entry;
+      });
+    }
+
+    it('commits consecutive entries under one lease check, all or nothing', async () => {
+      // Prepare
+      const shard = 2;
+      const epoch = await acquire(store, shard, holder);
+      const keys = [0, 1, 2, 3].map((n) => keyInShard(shard, shardCount, `group-${n}`));
+      const entries = await group(shard, epoch, keys, 'g1');
+
+      // Act
+      const outcome = await store.commitGroup(entries.map((entry, position) => ({ entry, kv: { change: { type: 'put', key: keys[position]!, value: text('v') }, precondition: {} } })));
+
+      // Assess
+      expect(outcome).toEqual({ committed: true });
+      const log = await store.readLog(shard, 1, 100);
+      expect(log.slice(-4).map((entry) => entry.requestId)).toEqual(['g1-0', 'g1-1', 'g1-2', 'g1-3']);
+      expect(verifyChain(log)).toEqual({ ok: true });
+      const items = await Promise.all(keys.map((key) => store.getItem(shard, key, true)));
+      expect(items.map((item) => item?.version)).toEqual(entries.map((entry) => entry.index));
+    });
+
+    it('returns the refused preconditions with their error and commits none of the group', async () => {
+      // Prepare: one key exists, so a create-only put of it is refused.
+      const shard = 3;
+      const epoch = await acquire(store, shard, holder);
+      const taken = keyInShard(shard, shardCount, 'group-taken');
+      const [created] = await group(shard, epoch, [taken], 'seed');
+      await store.commit({ entry: created!, kv: { change: { type: 'put', key: taken, value: text('x') }, precondition: {} } });
+      const headBefore = await store.readHead(shard);
+      const keys = [keyInShard(shard, shardCount, 'group-a'), taken, keyInShard(shard, shardCount, 'group-b')];
+      const entries = await group(shard, epoch, keys, 'g2');
+
+      // Act
+      const outcome = await store.commitGroup(entries.map((entry, position) => ({ entry, kv: { change: { type: 'put', key: keys[position]!, value: text('y') }, precondition: { ifAbsent: position === 1 } } })));
+
+      // Assess
+      expect(outcome.committed).toBe(false);
+      const refused = outcome.committed ? new Map() : outcome.refused;
+      expect([...refused.keys()]).toEqual([1]);
+      expect(refused.get(1)).toBeInstanceOf(VersionConflictError);
+      expect(await store.readHead(shard)).toEqual(headBefore);
+      expect(await store.getItem(shard, keys[0]!, true)).toBeUndefined();
+    });
+
+    it('refuses a whole group at a stale epoch', async () => {
+      // Prepare
+      const shard = 4;
+      const staleEpoch = await acquire(store, shard, holder);
+      await acquire(store, shard, usurper);
+      const keys = [keyInShard(shard, shardCount, 'stale-a'), keyInShard(shard, shardCount, 'stale-b')];
+      const entries = await group(shard, staleEpoch, keys, 'g3');
+
+      // Act
+      const attempt = store.commitGroup(entries.map((entry, position) => ({ entry, kv: { change: { type: 'put', key: keys[position]!, value: text('z') }, precondition: {} } })));
+
+      // Assess
+      await expect(attempt).rejects.toBeInstanceOf(StaleEpochError);
+      expect(await store.getItem(shard, keys[0]!, true)).toBeUndefined();
+    });
+  });
+
   describe('Method: acquireLease / renewLease', () => {
     it('lets only one of two contenders take a lease at the version they both saw', async () => {
       // Prepare
@@ -226,6 +296,46 @@ describe('Class: KvService', () => {
     expect(log.map((entry) => entry.index)).toEqual(log.map((_, position) => position + 1));
     expect(verifyChain(log)).toEqual({ ok: true });
     expect((await service.read(key, 'strong', {})).item?.version).toBe(version);
+  });
+
+  it('commits the writes a shard queues meanwhile in shared transactions (group commit), each with its own entry', async () => {
+    // Prepare: count the transactions the service sends and their sizes.
+    const { store } = await createStore(uniquePrefix('group'), shardCount);
+    const groupSizes: number[] = [];
+    const commitGroup = store.commitGroup.bind(store);
+    store.commitGroup = async (requests) => {
+      groupSizes.push(requests.length);
+      return commitGroup(requests);
+    };
+    const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250 }, systemClock());
+    const shard = 5;
+    await acquire(store, shard, holder);
+    const taken = keyInShard(shard, shardCount, 'taken');
+    await service.write({ type: 'put', key: taken, value: text('first') }, {});
+    const keys = Array.from({ length: 40 }, (_, n) => keyInShard(shard, shardCount, `w${n}`));
+
+    // Act: 40 writes of distinct keys, one create-only put of an existing key, and two
+    // create-only puts of one new key, all at once.
+    const contested = keyInShard(shard, shardCount, 'contested');
+    const [plain, refused, contests] = await Promise.all([
+      Promise.all(keys.map((key) => service.write({ type: 'put', key, value: text(key) }, {}))),
+      service.write({ type: 'put', key: taken, value: text('again') }, { ifAbsent: true }).catch((error: unknown) => error),
+      Promise.allSettled([0, 1].map((n) => service.write({ type: 'put', key: contested, value: text(String(n)) }, { ifAbsent: true }))),
+    ]);
+
+    // Assess: fewer transactions than writes, every acknowledged write is its own entry at its
+    // own index, the refused one changed nothing, and exactly one create of the contested key won.
+    expect(Math.max(...groupSizes)).toBeGreaterThan(1);
+    expect(refused).toBeInstanceOf(VersionConflictError);
+    expect(contests.filter((result) => result.status === 'fulfilled')).toHaveLength(1);
+    const log = await store.readLog(shard, 1, 1000);
+    expect(log.map((entry) => entry.index)).toEqual(log.map((_, position) => position + 1));
+    expect(verifyChain(log)).toEqual({ ok: true });
+    for (const result of plain) expect(log[result.index - 1]?.ops[0]).toMatchObject({ type: 'put', key: result.key });
+    expect(new Set(plain.map((result) => result.index)).size).toBe(keys.length);
+    // The marker, the first write, 40 writes, one create of the contested key.
+    expect(log).toHaveLength(1 + 1 + keys.length + 1);
+    expect(new TextDecoder().decode((await service.read(taken, 'strong', {})).item?.value)).toBe('first');
   });
 
   it('refuses writes to a shard without a live leader with a NoLeaderError', async () => {

@@ -15,11 +15,12 @@ import type { TableNames } from '../../infra/schema.ts';
 import {
   HeadConflictError,
   NotFoundError,
+  type EpochKvError,
   StaleEpochError,
   TransactionRaceError,
   VersionConflictError,
 } from '../../ports/errors.ts';
-import type { ClusterState, CommitRequest, HeartbeatItem, InSyncSet, KvItem, LeaseExpectation, ListPage, LogHead, ReplicaReport, Store } from '../../ports/store.ts';
+import type { ClusterState, CommitRequest, GroupCommitOutcome, HeartbeatItem, InSyncSet, KvItem, LeaseExpectation, ListPage, LogHead, ReplicaReport, Store } from '../../ports/store.ts';
 
 const leasePartition = 'lease';
 const nodePartition = 'node';
@@ -99,8 +100,22 @@ function toKvItem(item: Item): KvItem {
   };
 }
 
-function attemptToken(entry: LogEntry): string {
-  return createHash('sha256').update(`${entry.requestId}:${entry.shard}:${entry.index}`).digest('hex').slice(0, 36);
+function attemptToken(entries: LogEntry[]): string {
+  const hash = createHash('sha256');
+  for (const entry of entries) hash.update(`${entry.requestId}:${entry.shard}:${entry.index};`);
+  return hash.digest('hex').slice(0, 36);
+}
+
+type TransactItems = NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']>;
+
+/** Why DynamoDB refused a kv change's condition, in the caller's terms. */
+function kvRefusal({ change, precondition }: NonNullable<CommitRequest['kv']>, current: number | undefined): EpochKvError {
+  if (current === undefined && change.type === 'delete' && precondition.ifVersion === undefined) {
+    return new NotFoundError(`key "${change.key}" does not exist`);
+  }
+  const expected = precondition.ifVersion !== undefined ? `version ${precondition.ifVersion}` : 'no existing item';
+  const actual = current === undefined ? 'the key does not exist' : `the current version is ${current}`;
+  return new VersionConflictError(`version conflict on "${change.key}": expected ${expected}, but ${actual}`, current);
 }
 
 /**
@@ -499,94 +514,102 @@ export class DynamoStore implements Store {
     return entries;
   }
 
-  async commit({ entry, kv }: CommitRequest): Promise<void> {
-    const { shard, epoch } = entry;
+  async commit(request: CommitRequest): Promise<void> {
+    const outcome = await this.commitGroup([request]);
+    if (!outcome.committed) {
+      const refusal = outcome.refused.get(0);
+      if (refusal !== undefined) throw refusal;
+    }
+  }
+
+  async commitGroup(requests: CommitRequest[]): Promise<GroupCommitOutcome> {
+    const first = requests[0];
+    if (first === undefined) return { committed: true };
+    const { shard, epoch } = first.entry;
+    for (const [position, { entry }] of requests.entries()) {
+      // One lease check covers the group only if every entry is of its shard and epoch, and
+      // the indexes are consecutive (the log stays dense).
+      assert(entry.shard === shard && entry.epoch === epoch && entry.index === first.entry.index + position, `group commit: entry ${position} is not shard ${shard} epoch ${epoch} index ${first.entry.index + position}`);
+    }
     const fencing = this.options.unsafeDisableFencing === true ? [] : [0];
-    const items: NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']> = [
-      ...fencing.map(() => ({
-        // The fencing token: a writer whose epoch is not the lease's can never append.
-        ConditionCheck: {
-          TableName: this.tables.control,
-          Key: { pk: leasePartition, sk: leaseSortKey(shard) },
-          // A lease whose leader marker is not in the log yet takes no writes: the marker is
-          // the first entry of every epoch.
-          ConditionExpression: '#epoch = :epoch AND attribute_exists(#holder) AND attribute_not_exists(#markerPending)',
-          ExpressionAttributeNames: { '#epoch': 'epoch', '#holder': 'holder', '#markerPending': 'markerPending' },
-          ExpressionAttributeValues: { ':epoch': epoch },
-        },
-      })),
-      {
-        // The log index is the compare-and-swap that serializes writers of one shard.
-        Put: {
-          TableName: this.tables.log,
-          Item: fromLogEntry(entry),
-          ConditionExpression: 'attribute_not_exists(#index)',
-          ExpressionAttributeNames: { '#index': 'index' },
-        },
+    const items: TransactItems = fencing.map(() => ({
+      // The fencing token: a writer whose epoch is not the lease's can never append.
+      ConditionCheck: {
+        TableName: this.tables.control,
+        Key: { pk: leasePartition, sk: leaseSortKey(shard) },
+        // A lease whose leader marker is not in the log yet takes no writes: the marker is
+        // the first entry of every epoch.
+        ConditionExpression: '#epoch = :epoch AND attribute_exists(#holder) AND attribute_not_exists(#markerPending)',
+        ExpressionAttributeNames: { '#epoch': 'epoch', '#holder': 'holder', '#markerPending': 'markerPending' },
+        ExpressionAttributeValues: { ':epoch': epoch },
       },
-    ];
-    if (kv !== undefined) {
-      const { change, precondition } = kv;
-      const conditions: string[] = [];
-      const names: Record<string, string> = {};
-      const values: Record<string, unknown> = {};
-      if (precondition.ifAbsent) {
-        conditions.push('attribute_not_exists(#key)');
-        names['#key'] = 'key';
-      }
-      if (precondition.ifVersion !== undefined) {
-        conditions.push('#version = :expected');
-        names['#version'] = 'version';
-        values[':expected'] = precondition.ifVersion;
-      }
-      if (change.type === 'delete' && precondition.ifVersion === undefined) {
-        conditions.push('attribute_exists(#key)');
-        names['#key'] = 'key';
-      }
-      const condition =
-        conditions.length === 0
-          ? {}
-          : {
-              ConditionExpression: conditions.join(' AND '),
-              ExpressionAttributeNames: names,
-              ...(Object.keys(values).length === 0 ? {} : { ExpressionAttributeValues: values }),
-              ReturnValuesOnConditionCheckFailure: 'ALL_OLD' as const,
-            };
-      if (change.type === 'put') {
-        items.push({
-          Put: {
-            TableName: this.tables.kv,
-            Item: { shard, key: change.key, value: change.value, version: entry.index, epoch, index: entry.index },
-            ...condition,
-          },
-        });
-      } else {
-        items.push({ Delete: { TableName: this.tables.kv, Key: { shard, key: change.key }, ...condition } });
-      }
+    }));
+    /** Where each request's log put and kv change sit in the transaction. */
+    const positions: { log: number; kv: number | undefined }[] = [];
+    for (const { entry, kv } of requests) {
+      const log = items.length;
+      items.push({
+        // The log index is the compare-and-swap that serializes writers of one shard.
+        Put: { TableName: this.tables.log, Item: fromLogEntry(entry), ConditionExpression: 'attribute_not_exists(#index)', ExpressionAttributeNames: { '#index': 'index' } },
+      });
+      positions.push({ log, kv: kv === undefined ? undefined : items.length });
+      if (kv !== undefined) items.push(this.#kvChange(entry, kv));
     }
     try {
       // The token makes the SDK's own retry of a timed-out commit idempotent: DynamoDB then
-      // applies the transaction at most once. It names this attempt (request and index).
-      await this.client.send(new TransactWriteCommand({ TransactItems: items, ClientRequestToken: attemptToken(entry) }));
+      // applies the transaction at most once. It names this attempt (requests and indexes).
+      await this.client.send(new TransactWriteCommand({ TransactItems: items, ClientRequestToken: attemptToken(requests.map((request) => request.entry)) }));
+      return { committed: true };
     } catch (error) {
       if (!(error instanceof TransactionCanceledException)) throw error;
       const codes = reasonCodes(error);
-      const [leaseCode, logCode, kvCode] = fencing.length === 0 ? ['None', ...codes] : codes;
-      // Order matters: a stale epoch or a stale head makes the kv condition meaningless.
-      if (leaseCode === 'ConditionalCheckFailed') throw new StaleEpochError(shard, epoch);
-      if (logCode === 'ConditionalCheckFailed') throw new HeadConflictError(shard, entry.index);
-      if (kvCode === 'ConditionalCheckFailed' && kv !== undefined) {
-        const current = oldVersion(error, fencing.length + 1);
-        const { change, precondition } = kv;
-        if (current === undefined && change.type === 'delete' && precondition.ifVersion === undefined) {
-          throw new NotFoundError(`key "${change.key}" does not exist`);
-        }
-        const expected = precondition.ifVersion !== undefined ? `version ${precondition.ifVersion}` : 'no existing item';
-        const actual = current === undefined ? 'the key does not exist' : `the current version is ${current}`;
-        throw new VersionConflictError(`version conflict on "${change.key}": expected ${expected}, but ${actual}`, current);
+      const failed = (position: number | undefined) => position !== undefined && codes[position] === 'ConditionalCheckFailed';
+      // Order matters: a stale epoch or a stale head makes the kv conditions meaningless.
+      if (fencing.length > 0 && failed(0)) throw new StaleEpochError(shard, epoch);
+      const stale = positions.findIndex((position) => failed(position.log));
+      if (stale >= 0) throw new HeadConflictError(shard, requests[stale]?.entry.index ?? first.entry.index);
+      const refused = new Map<number, EpochKvError>();
+      for (const [position, { kv }] of requests.entries()) {
+        const at = positions[position]?.kv;
+        if (kv !== undefined && at !== undefined && failed(at)) refused.set(position, kvRefusal(kv, oldVersion(error, at)));
       }
-      throw new TransactionRaceError(`shard ${shard}: write raced another transaction (${reasonCodes(error).join(', ')})`);
+      if (refused.size > 0) return { committed: false, refused };
+      throw new TransactionRaceError(`shard ${shard}: write raced another transaction (${codes.join(', ')})`);
     }
+  }
+
+  /** The kv item's put or delete at the entry's index, under the caller's condition. */
+  #kvChange(entry: LogEntry, { change, precondition }: NonNullable<CommitRequest['kv']>): TransactItems[number] {
+    const conditions: string[] = [];
+    const names: Record<string, string> = {};
+    const values: Record<string, unknown> = {};
+    if (precondition.ifAbsent) {
+      conditions.push('attribute_not_exists(#key)');
+      names['#key'] = 'key';
+    }
+    if (precondition.ifVersion !== undefined) {
+      conditions.push('#version = :expected');
+      names['#version'] = 'version';
+      values[':expected'] = precondition.ifVersion;
+    }
+    if (change.type === 'delete' && precondition.ifVersion === undefined) {
+      conditions.push('attribute_exists(#key)');
+      names['#key'] = 'key';
+    }
+    const condition =
+      conditions.length === 0
+        ? {}
+        : {
+            ConditionExpression: conditions.join(' AND '),
+            ExpressionAttributeNames: names,
+            ...(Object.keys(values).length === 0 ? {} : { ExpressionAttributeValues: values }),
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD' as const,
+          };
+    const { shard, epoch, index } = entry;
+    if (change.type === 'put') {
+      return { Put: { TableName: this.tables.kv, Item: { shard, key: change.key, value: change.value, version: index, epoch, index }, ...condition } };
+    }
+    return { Delete: { TableName: this.tables.kv, Key: { shard, key: change.key }, ...condition } };
   }
 
   async getItem(shard: number, key: string, consistent: boolean): Promise<KvItem | undefined> {
