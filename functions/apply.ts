@@ -11,13 +11,42 @@ import { lambdaLogger } from './telemetry.ts';
 
 export type ApplyHandler = (event: SQSEvent) => Promise<SQSBatchResponse>;
 
+export interface ApplyHandlerOptions {
+  /**
+   * A group whose messages waited at least this long in the queue (SQS's first receive minus
+   * its send time, both on SQS's clock) means a backlog: the shard is pulled from the home log
+   * before the messages are delivered. Default 50: a queue that keeps up hands a message over
+   * within about one apply of the one before it in its group. Infinity turns pulling off.
+   */
+  pullAfterQueuedMs?: number;
+  /**
+   * At most one pull per shard per this many ms (per handler instance). Default 100: a backlog
+   * of already-applied messages still drains one receive at a time, and without a pull every so
+   * often the entries behind it would wait for that drain; more often would add log reads.
+   */
+  pullEveryMs?: number;
+}
+
+const applyDefaults = { pullAfterQueuedMs: 50, pullEveryMs: 100 } as const;
+
 /**
  * The replica's `apply` function on its FIFO queue (event source mapping with
  * ReportBatchItemFailures). Records of one message group (shard) are applied in order; at the
  * first failure of a group, that record and every later record of the group are reported, as
  * FIFO ordering requires. A poison message fails every time and so reaches the DLQ.
+ *
+ * When the queue falls behind (a group's messages waited in it), the handler first pulls the
+ * shard from the home log up to its head: one read and one transaction per 49 entries instead
+ * of a transaction per message, and the entries behind a backlog of messages need not wait for
+ * the backlog to drain. The messages of pulled entries are then skipped for the price of a
+ * progress read. The applier's conditional progress keeps every entry applied exactly once and
+ * in order, whoever applies it first (a message, a pull, the replica heartbeat).
  */
-export function createApplyHandler(applier: ReplicaApplier, log: (line: string) => void = console.error): ApplyHandler {
+export function createApplyHandler(applier: ReplicaApplier, log: (line: string) => void = console.error, options: ApplyHandlerOptions = {}): ApplyHandler {
+  const pullAfterQueuedMs = options.pullAfterQueuedMs ?? applyDefaults.pullAfterQueuedMs;
+  const pullEveryMs = options.pullEveryMs ?? applyDefaults.pullEveryMs;
+  // Per shard: when this instance last started a pull (monotonic ms).
+  const lastPullMs = new Map<number, number>();
   return async (event) => {
     const groups = new Map<string, SQSRecord[]>();
     for (const record of event.Records) {
@@ -40,8 +69,19 @@ export function createApplyHandler(applier: ReplicaApplier, log: (line: string) 
             break;
           }
         }
+        const shard = Number(group);
+        const nowMs = performance.now();
+        if (entries.length > 0 && queuedMsOf(records) >= pullAfterQueuedMs && nowMs - (lastPullMs.get(shard) ?? Number.NEGATIVE_INFINITY) >= pullEveryMs) {
+          lastPullMs.set(shard, nowMs);
+          try {
+            await applier.repair(shard);
+          } catch (error) {
+            // The delivery below applies the messages themselves (or reports them failed).
+            log(`apply: group ${group}: pull from the home log failed: ${String(error)}`);
+          }
+        }
         try {
-          if (entries.length > 0) await applier.deliver(Number(group), entries);
+          if (entries.length > 0) await applier.deliver(shard, entries);
         } catch (error) {
           const at = error instanceof DeliveryError ? error.failedAt : 0;
           log(`apply: group ${group} failed at message ${at}: ${error instanceof DeliveryError ? String(error.reason) : String(error)}`);
@@ -54,6 +94,17 @@ export function createApplyHandler(applier: ReplicaApplier, log: (line: string) 
     );
     return { batchItemFailures: failures };
   };
+}
+
+/** The longest time a record waited in the queue before its first receive; 0 when SQS did not say. */
+function queuedMsOf(records: readonly SQSRecord[]): number {
+  let queuedMs = 0;
+  for (const record of records) {
+    const sentMs = Number(record.attributes.SentTimestamp);
+    const firstReceivedMs = Number(record.attributes.ApproximateFirstReceiveTimestamp);
+    if (Number.isFinite(sentMs) && Number.isFinite(firstReceivedMs) && sentMs > 0 && firstReceivedMs > 0) queuedMs = Math.max(queuedMs, firstReceivedMs - sentMs);
+  }
+  return queuedMs;
 }
 
 let cached: ApplyHandler | undefined;

@@ -57,7 +57,16 @@ export interface EventSourceOptions {
   waitTimeS?: number;
   /** Visibility timeout given on ReceiveMessage; default 5. */
   visibilityTimeoutS?: number;
-  /** Seeds the fault RNG; a random seed is chosen, logged and kept in `seed` when omitted. */
+  /**
+   * Concurrent poll loops, as Lambda's mapping scales its pollers with the backlog; default 2,
+   * at most 10. A FIFO queue keeps a message group locked while any of its messages is in
+   * flight, so concurrent receivers never hold two batches of one group: per-group order holds.
+   */
+  pollers?: number;
+  /**
+   * Seeds the fault RNG; a random seed is chosen, logged and kept in `seed` when omitted. The
+   * poll loops draw from one RNG in the order their batches arrive.
+   */
   seed?: number;
   log?: (line: string) => void;
 }
@@ -66,7 +75,7 @@ export interface EventSource {
   /** The seed of the fault RNG: pass it back in `options.seed` to replay the same faults. */
   readonly seed: number;
   start(): void;
-  /** Ends the poll loop and waits for the batch in flight; no batch is handled after it resolves. */
+  /** Ends the poll loops and waits for the batches in flight; no batch is handled after it resolves. */
   stop(): Promise<void>;
   running(): boolean;
   setFaults(faults: Partial<FaultSettings>): FaultSettings;
@@ -76,6 +85,7 @@ export interface EventSource {
 
 const eventSourceLimits = {
   batchSizeMax: 10,
+  pollersMax: 10,
   /** The SQS bounds of WaitTimeSeconds and VisibilityTimeout. */
   waitTimeSMax: 20,
   visibilityTimeoutSMax: 43_200,
@@ -89,16 +99,20 @@ const noFaults: FaultSettings = { dropRate: 0, duplicateRate: 0, reorder: false,
 
 /**
  * Plays the Lambda event source mapping of one SQS FIFO queue with partial batch responses
- * (`ReportBatchItemFailures`): one poll loop, one batch at a time, so a message group is never
- * handled concurrently. Like Lambda it deletes what the handler did not report as failed and
- * leaves failed messages alone: they reappear after the visibility timeout and, after
- * maxReceiveCount receives, SQS moves them to the DLQ.
+ * (`ReportBatchItemFailures`): `pollers` poll loops, each one batch at a time. A message group
+ * is never handled concurrently: a FIFO queue hands out no message of a group while an earlier
+ * one is in flight (received, neither deleted nor timed out), whichever loop holds it, so a
+ * group's messages reach the handler one batch after another, in order. fauxqs does the same:
+ * its receive skips a group with a message in flight. Like Lambda it deletes what the handler
+ * did not report as failed and leaves failed messages alone: they reappear after the
+ * visibility timeout and, after maxReceiveCount receives, SQS moves them to the DLQ.
  */
 export function createEventSource(options: EventSourceOptions): EventSource {
   const { client, queueUrl, region, handler } = options;
   const batchSize = options.batchSize ?? 10;
   const waitTimeS = options.waitTimeS ?? 1;
   const visibilityTimeoutS = options.visibilityTimeoutS ?? 5;
+  const pollers = options.pollers ?? 2;
   const seed = options.seed ?? randomBytes(4).readUInt32LE(0);
   const log = options.log ?? (() => {});
   assert(Number.isInteger(batchSize) && batchSize >= 1 && batchSize <= eventSourceLimits.batchSizeMax, `batchSize must be an integer in 1..10, got ${batchSize}`);
@@ -107,6 +121,7 @@ export function createEventSource(options: EventSourceOptions): EventSource {
     Number.isInteger(visibilityTimeoutS) && visibilityTimeoutS >= 0 && visibilityTimeoutS <= eventSourceLimits.visibilityTimeoutSMax,
     `visibilityTimeoutS must be an integer in 0..43200, got ${visibilityTimeoutS}`,
   );
+  assert(Number.isInteger(pollers) && pollers >= 1 && pollers <= eventSourceLimits.pollersMax, `pollers must be an integer in 1..${eventSourceLimits.pollersMax}, got ${pollers}`);
   assert(Number.isInteger(seed) && seed >= 0 && seed <= 0xffff_ffff, `seed must be an unsigned 32-bit integer, got ${seed}`);
 
   const random = mulberry32(seed);
@@ -117,18 +132,20 @@ export function createEventSource(options: EventSourceOptions): EventSource {
   let queueArn = options.queueArn;
   let loop: Promise<void> | undefined;
   let stopping = false;
-  // Resolves the backoff pause early when stop() is called.
-  let wake: (() => void) | undefined;
+  // Each resolves one loop's backoff pause early when stop() is called.
+  const wakers = new Set<() => void>();
 
   async function pause(durationMs: number): Promise<void> {
+    let wake: (() => void) | undefined;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, durationMs);
       wake = () => {
         clearTimeout(timer);
         resolve();
       };
+      wakers.add(wake);
     });
-    wake = undefined;
+    if (wake !== undefined) wakers.delete(wake);
   }
 
   async function resolveQueueArn(): Promise<string> {
@@ -192,7 +209,10 @@ export function createEventSource(options: EventSourceOptions): EventSource {
       else kept.push(message);
     }
     if (droppedMessages.length > 0) {
-      counters.dropped += await deleteMessages(droppedMessages);
+      // Not `counters.dropped += await ...`: that reads the counter before the await, and another
+      // poll loop's update in between would be lost.
+      const droppedCount = await deleteMessages(droppedMessages);
+      counters.dropped += droppedCount;
       log(`event source ${label}: dropped ${droppedMessages.length} of ${messages.length} messages`);
     }
     // Lambda never invokes a function with an empty event.
@@ -224,7 +244,10 @@ export function createEventSource(options: EventSourceOptions): EventSource {
     const failedIds = await invoke({ Records: records });
     const succeeded = kept.filter((message) => !failedIds.has(messageIdOf(message)));
     counters.failed += kept.length - succeeded.length;
-    if (succeeded.length > 0) counters.deleted += await deleteMessages(succeeded);
+    if (succeeded.length > 0) {
+      const deletedCount = await deleteMessages(succeeded);
+      counters.deleted += deletedCount;
+    }
   }
 
   /** Calls the handler; returns the ids of the messages to leave for redelivery. */
@@ -278,14 +301,14 @@ export function createEventSource(options: EventSourceOptions): EventSource {
     start() {
       if (loop !== undefined) return;
       stopping = false;
-      const current = run().finally(() => {
+      const current = Promise.all(Array.from({ length: pollers }, () => run())).then(() => {}).finally(() => {
         if (loop === current) loop = undefined;
       });
       loop = current;
     },
     async stop() {
       stopping = true;
-      wake?.();
+      for (const wake of wakers) wake();
       // A long poll in progress is not aborted: an aborted receive would still take the
       // messages on the server and hide them for a visibility timeout. It ends within waitTimeS.
       await loop;

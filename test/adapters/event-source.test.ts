@@ -216,6 +216,7 @@ describe('Function: createEventSource', () => {
       awsRegion: 'eu-west-1',
     });
     expect(queue.queueArn).toContain(':eu-west-1:');
+    await waitUntil('the pollers to count the deletes', () => (source.stats().deleted >= outgoing.length ? true : undefined), 5_000);
     expect(source.stats()).toMatchObject({ received: 24, deleted: 24, failed: 0, batches: events.length });
   });
 
@@ -273,6 +274,8 @@ describe('Function: createEventSource', () => {
     for (const body of ['a-1', 'b-1', 'b-2', 'b-3']) {
       expect(deliveries.filter((delivery) => delivery.body === body)).toEqual([{ body, receiveCount: 1, outcome: 'ok' }]);
     }
+    // The emulator drops a message before the delete call returns and the counter moves: wait for it.
+    await waitUntil('the pollers to count the deletes', () => (source.stats().deleted >= outgoing.length ? true : undefined), 5_000);
     const stats = source.stats();
     expect(stats.deleted).toBe(outgoing.length);
     expect(stats.failed).toBe(deliveries.filter((delivery) => delivery.outcome === 'failed').length);
@@ -358,6 +361,7 @@ describe('Function: createEventSource', () => {
       for (let index = 0; index < ids.length; index += 2) expect(ids[index + 1]).toBe(ids[index]);
     }
     expect(bodiesOf(events).sort()).toEqual(['a-1', 'a-1', 'b-1', 'b-1', 'c-1', 'c-1', 'd-1', 'd-1']);
+    await waitUntil('the pollers to count the deletes', () => (source.stats().deleted >= 4 ? true : undefined), 5_000);
     expect(source.stats()).toMatchObject({ received: 4, duplicated: 4, deleted: 4, failed: 0 });
   });
 
@@ -404,6 +408,98 @@ describe('Function: createEventSource', () => {
     expect(() => source.setFaults({ dropRate: 1.5 })).toThrow(AssertionError);
     expect(() => source.setFaults({ duplicateRate: -0.1 })).toThrow(AssertionError);
     expect(source.faults()).toEqual({ dropRate: 0, duplicateRate: 0, reorder: false, delayMs: 300 });
+  });
+
+  it('with pollers 2 handles another group while a batch is in flight, and never a group\'s next message before its batch is done', async () => {
+    // Prepare: a-1 alone, so that the first batch holds only group a.
+    const queue = await freshQueue('pollers');
+    await sendInOrder(queue.client, queue.queueUrl, [{ group: 'a', body: 'a-1' }]);
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const handled: string[] = [];
+    const inFlightGroups = new Set<string>();
+    const overlaps: string[] = [];
+    const source = startSource({
+      client: queue.client,
+      queueUrl: queue.queueUrl,
+      region: queue.region,
+      pollers: 2,
+      // Long enough that a-1 never times out while the test holds it.
+      visibilityTimeoutS: 30,
+      handler: async (event) => {
+        const groups = [...new Set(event.Records.map((record) => record.attributes.MessageGroupId ?? ''))];
+        for (const group of groups) {
+          if (inFlightGroups.has(group)) overlaps.push(group);
+          inFlightGroups.add(group);
+        }
+        handled.push(...event.Records.map((record) => record.body));
+        if (event.Records.some((record) => record.body === 'a-1')) await gate;
+        for (const group of groups) inFlightGroups.delete(group);
+      },
+    });
+    await waitUntil('a-1 to be in the handler', () => (handled.includes('a-1') ? true : undefined), 10_000);
+
+    // Act: while a-1's batch is held, a-2 (same group) and b-1 (another group) arrive.
+    await sendInOrder(queue.client, queue.queueUrl, [
+      { group: 'a', body: 'a-2' },
+      { group: 'b', body: 'b-1' },
+    ]);
+    await waitUntil('b-1 to be handled by the other poller', () => (handled.includes('b-1') ? true : undefined), 10_000);
+    const handledWhileHeld = [...handled];
+    release();
+    await waitUntil('a-2 to be handled', () => (handled.includes('a-2') ? true : undefined), 10_000);
+    await waitUntilDrained(queue.client, queue.queueUrl);
+
+    // Assess
+    expect(handledWhileHeld).toEqual(['a-1', 'b-1']);
+    expect(handled.filter((body) => body.startsWith('a-'))).toEqual(['a-1', 'a-2']);
+    expect(overlaps).toEqual([]);
+    await waitUntil('the pollers to count the deletes', () => (source.stats().deleted === 3 ? true : undefined), 5_000);
+    expect(source.stats()).toMatchObject({ received: 3, deleted: 3, failed: 0 });
+    expect(() => createEventSource({ client: queue.client, queueUrl: queue.queueUrl, region: queue.region, pollers: 0, handler: async () => {} })).toThrow(AssertionError);
+  });
+
+  it('keeps each group in order with four pollers and handlers of varying duration', async () => {
+    // Prepare
+    const queue = await freshQueue('pollers-order');
+    const outgoing: Outgoing[] = [];
+    for (let index = 1; index <= 8; index += 1) for (const group of ['a', 'b', 'c', 'd', 'e']) outgoing.push({ group, body: `${group}-${index}` });
+    const handled: string[] = [];
+    const inFlightGroups = new Set<string>();
+    const overlaps: string[] = [];
+    let calls = 0;
+
+    // Act
+    const source = startSource({
+      client: queue.client,
+      queueUrl: queue.queueUrl,
+      region: queue.region,
+      pollers: 4,
+      visibilityTimeoutS: 30,
+      handler: async (event) => {
+        calls += 1;
+        const groups = [...new Set(event.Records.map((record) => record.attributes.MessageGroupId ?? ''))];
+        for (const group of groups) {
+          if (inFlightGroups.has(group)) overlaps.push(group);
+          inFlightGroups.add(group);
+        }
+        // 0-30 ms, differing between calls, so that batches finish out of order.
+        await new Promise((resolve) => setTimeout(resolve, (calls * 7) % 31));
+        handled.push(...event.Records.map((record) => record.body));
+        for (const group of groups) inFlightGroups.delete(group);
+      },
+    });
+    await sendInOrder(queue.client, queue.queueUrl, outgoing);
+    await waitUntil('every message to be handled', () => (handled.length >= outgoing.length ? true : undefined), 20_000);
+    await waitUntilDrained(queue.client, queue.queueUrl);
+
+    // Assess
+    expect(overlaps).toEqual([]);
+    for (const group of ['a', 'b', 'c', 'd', 'e']) {
+      expect(handled.filter((body) => body.startsWith(`${group}-`))).toEqual(outgoing.filter((message) => message.group === group).map((message) => message.body));
+    }
+    await waitUntil('the pollers to count the deletes', () => (source.stats().deleted === outgoing.length ? true : undefined), 5_000);
+    expect(source.stats()).toMatchObject({ received: outgoing.length, failed: 0 });
   });
 
   it('stops promptly while long-polling, and no batch is handled after stop()', async () => {

@@ -1,0 +1,177 @@
+import { randomUUID } from 'node:crypto';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { SQSEvent, SQSRecord } from 'aws-lambda';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApplyHandler } from '../../functions/apply.ts';
+import { localCredentials, makeDynamoClient } from '../../lib/adapters/aws/clients.ts';
+import { DynamoStore, fromLogEntry } from '../../lib/adapters/aws/dynamo-store.ts';
+import { DynamoReplicaStore } from '../../lib/adapters/aws/replica-store.ts';
+import { encodeEntryMessage } from '../../lib/adapters/aws/replication.ts';
+import { systemClock } from '../../lib/clock.ts';
+import { sealEntry, verifyChain, type LogEntry } from '../../lib/core/log.ts';
+import { tableNames, type TableNames } from '../../lib/infra/schema.ts';
+import { ensureTables } from '../../lib/local/tables.ts';
+import { ReplicaApplier } from '../../lib/service/replica-applier.ts';
+import { createStore, uniquePrefix } from '../support.ts';
+
+const replicaRegion = 'eu-west-1';
+const shardCount = 8;
+const textEncoder = new TextEncoder();
+
+/** The home store, counting its log reads: a pull is one, a delivered message none. */
+class CountingStore extends DynamoStore {
+  logReads = 0;
+  override async readLog(shard: number, fromIndex: number, limit: number): Promise<LogEntry[]> {
+    this.logReads += 1;
+    return super.readLog(shard, fromIndex, limit);
+  }
+}
+
+/** Entries `from..to` of a chain of puts on `shard` continuing `previous`. */
+function extendChain(shard: number, previous: LogEntry | undefined, count: number): LogEntry[] {
+  const chain: LogEntry[] = [];
+  let last = previous;
+  for (let offset = 1; offset <= count; offset += 1) {
+    const index = (previous?.index ?? 0) + offset;
+    last = sealEntry(last, { shard, index, epoch: 1, ops: [{ type: 'put', key: `k${index % 7}`, value: textEncoder.encode(`v${index}`) }], requestId: `r-${shard}-${index}`, committedAtMs: 1_700_000_000_000 + index });
+    chain.push(last);
+  }
+  return chain;
+}
+
+/** A record in Lambda's shape for `entry`, which waited `queuedMs` in the queue before its first receive. */
+function recordOf(entry: LogEntry, queuedMs: number): SQSRecord {
+  const sentMs = Date.now() - queuedMs;
+  return {
+    messageId: randomUUID(),
+    receiptHandle: randomUUID(),
+    body: encodeEntryMessage(entry),
+    attributes: {
+      ApproximateReceiveCount: '1',
+      SentTimestamp: String(sentMs),
+      SenderId: 'home',
+      ApproximateFirstReceiveTimestamp: String(sentMs + queuedMs),
+      MessageGroupId: String(entry.shard),
+      MessageDeduplicationId: `${entry.shard}:${entry.index}`,
+    },
+    messageAttributes: {},
+    md5OfBody: '',
+    eventSource: 'aws:sqs',
+    eventSourceARN: `arn:aws:sqs:${replicaRegion}:000000000000:replication.fifo`,
+    awsRegion: replicaRegion,
+  };
+}
+
+const eventOf = (records: SQSRecord[]): SQSEvent => ({ Records: records });
+
+let tables: TableNames;
+let homeClient: DynamoDBDocumentClient;
+let replicaClient: DynamoDBDocumentClient;
+let home: CountingStore;
+let replica: DynamoReplicaStore;
+/** The replica's tables read through the store adapter: same schema in every region. */
+let replicaView: DynamoStore;
+let applier: ReplicaApplier;
+
+async function putHomeLog(entries: readonly LogEntry[]): Promise<void> {
+  for (const entry of entries) await homeClient.send(new PutCommand({ TableName: tables.log, Item: fromLogEntry(entry) }));
+}
+
+beforeAll(async () => {
+  const prefix = uniquePrefix('apply');
+  let endpoint: string;
+  ({ tables, endpoint } = await createStore(prefix, shardCount));
+  homeClient = makeDynamoClient({ region: 'us-east-1', endpoint });
+  home = new CountingStore(homeClient, tables, shardCount);
+  const admin = new DynamoDBClient({ region: replicaRegion, endpoint, credentials: localCredentials });
+  try {
+    await ensureTables(admin, tableNames(prefix));
+  } finally {
+    admin.destroy();
+  }
+  replicaClient = makeDynamoClient({ region: replicaRegion, endpoint });
+  replica = new DynamoReplicaStore(replicaClient, tables);
+  replicaView = new DynamoStore(replicaClient, tables, shardCount);
+  applier = new ReplicaApplier(replica, home, systemClock());
+});
+
+afterAll(() => {
+  homeClient?.destroy();
+  replicaClient?.destroy();
+});
+
+describe('Function: createApplyHandler', () => {
+  it('applies messages that did not wait in the queue one by one, without reading the home log', async () => {
+    // Prepare: the home log is ahead of the messages handed over.
+    const shard = 1;
+    const chain = extendChain(shard, undefined, 5);
+    await putHomeLog(chain);
+    const handler = createApplyHandler(applier, () => {}, { pullAfterQueuedMs: 50, pullEveryMs: 0 });
+    const logReadsBefore = home.logReads;
+
+    // Act
+    const first = await handler(eventOf(chain.slice(0, 3).map((entry) => recordOf(entry, 0))));
+    const second = await handler(eventOf([recordOf(chain[3] as LogEntry, 10)]));
+
+    // Assess: entry 5, whose message has not come, is not applied.
+    expect(first.batchItemFailures).toEqual([]);
+    expect(second.batchItemFailures).toEqual([]);
+    expect((await replica.readProgress(shard)).appliedIndex).toBe(4);
+    expect(home.logReads - logReadsBefore).toBe(0);
+  });
+
+  it('pulls a shard whose messages waited from the home log, skips the messages of pulled entries and pulls at most once per pullEveryMs', async () => {
+    // Prepare: 60 entries at home (more than one apply transaction's 49), none applied.
+    const shard = 2;
+    const chain = extendChain(shard, undefined, 60);
+    await putHomeLog(chain);
+    const handler = createApplyHandler(applier, () => {}, { pullAfterQueuedMs: 50, pullEveryMs: 60_000 });
+    const logReadsBefore = home.logReads;
+
+    // Act: the message of entry 1 waited 200 ms; then the (stale) messages of entries 2-10.
+    const pulled = await handler(eventOf([recordOf(chain[0] as LogEntry, 200)]));
+    const progressAfterPull = await replica.readProgress(shard);
+    const logReadsAfterPull = home.logReads;
+    const stale = await handler(eventOf(chain.slice(1, 10).map((entry) => recordOf(entry, 200))));
+    // Entries 61-63 are committed; the message of 61 waited too, but the shard was pulled
+    // within pullEveryMs, so the message itself is applied.
+    const more = extendChain(shard, chain.at(-1), 3);
+    await putHomeLog(more);
+    const next = await handler(eventOf([recordOf(more[0] as LogEntry, 200)]));
+
+    // Assess
+    expect(pulled.batchItemFailures).toEqual([]);
+    expect(stale.batchItemFailures).toEqual([]);
+    expect(next.batchItemFailures).toEqual([]);
+    expect(progressAfterPull.appliedIndex).toBe(60);
+    expect(logReadsAfterPull - logReadsBefore).toBeGreaterThanOrEqual(1);
+    expect(home.logReads).toBe(logReadsAfterPull);
+    expect((await replica.readProgress(shard)).appliedIndex).toBe(61);
+    // Exactly once and in order: the replica's copy of the log is the home chain's prefix.
+    const copied = await replicaView.readLog(shard, 1, 1_000);
+    expect(copied.map((entry) => entry.index)).toEqual(Array.from({ length: 61 }, (_, position) => position + 1));
+    expect(copied.map((entry) => entry.hash)).toEqual([...chain, more[0] as LogEntry].map((entry) => entry.hash));
+    expect(verifyChain(copied, undefined).ok).toBe(true);
+    const item = await replicaView.getItem(shard, 'k5', true);
+    expect(item?.version).toBe(61);
+  });
+
+  it('pulls again once pullEveryMs has passed, while messages keep waiting', async () => {
+    // Prepare
+    const shard = 3;
+    const chain = extendChain(shard, undefined, 4);
+    await putHomeLog(chain);
+    const handler = createApplyHandler(applier, () => {}, { pullAfterQueuedMs: 50, pullEveryMs: 0 });
+
+    // Act: a stale message after new entries were committed still pulls them.
+    await handler(eventOf([recordOf(chain[0] as LogEntry, 100)]));
+    const more = extendChain(shard, chain.at(-1), 4);
+    await putHomeLog(more);
+    const stale = await handler(eventOf([recordOf(chain[1] as LogEntry, 100)]));
+
+    // Assess
+    expect(stale.batchItemFailures).toEqual([]);
+    expect((await replica.readProgress(shard)).appliedIndex).toBe(8);
+  });
+});
