@@ -4,7 +4,7 @@ import { DynamoStore } from '../lib/adapters/aws/dynamo-store.ts';
 import { DynamoReplicaStore } from '../lib/adapters/aws/replica-store.ts';
 import { sleep, systemClock, type Clock } from '../lib/clock.ts';
 import { configFromEnv, type ClusterConfig } from '../lib/config.ts';
-import type { Store } from '../lib/ports/store.ts';
+import type { ReplicaReport, Store } from '../lib/ports/store.ts';
 import { ReplicaApplier } from '../lib/service/replica-applier.ts';
 import { replicaHeartbeatTelemetry } from './telemetry.ts';
 
@@ -43,6 +43,7 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
         replica.readAllProgress(),
         Promise.all(Array.from({ length: config.shardCount }, (_, shard) => home.readHead(shard))),
       ]);
+      const reports: ReplicaReport[] = [];
       await Promise.all(
         Array.from({ length: config.shardCount }, async (_, shard) => {
           let appliedIndex = progress.get(shard)?.appliedIndex ?? 0;
@@ -67,11 +68,14 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
           const reported = lastReported.get(shard);
           const nowMs = clock.monotonicMs();
           if (reported === undefined || reported.appliedIndex !== appliedIndex || nowMs - reported.atMs >= reportEveryMs) {
-            await home.putReplicaReport({ region: config.region, shard, appliedIndex, appliedAtMs: current.appliedAtMs, lastLagMs: current.lastLagMs, reportedAtMs: clock.wallMs() });
-            lastReported.set(shard, { appliedIndex, atMs: nowMs });
+            reports.push({ region: config.region, shard, appliedIndex, appliedAtMs: current.appliedAtMs, lastLagMs: current.lastLagMs, reportedAtMs: clock.wallMs() });
           }
         }),
       );
+      // One request for every shard that moved this tick, not one per shard.
+      await home.putReplicaReports(reports.sort((a, b) => a.shard - b.shard));
+      const reportedAtMs = clock.monotonicMs();
+      for (const report of reports) lastReported.set(report.shard, { appliedIndex: report.appliedIndex, atMs: reportedAtMs });
     } catch (error) {
       log(`replica ${config.region}: heartbeat failed: ${String(error)}`);
     }

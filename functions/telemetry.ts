@@ -120,10 +120,12 @@ export function replicaHeartbeatTelemetry(config: ClusterConfig, clock: Clock, c
           headIndexes.set(shard, head?.index ?? 0);
           return head;
         },
-        putReplicaReport: async (report: Parameters<Store['putReplicaReport']>[0]) => {
-          await home.putReplicaReport(report);
-          lagEntries.set(report.shard, Math.max(0, (headIndexes.get(report.shard) ?? 0) - report.appliedIndex));
-          applyLagMs.set(report.shard, report.lastLagMs);
+        putReplicaReports: async (reports: Parameters<Store['putReplicaReports']>[0]) => {
+          await home.putReplicaReports(reports);
+          for (const report of reports) {
+            lagEntries.set(report.shard, Math.max(0, (headIndexes.get(report.shard) ?? 0) - report.appliedIndex));
+            applyLagMs.set(report.shard, report.lastLagMs);
+          }
           gauges.update({ [metricNames.replicaLagEntries]: Math.max(0, ...lagEntries.values()), [metricNames.replicaApplyLagMs]: Math.max(0, ...applyLagMs.values()) });
         },
       });

@@ -85,6 +85,15 @@ function transactParts(input: Item): TransactPart[] {
 }
 
 /** What a DynamoDB request is for, from its table and key (the adapters' access patterns). */
+/** A BatchWriteItem's first table and item: the batches this system sends are of one kind each. */
+function firstBatchWrite(input: Item): { tableName: string; item: Item | undefined } | undefined {
+  const tables = Object.entries((input.RequestItems ?? {}) as Record<string, Item[]>);
+  const [tableName, requests] = tables[0] ?? [];
+  if (tableName === undefined) return undefined;
+  const request = requests?.[0];
+  return { tableName, item: ((request?.PutRequest as Item | undefined)?.Item ?? (request?.DeleteRequest as Item | undefined)?.Key) as Item | undefined };
+}
+
 export function classifyDynamo(operation: string, input: Item): { prefix: string; role: string } {
   if (operation === 'TransactWriteItems') {
     const parts = transactParts(input);
@@ -94,8 +103,9 @@ export function classifyDynamo(operation: string, input: Item): { prefix: string
     if (parts.some((part) => part.kind === 'Put' && plain((part.body.Item as Item | undefined)?.pk) === 'progress')) return { prefix, role: 'apply' };
     return { prefix, role: 'commit-unfenced' };
   }
-  const { prefix, table } = tableParts(input.TableName);
-  const key = (input.Key ?? input.Item) as Item | undefined;
+  const batched = operation === 'BatchWriteItem' ? firstBatchWrite(input) : undefined;
+  const { prefix, table } = tableParts(batched?.tableName ?? input.TableName);
+  const key = (batched?.item ?? input.Key ?? input.Item) as Item | undefined;
   const pk = plain(key?.pk);
   if (table === 'control') {
     if (operation === 'Query') {
@@ -236,7 +246,7 @@ export class Meter {
       payload = sqsPayload(record.operation, record.input);
     }
     // A report names the replica region it is about: attribute it there, not to the home client.
-    const reportedRegion = role === 'report-write' ? plain((record.input.Item as Item | undefined)?.region) : undefined;
+    const reportedRegion = role === 'report-write' ? plain(((record.input.Item ?? firstBatchWrite(record.input)?.item) as Item | undefined)?.region) : undefined;
     const region = typeof reportedRegion === 'string' ? reportedRegion : record.region;
     const key = `${prefix}|${record.service}|${region}|${role}|${record.operation}`;
     let stats = this.#stats.get(key);

@@ -319,6 +319,11 @@ function breakdown(raw: MeterSnapshot, requests: MeterSnapshot, homeRegion: stri
   // A write waits for its sends to every region at once (they run in parallel): one send's time per write.
   const storage = per(commit.count) * mean(commit) + per(lease.count) * mean(lease) + per(head.count) * mean(head) + (ship.count > 0 ? mean(ship) : 0);
   const dynamo = totals(filterSnapshot(requests, { service: 'dynamodb' }));
+  if (process.env.EPOCHKV_BENCH_DEBUG) {
+    const rows = Object.entries(requests).filter(([, s]) => s.count > 0).sort((a, b) => b[1].count - a[1].count).slice(0, 25);
+    console.log(`DEBUG writes=${writes}`);
+    for (const [key, s] of rows) console.log(`DEBUG ${key} count=${s.count} perWrite=${(s.count / writes).toFixed(3)} meanMs=${(s.durationMs / s.count).toFixed(1)}`);
+  }
   const apply = totals(filterSnapshot(requests, { service: 'dynamodb', role: 'apply' }));
   return {
     writes,

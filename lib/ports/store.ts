@@ -115,7 +115,8 @@ export interface Store {
   readInSyncSets(): Promise<InSyncSet[]>;
   /** Writes the in-sync set if `holder` still holds the lease at `set.epoch`; else StaleEpochError. */
   writeInSync(set: InSyncSet, holder: { node: string; incarnation: string }): Promise<void>;
-  putReplicaReport(report: ReplicaReport): Promise<void>;
+  /** One write request for any number of reports (BatchWriteItem, 25 per request). */
+  putReplicaReports(reports: readonly ReplicaReport[]): Promise<void>;
   readReplicaReports(): Promise<ReplicaReport[]>;
   readHeartbeats(): Promise<HeartbeatItem[]>;
   /** The last log entry of a shard (strongly consistent), undefined for an empty log. */

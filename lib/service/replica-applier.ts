@@ -35,6 +35,15 @@ export class DeliveryError extends Error {
  * reading the missing range from the home log, so queue faults cannot break the copy.
  */
 export class ReplicaApplier {
+  /**
+   * Per shard, the progress this applier last read or wrote. A delivery that continues it
+   * starts there instead of reading: the apply transaction is conditional on that progress, so
+   * a stale one costs a re-read, never a wrong apply. A message skipped because a stale value
+   * said it was applied is no worse than a lost message: the replica heartbeat pulls any shard
+   * whose progress stays behind the home head.
+   */
+  readonly #known = new Map<number, ReplicaProgress>();
+
   constructor(
     private readonly replica: DynamoReplicaStore,
     private readonly home: Store,
@@ -44,7 +53,10 @@ export class ReplicaApplier {
   /** Delivers messages of one shard, in the order the queue handed them over. */
   async deliver(shard: number, entries: readonly LogEntry[]): Promise<DeliveryResult> {
     const result: DeliveryResult = { applied: 0, skipped: 0, repaired: 0, refused: 0 };
-    let progress: ReplicaProgress = await this.replica.readProgress(shard);
+    const first = entries[0];
+    const known = this.#known.get(shard);
+    // Entries past what we know mean another applier moved on meanwhile (or a gap): look before pulling.
+    let progress: ReplicaProgress = known !== undefined && (first === undefined || decideApply(known, first).type !== 'repair') ? known : await this.#read(shard);
     let position = 0;
     let moved = 0;
     while (position < entries.length) {
@@ -78,7 +90,7 @@ export class ReplicaApplier {
       }
       try {
         if (run.length > 0) {
-          progress = await this.replica.applyRun(shard, progress, run, this.clock.wallMs());
+          progress = await this.#applyRun(shard, progress, run);
           result.applied += run.length;
         }
         if (repair !== undefined) {
@@ -97,7 +109,7 @@ export class ReplicaApplier {
           // The rescan from `position` counts those skips again.
           result.skipped = skippedBefore;
           result.refused = refusedBefore;
-          progress = await this.replica.readProgress(shard);
+          progress = await this.#read(shard);
           continue;
         }
         // Everything from the first entry not yet applied is reported as failed.
@@ -111,7 +123,7 @@ export class ReplicaApplier {
   /** Pulls the shard's missing entries from the home log up to `toIndex` (or its head). */
   async repair(shard: number, toIndex?: number): Promise<number> {
     for (let attempt = 0; ; attempt += 1) {
-      const progress = await this.replica.readProgress(shard);
+      const progress = (attempt === 0 ? this.#known.get(shard) : undefined) ?? (await this.#read(shard));
       try {
         const after = await this.#repair(shard, progress, toIndex);
         return after.appliedIndex - progress.appliedIndex;
@@ -133,9 +145,27 @@ export class ReplicaApplier {
       // The home log is the source of truth: if it does not continue our verified prefix,
       // something is corrupt and applying more would spread it.
       if (!check.ok) throw new AssertionError(`shard ${shard}: the home log does not continue the replica's chain: ${check.reason}`);
-      progress = await this.replica.applyRun(shard, progress, entries, this.clock.wallMs());
+      progress = await this.#applyRun(shard, progress, entries);
       if (entries.length < limit) break;
     }
     return progress;
+  }
+
+  async #read(shard: number): Promise<ReplicaProgress> {
+    const progress = await this.replica.readProgress(shard);
+    this.#known.set(shard, progress);
+    return progress;
+  }
+
+  async #applyRun(shard: number, from: ReplicaProgress, entries: readonly LogEntry[]): Promise<ReplicaProgress> {
+    try {
+      const progress = await this.replica.applyRun(shard, from, entries, this.clock.wallMs());
+      this.#known.set(shard, progress);
+      return progress;
+    } catch (error) {
+      // Moved by someone else, or the outcome is unknown: look next time.
+      this.#known.delete(shard);
+      throw error;
+    }
   }
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { ConditionalCheckFailedException, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
 import {
+  BatchWriteCommand,
   GetCommand,
   PutCommand,
   QueryCommand,
@@ -8,7 +9,9 @@ import {
   UpdateCommand,
   type DynamoDBDocumentClient,
 } from '@aws-sdk/lib-dynamodb';
+import { backoffMs, sleep } from '../../clock.ts';
 import { assert } from '../../core/assert.ts';
+import { limits } from '../../core/limits.ts';
 import type { LeaseRecord } from '../../core/lease.ts';
 import type { LogEntry, Operation } from '../../core/log.ts';
 import type { TableNames } from '../../infra/schema.ts';
@@ -21,6 +24,10 @@ import {
   VersionConflictError,
 } from '../../ports/errors.ts';
 import type { ClusterState, CommitRequest, GroupCommitOutcome, HeartbeatItem, InSyncSet, KvItem, LeaseExpectation, ListPage, LogHead, ReplicaReport, Store } from '../../ports/store.ts';
+
+/** BatchWriteItem takes at most 25 items per request. */
+const batchWriteItemsMax = 25;
+const batchWriteAttemptsMax = 8;
 
 const leasePartition = 'lease';
 const nodePartition = 'node';
@@ -454,10 +461,19 @@ export class DynamoStore implements Store {
     }));
   }
 
-  async putReplicaReport(report: ReplicaReport): Promise<void> {
-    await this.client.send(
-      new PutCommand({ TableName: this.tables.control, Item: { pk: replicaPartition, sk: `${report.region}#${String(report.shard).padStart(4, '0')}`, ...report } }),
-    );
+  async putReplicaReports(reports: readonly ReplicaReport[]): Promise<void> {
+    for (let start = 0; start < reports.length; start += batchWriteItemsMax) {
+      let requests = reports.slice(start, start + batchWriteItemsMax).map((report) => ({
+        PutRequest: { Item: { pk: replicaPartition, sk: `${report.region}#${String(report.shard).padStart(4, '0')}`, ...report } },
+      }));
+      // BatchWriteItem may leave items unprocessed under throttling: send those again, with backoff.
+      for (let attempt = 0; requests.length > 0; attempt += 1) {
+        if (attempt >= batchWriteAttemptsMax) throw new Error(`replica reports: ${requests.length} items still unprocessed after ${batchWriteAttemptsMax} attempts`);
+        if (attempt > 0) await sleep(backoffMs(attempt, limits.retryBackoffMsBase, limits.retryBackoffMsMax));
+        const result = await this.client.send(new BatchWriteCommand({ RequestItems: { [this.tables.control]: requests } }));
+        requests = (result.UnprocessedItems?.[this.tables.control] ?? []) as typeof requests;
+      }
+    }
   }
 
   async readReplicaReports(): Promise<ReplicaReport[]> {
