@@ -54,6 +54,8 @@ export function createApplyHandler(applier: ReplicaApplier, log: (line: string) 
       groups.set(group, [...(groups.get(group) ?? []), record]);
     }
     const failures: SQSBatchItemFailure[] = [];
+    const parsed = new Map<string, { shard: number; records: SQSRecord[]; failedAt: number | undefined }>();
+    const deliveries = new Map<number, LogEntry[]>();
     await Promise.all(
       [...groups.entries()].map(async ([group, records]) => {
         const entries: LogEntry[] = [];
@@ -80,18 +82,24 @@ export function createApplyHandler(applier: ReplicaApplier, log: (line: string) 
             log(`apply: group ${group}: pull from the home log failed: ${String(error)}`);
           }
         }
-        try {
-          if (entries.length > 0) await applier.deliver(shard, entries);
-        } catch (error) {
-          const at = error instanceof DeliveryError ? error.failedAt : 0;
-          log(`apply: group ${group} failed at message ${at}: ${error instanceof DeliveryError ? String(error.reason) : String(error)}`);
-          failedAt = Math.min(failedAt ?? at, at);
-        }
-        if (failedAt !== undefined) {
-          for (const record of records.slice(failedAt)) failures.push({ itemIdentifier: record.messageId });
-        }
+        if (entries.length > 0) deliveries.set(shard, entries);
+        parsed.set(group, { shard, records, failedAt });
       }),
     );
+    // Every group of the batch at once: the groups that continue what the applier knows share
+    // one transaction.
+    const outcomes = await applier.deliverAll(deliveries);
+    for (const [group, { shard, records, failedAt: poisonAt }] of parsed) {
+      let failedAt = poisonAt;
+      const outcome = deliveries.has(shard) ? outcomes.get(shard) : undefined;
+      if (outcome instanceof DeliveryError) {
+        log(`apply: group ${group} failed at message ${outcome.failedAt}: ${String(outcome.reason)}`);
+        failedAt = Math.min(failedAt ?? outcome.failedAt, outcome.failedAt);
+      }
+      if (failedAt !== undefined) {
+        for (const record of records.slice(failedAt)) failures.push({ itemIdentifier: record.messageId });
+      }
+    }
     return { batchItemFailures: failures };
   };
 }

@@ -97,9 +97,63 @@ export function runItemsMax(entryCount: number): number {
 export const runEntriesMax = 49;
 assert(runItemsMax(runEntriesMax) <= 100, 'a replica apply run must fit one transaction');
 
-/** Splits verified consecutive entries into runs that each fit one transaction. */
+/**
+ * Bytes an apply transaction may carry: TransactWriteItems takes 4 MB, and each entry's value
+ * is written twice (log copy and kv item).
+ */
+export const applyTransactionBytesMax = 3 * 1000 * 1000;
+
+/** Bytes an entry adds to an apply transaction: its keys and values twice, plus item metadata. */
+export function entryApplyBytes(entry: LogEntry): number {
+  let bytes = 1024;
+  for (const op of entry.ops) {
+    if (op.type === 'put') bytes += 2 * (op.key.length * 3 + op.value.byteLength);
+    else if (op.type === 'delete') bytes += 2 * op.key.length * 3;
+  }
+  return bytes;
+}
+
+/** Splits verified consecutive entries into runs that each fit one transaction (items and bytes). */
 export function chunkRuns(entries: readonly LogEntry[]): LogEntry[][] {
   const runs: LogEntry[][] = [];
-  for (let start = 0; start < entries.length; start += runEntriesMax) runs.push(entries.slice(start, start + runEntriesMax));
+  let run: LogEntry[] = [];
+  let bytes = 0;
+  for (const entry of entries) {
+    const entryBytes = entryApplyBytes(entry);
+    if (run.length > 0 && (run.length >= runEntriesMax || bytes + entryBytes > applyTransactionBytesMax)) {
+      runs.push(run);
+      run = [];
+      bytes = 0;
+    }
+    run.push(entry);
+    bytes += entryBytes;
+  }
+  if (run.length > 0) runs.push(run);
   return runs;
+}
+
+/**
+ * Packs runs of several shards into as few transactions as their items (≤ 100) and bytes allow,
+ * in the given order; a run is never split (`chunkRuns` already made each fit alone).
+ */
+export function packRuns<T extends { entries: readonly LogEntry[] }>(runs: readonly T[]): T[][] {
+  const packs: T[][] = [];
+  let pack: T[] = [];
+  let items = 0;
+  let bytes = 0;
+  for (const run of runs) {
+    const runItems = runItemsMax(run.entries.length);
+    const runBytes = run.entries.reduce((sum, entry) => sum + entryApplyBytes(entry), 0);
+    if (pack.length > 0 && (items + runItems > 100 || bytes + runBytes > applyTransactionBytesMax)) {
+      packs.push(pack);
+      pack = [];
+      items = 0;
+      bytes = 0;
+    }
+    pack.push(run);
+    items += runItems;
+    bytes += runBytes;
+  }
+  if (pack.length > 0) packs.push(pack);
+  return packs;
 }

@@ -1,7 +1,7 @@
 import { ProgressMovedError, type DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import type { Clock } from '../clock.ts';
 import { AssertionError } from '../core/assert.ts';
-import { decideApply, isFencedOff, type ReplicaProgress } from '../core/apply.ts';
+import { chunkRuns, decideApply, isFencedOff, packRuns, type ReplicaProgress } from '../core/apply.ts';
 import { verifyChain, type LogEntry } from '../core/log.ts';
 import type { Store } from '../ports/store.ts';
 
@@ -30,6 +30,30 @@ export class DeliveryError extends Error {
 }
 
 /**
+ * The entries of one shard's delivery that continue `progress` (one run), with the others
+ * counted as skipped or refused; undefined when an entry needs a repair first (a gap), or an
+ * entry is of another shard.
+ */
+function planRun(progress: ReplicaProgress, shard: number, entries: readonly LogEntry[]): { run: LogEntry[]; result: DeliveryResult } | undefined {
+  const result: DeliveryResult = { applied: 0, skipped: 0, repaired: 0, refused: 0 };
+  const run: LogEntry[] = [];
+  let tip = progress;
+  for (const entry of entries) {
+    if (entry.shard !== shard) return undefined;
+    const decision = decideApply(tip, entry);
+    if (decision.type === 'repair') return undefined;
+    if (decision.type === 'skip' || decision.type === 'refuse') {
+      result.skipped += 1;
+      if (decision.type === 'refuse') result.refused += 1;
+      continue;
+    }
+    run.push(entry);
+    tip = { appliedIndex: entry.index, appliedHash: entry.hash, fence: tip.fence };
+  }
+  return { run, result };
+}
+
+/**
  * Applies a replica region's copy of each shard's log: strictly in index order, exactly once
  * per (shard, index), verifying the hash chain. A gap or a corrupt entry is repaired by
  * reading the missing range from the home log, so queue faults cannot break the copy.
@@ -49,6 +73,52 @@ export class ReplicaApplier {
     private readonly home: Store,
     private readonly clock: Clock,
   ) {}
+
+  /**
+   * Delivers the messages of several shards (one queue batch): the shards whose messages
+   * continue the progress this applier knows go in shared transactions — one for the whole
+   * batch when it fits — instead of one each; the others, and any whose shared transaction
+   * failed, go through `deliver` one shard at a time. Each shard gets its result or its error.
+   */
+  async deliverAll(groups: ReadonlyMap<number, readonly LogEntry[]>): Promise<Map<number, DeliveryResult | DeliveryError>> {
+    const outcomes = new Map<number, DeliveryResult | DeliveryError>();
+    const shared: { shard: number; from: ReplicaProgress; entries: LogEntry[]; result: DeliveryResult }[] = [];
+    const alone: number[] = [];
+    for (const [shard, entries] of groups) {
+      const known = this.#known.get(shard);
+      const plan = known === undefined ? undefined : planRun(known, shard, entries);
+      if (known === undefined || plan === undefined || chunkRuns(plan.run).length > 1) alone.push(shard);
+      else if (plan.run.length === 0) outcomes.set(shard, plan.result);
+      else shared.push({ shard, from: known, entries: plan.run, result: plan.result });
+    }
+    await Promise.all(
+      packRuns(shared).map(async (pack) => {
+        try {
+          const progress = await this.replica.applyRuns(pack, this.clock.wallMs());
+          for (const [position, run] of pack.entries()) {
+            this.#known.set(run.shard, progress[position] as ReplicaProgress);
+            outcomes.set(run.shard, { ...run.result, applied: run.entries.length });
+          }
+        } catch {
+          // Someone moved a progress meanwhile (or the outcome is unknown): shard by shard, looking first.
+          for (const run of pack) {
+            this.#known.delete(run.shard);
+            alone.push(run.shard);
+          }
+        }
+      }),
+    );
+    await Promise.all(
+      alone.map(async (shard) => {
+        try {
+          outcomes.set(shard, await this.deliver(shard, groups.get(shard) ?? []));
+        } catch (error) {
+          outcomes.set(shard, error instanceof DeliveryError ? error : new DeliveryError(0, error));
+        }
+      }),
+    );
+    return outcomes;
+  }
 
   /** Delivers messages of one shard, in the order the queue handed them over. */
   async deliver(shard: number, entries: readonly LogEntry[]): Promise<DeliveryResult> {

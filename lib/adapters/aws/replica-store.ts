@@ -107,14 +107,56 @@ export class DynamoReplicaStore {
     );
   }
 
-  async #applyOne(shard: number, from: ReplicaProgress, run: LogEntry[], nowMs: number): Promise<ReplicaProgress> {
+  /**
+   * Runs of several shards in ONE transaction (each run conditional on its own progress), as
+   * `packRuns` packed them. Throws ProgressMovedError (naming the first shard whose progress
+   * moved, or any shard on a conflict) and applies nothing when any condition fails.
+   */
+  async applyRuns(runs: readonly { shard: number; from: ReplicaProgress; entries: readonly LogEntry[] }[], nowMs: number): Promise<ReplicaProgress[]> {
+    const built = runs.map(({ shard, from, entries }) => this.#runItems(shard, from, entries, nowMs));
+    const items = built.flatMap((run) => run.items);
+    assert(items.length <= 100, 'packed apply runs fit one transaction');
+    try {
+      await this.client.send(new TransactWriteCommand({ TransactItems: items }));
+    } catch (error) {
+      if (error instanceof TransactionCanceledException) {
+        const codes = (error.CancellationReasons ?? []).map((reason) => reason.Code);
+        let at = 0;
+        for (const [position, run] of built.entries()) {
+          // Each run's first item is its progress put.
+          if (codes[at] === 'ConditionalCheckFailed') throw new ProgressMovedError(runs[position]?.shard ?? 0);
+          at += run.items.length;
+        }
+        if (codes.includes('TransactionConflict')) throw new ProgressMovedError(runs[0]?.shard ?? 0);
+      }
+      throw error;
+    }
+    return built.map((run) => run.progress);
+  }
+
+  async #applyOne(shard: number, from: ReplicaProgress, run: readonly LogEntry[], nowMs: number): Promise<ReplicaProgress> {
+    const { items, progress } = this.#runItems(shard, from, run, nowMs);
+    try {
+      await this.client.send(new TransactWriteCommand({ TransactItems: items }));
+    } catch (error) {
+      if (error instanceof TransactionCanceledException) {
+        const codes = (error.CancellationReasons ?? []).map((reason) => reason.Code);
+        if (codes[0] === 'ConditionalCheckFailed' || codes.includes('TransactionConflict')) throw new ProgressMovedError(shard);
+      }
+      throw error;
+    }
+    return progress;
+  }
+
+  /** A run's items: the conditional progress put first, then the log copies and the net kv changes. */
+  #runItems(shard: number, from: ReplicaProgress, run: readonly LogEntry[], nowMs: number): { items: TransactItems; progress: ReplicaProgress } {
     const first = run[0];
     const last = run.at(-1);
     assert(first !== undefined && last !== undefined, 'an apply run is not empty');
     assert(first.index === from.appliedIndex + 1 && last.index === from.appliedIndex + run.length, 'an apply run continues the progress densely');
     const fence = from.fence;
     assert(!run.some((entry) => isFencedOff(fence, entry)), 'a fenced-off entry is never applied');
-    const items: NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']> = [
+    const items: TransactItems = [
       {
         Put: {
           TableName: this.tables.control,
@@ -142,15 +184,8 @@ export class DynamoReplicaStore {
       ),
     ];
     assert(items.length <= runItemsMax(run.length), 'a run touches each item once');
-    try {
-      await this.client.send(new TransactWriteCommand({ TransactItems: items }));
-    } catch (error) {
-      if (error instanceof TransactionCanceledException) {
-        const codes = (error.CancellationReasons ?? []).map((reason) => reason.Code);
-        if (codes[0] === 'ConditionalCheckFailed' || codes.includes('TransactionConflict')) throw new ProgressMovedError(shard);
-      }
-      throw error;
-    }
-    return { appliedIndex: last.index, appliedHash: last.hash, fence };
+    return { items, progress: { appliedIndex: last.index, appliedHash: last.hash, fence } };
   }
 }
+
+type TransactItems = NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']>;
