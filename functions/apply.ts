@@ -29,7 +29,7 @@ export interface ApplyHandlerOptions {
   pullEveryMs?: number;
 }
 
-const applyDefaults = { pullAfterQueuedMs: 50, pullEveryMs: 250 } as const;
+const applyDefaults = { pullAfterQueuedMs: 50, pullEveryMs: 100 } as const;
 
 /**
  * The replica's `apply` function on its FIFO queue (event source mapping with
@@ -59,36 +59,36 @@ export function createApplyHandler(applier: ReplicaApplier, log: (line: string) 
     const failures: SQSBatchItemFailure[] = [];
     const parsed = new Map<string, { shard: number; records: SQSRecord[]; failedAt: number | undefined }>();
     const deliveries = new Map<number, LogEntry[]>();
-    await Promise.all(
-      [...groups.entries()].map(async ([group, records]) => {
-        const entries: LogEntry[] = [];
-        let failedAt: number | undefined;
-        for (const [position, record] of records.entries()) {
-          try {
-            const entry = decodeEntryMessage(record.body);
-            if (String(entry.shard) !== group) throw new Error(`entry of shard ${entry.shard} in message group ${group}`);
-            entries.push(entry);
-          } catch (error) {
-            log(`apply: poison message ${record.messageId} in group ${group}: ${String(error)}`);
-            failedAt = position;
-            break;
-          }
+    const pulls: number[] = [];
+    for (const [group, records] of groups) {
+      const entries: LogEntry[] = [];
+      let failedAt: number | undefined;
+      for (const [position, record] of records.entries()) {
+        try {
+          const entry = decodeEntryMessage(record.body);
+          if (String(entry.shard) !== group) throw new Error(`entry of shard ${entry.shard} in message group ${group}`);
+          entries.push(entry);
+        } catch (error) {
+          log(`apply: poison message ${record.messageId} in group ${group}: ${String(error)}`);
+          failedAt = position;
+          break;
         }
-        const shard = Number(group);
-        const nowMs = performance.now();
-        if (entries.length > 0 && queuedMsOf(records) >= pullAfterQueuedMs && nowMs - (lastPullMs.get(shard) ?? Number.NEGATIVE_INFINITY) >= pullEveryMs) {
-          lastPullMs.set(shard, nowMs);
-          try {
-            await applier.repair(shard);
-          } catch (error) {
-            // The delivery below applies the messages themselves (or reports them failed).
-            log(`apply: group ${group}: pull from the home log failed: ${String(error)}`);
-          }
-        }
-        if (entries.length > 0) deliveries.set(shard, entries);
-        parsed.set(group, { shard, records, failedAt });
-      }),
-    );
+      }
+      const shard = Number(group);
+      const nowMs = performance.now();
+      if (entries.length > 0 && queuedMsOf(records) >= pullAfterQueuedMs && nowMs - (lastPullMs.get(shard) ?? Number.NEGATIVE_INFINITY) >= pullEveryMs) {
+        lastPullMs.set(shard, nowMs);
+        pulls.push(shard);
+      }
+      if (entries.length > 0) deliveries.set(shard, entries);
+      parsed.set(group, { shard, records, failedAt });
+    }
+    if (pulls.length > 0) {
+      for (const [shard, outcome] of await applier.pullAll(pulls)) {
+        // The delivery below applies the messages themselves (or reports them failed).
+        if (outcome instanceof Error) log(`apply: group ${shard}: pull from the home log failed: ${String(outcome)}`);
+      }
+    }
     // Every group of the batch at once: the groups that continue what the applier knows share
     // one transaction.
     const outcomes = await applier.deliverAll(deliveries);

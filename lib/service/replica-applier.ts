@@ -1,7 +1,7 @@
 import { ProgressMovedError, type DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import type { Clock } from '../clock.ts';
 import { AssertionError } from '../core/assert.ts';
-import { chunkRuns, decideApply, isFencedOff, packRuns, type ReplicaProgress } from '../core/apply.ts';
+import { chunkRuns, decideApply, isFencedOff, packRuns, runEntriesMax, type ReplicaProgress } from '../core/apply.ts';
 import { verifyChain, type LogEntry } from '../core/log.ts';
 import type { Store } from '../ports/store.ts';
 
@@ -190,6 +190,57 @@ export class ReplicaApplier {
     return result;
   }
 
+  /**
+   * Pulls several shards up to the home head at once: one log read per shard, and the runs
+   * that fit share transactions (one for all, when they fit). A shard whose shared transaction
+   * failed, or that is further behind than one run, is pulled on its own. Resolves with the
+   * entries pulled per shard, or the shard's error.
+   */
+  async pullAll(shards: readonly number[]): Promise<Map<number, number | Error>> {
+    const outcomes = new Map<number, number | Error>();
+    const shared: { shard: number; from: ReplicaProgress; entries: LogEntry[] }[] = [];
+    const alone: number[] = [];
+    await Promise.all(
+      shards.map(async (shard) => {
+        try {
+          const from = this.#known.get(shard) ?? (await this.#read(shard));
+          const entries = await this.#readHome(shard, from, runEntriesMax + 1);
+          if (entries.length === 0) outcomes.set(shard, 0);
+          else if (entries.length > runEntriesMax || chunkRuns(entries).length > 1) alone.push(shard);
+          else shared.push({ shard, from, entries });
+        } catch (error) {
+          outcomes.set(shard, error instanceof Error ? error : new Error(String(error)));
+        }
+      }),
+    );
+    await Promise.all(
+      packRuns(shared).map(async (pack) => {
+        try {
+          const progress = await this.replica.applyRuns(pack, this.clock.wallMs());
+          for (const [position, run] of pack.entries()) {
+            this.#known.set(run.shard, progress[position] as ReplicaProgress);
+            outcomes.set(run.shard, run.entries.length);
+          }
+        } catch {
+          for (const run of pack) {
+            this.#known.delete(run.shard);
+            alone.push(run.shard);
+          }
+        }
+      }),
+    );
+    await Promise.all(
+      alone.map(async (shard) => {
+        try {
+          outcomes.set(shard, await this.repair(shard));
+        } catch (error) {
+          outcomes.set(shard, error instanceof Error ? error : new Error(String(error)));
+        }
+      }),
+    );
+    return outcomes;
+  }
+
   /** Pulls the shard's missing entries from the home log up to `toIndex` (or its head). */
   async repair(shard: number, toIndex?: number): Promise<number> {
     for (let attempt = 0; ; attempt += 1) {
@@ -207,18 +258,24 @@ export class ReplicaApplier {
     let progress = from;
     while (toIndex === undefined || progress.appliedIndex < toIndex) {
       const limit = toIndex === undefined ? repairEntriesMax : Math.min(repairEntriesMax, toIndex - progress.appliedIndex);
-      const entries = await this.home.readLog(shard, progress.appliedIndex + 1, limit);
+      const entries = await this.#readHome(shard, progress, limit);
       if (entries.length === 0) break;
-      const fenced = entries.find((entry) => isFencedOff(progress.fence, entry));
-      if (fenced !== undefined) throw new AssertionError(`shard ${shard}: the home region this replica pulls from wrote index ${fenced.index} under a fenced cluster epoch; it is not home any more (deploy with the promoted home)`);
-      const check = verifyChain(entries, { index: progress.appliedIndex, hash: progress.appliedHash });
-      // The home log is the source of truth: if it does not continue our verified prefix,
-      // something is corrupt and applying more would spread it.
-      if (!check.ok) throw new AssertionError(`shard ${shard}: the home log does not continue the replica's chain: ${check.reason}`);
       progress = await this.#applyRun(shard, progress, entries);
       if (entries.length < limit) break;
     }
     return progress;
+  }
+
+  /** The home log's entries after `progress`, at most `limit`, verified to continue its chain. */
+  async #readHome(shard: number, progress: ReplicaProgress, limit: number): Promise<LogEntry[]> {
+    const entries = await this.home.readLog(shard, progress.appliedIndex + 1, limit);
+    const fenced = entries.find((entry) => isFencedOff(progress.fence, entry));
+    if (fenced !== undefined) throw new AssertionError(`shard ${shard}: the home region this replica pulls from wrote index ${fenced.index} under a fenced cluster epoch; it is not home any more (deploy with the promoted home)`);
+    const check = verifyChain(entries, { index: progress.appliedIndex, hash: progress.appliedHash });
+    // The home log is the source of truth: if it does not continue our verified prefix,
+    // something is corrupt and applying more would spread it.
+    if (!check.ok) throw new AssertionError(`shard ${shard}: the home log does not continue the replica's chain: ${check.reason}`);
+    return entries;
   }
 
   async #read(shard: number): Promise<ReplicaProgress> {
