@@ -213,6 +213,8 @@ export class ReplicaApplier {
         }
       }),
     );
+    // In shard order, whichever read answered first: the same batch packs the same way.
+    shared.sort((a, b) => a.shard - b.shard);
     await Promise.all(
       packRuns(shared).map(async (pack) => {
         try {

@@ -237,6 +237,26 @@ describe('Class: DynamoStore', () => {
     });
   });
 
+  describe('Method: putReplicaReports', () => {
+    it('stores any number of reports (more than one BatchWriteItem of 25) and keeps the latest per region and shard', async () => {
+      // Prepare
+      const { store: reports } = await createStore(uniquePrefix('reports'), shardCount);
+      const regions = ['eu-west-1', 'ap-southeast-2', 'sa-east-1', 'ca-central-1'];
+      const first = regions.flatMap((region) => Array.from({ length: shardCount }, (_, shard) => ({ region, shard, appliedIndex: shard, appliedAtMs: 1, lastLagMs: 2, reportedAtMs: 3 })));
+
+      // Act: 32 reports, then newer ones for one region.
+      await reports.putReplicaReports(first);
+      await reports.putReplicaReports(first.filter((report) => report.region === 'sa-east-1').map((report) => ({ ...report, appliedIndex: report.appliedIndex + 100 })));
+      await reports.putReplicaReports([]);
+
+      // Assess
+      const stored = await reports.readReplicaReports();
+      expect(stored).toHaveLength(regions.length * shardCount);
+      expect(stored.filter((report) => report.region === 'sa-east-1').map((report) => report.appliedIndex).sort((a, b) => a - b)).toEqual(Array.from({ length: shardCount }, (_, shard) => shard + 100));
+      expect(stored.find((report) => report.region === 'eu-west-1' && report.shard === 3)).toMatchObject({ appliedIndex: 3, lastLagMs: 2 });
+    });
+  });
+
   describe('Method: list', () => {
     it('lists keys with a prefix in key order across shards, page by page', async () => {
       // Prepare: keys of one prefix spread over every shard.

@@ -519,6 +519,119 @@ describe('Class: ReplicaApplier', () => {
     });
   });
 
+  describe('Methods: deliverAll / pullAll (several shards in shared transactions)', () => {
+    /** A real replica store that counts its apply transactions. */
+    class CountingReplicaStore extends DynamoReplicaStore {
+      shared: number[][] = [];
+      single = 0;
+
+      override async applyRuns(...args: Parameters<DynamoReplicaStore['applyRuns']>) {
+        this.shared.push(args[0].map((run) => run.shard));
+        return super.applyRuns(...args);
+      }
+
+      override async applyRun(...args: Parameters<DynamoReplicaStore['applyRun']>) {
+        this.single += 1;
+        return super.applyRun(...args);
+      }
+    }
+
+    /** Its own tables, so every shard is free: home, a replica region, a counting applier on it. */
+    async function freshPair() {
+      const pairPrefix = uniquePrefix('shared');
+      const { store: home } = await createStore(pairPrefix, shardCount);
+      const admin = new DynamoDBClient({ region: replicaRegion, endpoint, credentials: localCredentials });
+      try {
+        await ensureTables(admin, tableNames(pairPrefix));
+      } finally {
+        admin.destroy();
+      }
+      const replica = new CountingReplicaStore(replicaClient, tableNames(pairPrefix));
+      const view = new DynamoStore(replicaClient, tableNames(pairPrefix), shardCount);
+      const homeWriter = makeDynamoClient({ region: homeRegion, endpoint });
+      const putHome = async (entries: readonly LogEntry[]) => {
+        for (const entry of entries) await homeWriter.send(new PutCommand({ TableName: tableNames(pairPrefix).log, Item: fromLogEntry(entry) }));
+      };
+      return { home, replica, view, putHome, applier: new ReplicaApplier(replica, home, systemClock()), destroy: () => homeWriter.destroy() };
+    }
+
+    it('applies the shards that continue what it knows in one transaction, and a shard with a gap on its own', async () => {
+      // Prepare: shards 1..4 applied up to 2; then 3..5 arrive for 1..3, and 5 alone for shard 4.
+      const pair = await freshPair();
+      const chains = new Map([1, 2, 3, 4].map((shard) => [shard, sealChain(shard, workload(5, ['a', 'b']))]));
+      for (const [shard, chain] of chains) {
+        await pair.putHome(chain);
+        await pair.applier.deliver(shard, chain.slice(0, 2));
+      }
+      pair.replica.shared = [];
+      pair.replica.single = 0;
+      const batch = new Map([1, 2, 3].map((shard) => [shard, chains.get(shard)!.slice(2)]));
+      batch.set(4, chains.get(4)!.slice(4));
+
+      // Act
+      const outcomes = await pair.applier.deliverAll(batch);
+
+      // Assess: one shared transaction for 1..3; shard 4 repaired 3..4 and applied 5 alone.
+      expect(pair.replica.shared).toEqual([[1, 2, 3]]);
+      for (const shard of [1, 2, 3]) expect(outcomes.get(shard)).toEqual({ applied: 3, skipped: 0, repaired: 0, refused: 0 });
+      expect(outcomes.get(4)).toMatchObject({ repaired: 3 });
+      for (const [shard, chain] of chains) {
+        expect(await pair.view.readLog(shard, 1, 100)).toEqual(chain);
+        expect(await pair.replica.readProgress(shard)).toMatchObject({ appliedIndex: 5, appliedHash: at(chain, 4).hash });
+      }
+      pair.destroy();
+    });
+
+    it('falls back to one shard at a time when another applier moved a progress, each entry applied once', async () => {
+      // Prepare: shards 5 and 6 applied up to 2; a second applier applies 3..5 of shard 6, so
+      // the first one's knowledge of shard 6 is stale.
+      const pair = await freshPair();
+      const chains = new Map([5, 6].map((shard) => [shard, sealChain(shard, workload(5, ['c']))]));
+      for (const [shard, chain] of chains) {
+        await pair.putHome(chain);
+        await pair.applier.deliver(shard, chain.slice(0, 2));
+      }
+      await new ReplicaApplier(pair.replica, pair.home, systemClock()).deliver(6, chains.get(6)!.slice(2));
+
+      // Act
+      const outcomes = await pair.applier.deliverAll(new Map([...chains].map(([shard, chain]) => [shard, chain.slice(2)])));
+
+      // Assess
+      expect(outcomes.get(5)).toEqual({ applied: 3, skipped: 0, repaired: 0, refused: 0 });
+      expect(outcomes.get(6)).toEqual({ applied: 0, skipped: 3, repaired: 0, refused: 0 });
+      for (const [shard, chain] of chains) {
+        expect(await pair.view.readLog(shard, 1, 100)).toEqual(chain);
+        expect(await pair.view.getItem(shard, 'c', true)).toMatchObject({ version: 5 });
+      }
+      pair.destroy();
+    });
+
+    it('pulls several shards with one log read each and one shared transaction; a shard far behind is pulled on its own', async () => {
+      // Prepare: shards 7, 8 are 4 and 6 entries behind the home head; shard 9 is 120 behind.
+      const pair = await freshPair();
+      const chains = new Map([
+        [7, sealChain(7, workload(4, ['x']))],
+        [8, sealChain(8, workload(6, ['y', 'z']))],
+        [9, sealChain(9, workload(120, ['p', 'q', 'r']))],
+      ]);
+      for (const chain of chains.values()) await pair.putHome(chain);
+
+      // Act
+      const outcomes = await pair.applier.pullAll([7, 8, 9]);
+
+      // Assess
+      expect(outcomes).toEqual(new Map([[7, 4], [8, 6], [9, 120]]));
+      expect(pair.replica.shared).toEqual([[7, 8]]);
+      expect(pair.replica.single).toBeGreaterThan(0);
+      for (const [shard, chain] of chains) {
+        expect(await pair.view.readLog(shard, 1, 1000)).toEqual(chain);
+        expect(await pair.replica.readProgress(shard)).toMatchObject({ appliedIndex: chain.length });
+      }
+      expect(await pair.applier.pullAll([7, 8, 9])).toEqual(new Map([[7, 0], [8, 0], [9, 0]]));
+      pair.destroy();
+    });
+  });
+
   describe('Promotion fence', () => {
     /** A chain of `count` puts whose epochs are `epochOf(index)`; shard-local keys. */
     function epochChain(shard: number, count: number, epochOf: (index: number) => number, label: string): LogEntry[] {

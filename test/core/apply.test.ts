@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { chunkRuns, decideApply, emptyProgress, netEffects, runEntriesMax, runItemsMax, type KvEffect, type ReplicaProgress } from '../../lib/core/apply.ts';
+import { applyTransactionBytesMax, chunkRuns, decideApply, emptyProgress, entryApplyBytes, netEffects, packRuns, runEntriesMax, runItemsMax, type KvEffect, type ReplicaProgress } from '../../lib/core/apply.ts';
+import { limits } from '../../lib/core/limits.ts';
 import { genesisHash, sealEntry, type LogEntry, type Operation } from '../../lib/core/log.ts';
 
 const textEncoder = new TextEncoder();
@@ -245,6 +246,51 @@ describe('Function: chunkRuns', () => {
 
     // Assess
     expect(runs.map((run) => run.length)).toEqual([runEntriesMax, runEntriesMax, 120 - 2 * runEntriesMax]);
+  });
+});
+
+describe('Function: chunkRuns (bytes)', () => {
+  it('ends a run before its values would pass the transaction byte bound', () => {
+    // Prepare: 12 entries with the largest value: 4 MB of values, twice over, cannot be one transaction.
+    const big = new Uint8Array(limits.valueBytesMax);
+    const chain = chainOf(Array.from({ length: 12 }, (_, position) => [{ type: 'put' as const, key: `big-${position}`, value: big }]));
+
+    // Act
+    const runs = chunkRuns(chain);
+
+    // Assess
+    expect(runs.length).toBeGreaterThan(1);
+    for (const run of runs) expect(run.reduce((sum, entry) => sum + entryApplyBytes(entry), 0)).toBeLessThanOrEqual(applyTransactionBytesMax);
+    expect(runs.flat()).toEqual(chain);
+  });
+});
+
+describe('Function: packRuns', () => {
+  const runOf = (shard: number, count: number) => ({ shard, entries: simpleChain(count) });
+
+  it('packs small runs of several shards into one transaction, in order', () => {
+    // Act
+    const packs = packRuns([runOf(1, 3), runOf(2, 5), runOf(3, 1)]);
+
+    // Assess
+    expect(packs.map((pack) => pack.map((run) => run.shard))).toEqual([[1, 2, 3]]);
+  });
+
+  it('starts a new transaction where the next run would pass 100 items, never splitting a run', () => {
+    // Prepare: 30 entries are 61 items; two such runs are 122.
+    const runs = [runOf(1, 30), runOf(2, 30), runOf(3, 4), runOf(4, runEntriesMax)];
+
+    // Act
+    const packs = packRuns(runs);
+
+    // Assess
+    expect(packs.map((pack) => pack.map((run) => run.shard))).toEqual([[1], [2, 3], [4]]);
+    for (const pack of packs) expect(pack.reduce((sum, run) => sum + runItemsMax(run.entries.length), 0)).toBeLessThanOrEqual(100);
+  });
+
+  it('returns no transaction for no runs', () => {
+    // Assess
+    expect(packRuns([])).toEqual([]);
   });
 });
 
