@@ -239,7 +239,7 @@ function sections(report: BenchReport): Section[] {
     ]),
     notes: [
       'Keys are spread over every shard. The limit runs the same adapter call (ConditionCheck lease + Put log entry + Put kv item) with no HTTP, no lease/head reads, no lost races and no replication; it is measured half just before and half just after each epochkv phase.',
-      '"to best limit": epochkv against the highest limit of any concurrency for that value size. DynamoDB Local slows down with many concurrent transactions, and the API commits one entry per shard at a time, so at high concurrency it runs the storage at no more than one transaction per shard.',
+      '"to best limit": epochkv against the highest limit of any concurrency for that value size. DynamoDB Local slows down with many concurrent transactions; the API sends at most one transaction per shard at a time, and the writes of a shard that queue meanwhile share the next one (group commit), so at high concurrency it sends fewer, larger transactions than the limit, which commits every write alone.',
       'In the local cloud every region shares the one DynamoDB Local and the machine\'s cores: a write also costs the replicas\' apply transactions there, which on AWS run in other regions.',
     ],
   });
@@ -286,7 +286,7 @@ function sections(report: BenchReport): Section[] {
     headers: ['cell', 'mean ms', 'commits', 'lost races', 'lease reads', 'head reads', 'SQS sends', 'other ms', 'apply txns', 'other DynamoDB', 'CPU cores used'],
     rows: breakdownRows,
     notes: [
-      '"other" = mean latency − storage calls: waiting for the same shard\'s earlier commits (the API commits one entry per shard at a time), HTTP, the API handler, the event loop shared with the in-process SQS emulator, apply pollers and load generator, and backoff before retried commits. Lease and head reads are cache misses (1 − the count is the hit rate). SQS sends: batches per region per write × mean ms. "apply txns" and "other DynamoDB": the rest of the engine\'s work per write (replica apply transactions of both regions; lease, head and progress reads, reports, repairs).',
+      '"other" = mean latency − storage calls: waiting for the shard\'s transaction in flight (the API commits a shard\'s queued writes together, one transaction per shard at a time), HTTP, the API handler, the event loop shared with the in-process SQS emulator, apply pollers and load generator, and backoff before retried commits. Lease and head reads are cache misses (1 − the count is the hit rate). SQS sends: batches per region per write × mean ms. "apply txns" and "other DynamoDB": the rest of the engine\'s work per write (replica apply transactions of both regions; lease, head and progress reads, reports, repairs).',
     ],
   });
   out.push({
@@ -345,7 +345,7 @@ function sections(report: BenchReport): Section[] {
     notes: [
       `Writes during the phase: p50 ${fixed(report.lag.writes.p50Ms)} ms, p99 ${fixed(report.lag.writes.p99Ms)} ms.`,
       `At a light load (${fixed(report.lag.light.achievedPerSecond)} writes/s): ${report.lag.light.regions.map((region) => `${region.region} p50 ${fixed(region.p50Ms)} ms, p99 ${fixed(region.p99Ms)} ms, max ${fixed(region.maxMs)} ms`).join('; ')}.`,
-      'Locally the SQS emulator hands out at most one message per message group (shard) per receive and each region has one poll loop, so a replica applies at most one entry per shard per round trip (receive, apply transaction, delete); AWS hands out up to ten per group.',
+      'Locally the SQS emulator hands out at most one message per message group (shard) per receive, so the queue alone brings a replica at most one entry per shard per round trip (receive, apply transaction, delete); AWS hands out up to ten per group. The apply handler applies a batch\'s shards in one shared transaction, and pulls from the home log (one read per shard, runs shared too) every shard whose message waited 50 ms in the queue, at most every 100 ms per shard: "via repair" counts the entries that came that way.',
       'Measured in one process on one clock: commit = the fenced transaction returned; ship = the region\'s queue accepted it; queue = until the apply poller received it; apply = until its apply transaction returned.',
     ],
   });
