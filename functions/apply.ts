@@ -20,16 +20,19 @@ export interface ApplyHandlerOptions {
    */
   pullAfterQueuedMs?: number;
   /**
-   * At most one pull per shard per this many ms (per handler instance). Default 250: a backlog
+   * At most one pull per shard per this many ms (per handler instance). Default 100: a backlog
    * of already-applied messages still drains one receive at a time, and without a pull every so
-   * often the entries behind it would wait for that drain. A pull costs a log read and a
-   * transaction however few entries it finds, so under a sustained backlog (when pulling is
-   * the main way in) pulling more often buys little lag for many more requests.
+   * often the entries behind it would wait for that drain. A pull that took T ms is not repeated
+   * for its shards within 2 × T either: a slow pull means a busy engine, and pulling less often
+   * (in bigger runs) then leaves it more room — the apply side's share of a storage engine it
+   * shares with the writers (locally, one DynamoDB Local for every region) stays bounded.
    */
   pullEveryMs?: number;
+  /** The 2 in "within 2 × T" above; 0 leaves only pullEveryMs. */
+  pullBackoffFactor?: number;
 }
 
-const applyDefaults = { pullAfterQueuedMs: 50, pullEveryMs: 100 } as const;
+const applyDefaults = { pullAfterQueuedMs: 50, pullEveryMs: 100, pullBackoffFactor: 2 } as const;
 
 /**
  * The replica's `apply` function on its FIFO queue (event source mapping with
@@ -48,8 +51,9 @@ const applyDefaults = { pullAfterQueuedMs: 50, pullEveryMs: 100 } as const;
 export function createApplyHandler(applier: ReplicaApplier, log: (line: string) => void = console.error, options: ApplyHandlerOptions = {}): ApplyHandler {
   const pullAfterQueuedMs = options.pullAfterQueuedMs ?? applyDefaults.pullAfterQueuedMs;
   const pullEveryMs = options.pullEveryMs ?? applyDefaults.pullEveryMs;
-  // Per shard: when this instance last started a pull (monotonic ms).
-  const lastPullMs = new Map<number, number>();
+  const pullBackoffFactor = options.pullBackoffFactor ?? applyDefaults.pullBackoffFactor;
+  // Per shard: when this instance may pull it next (monotonic ms).
+  const nextPullMs = new Map<number, number>();
   return async (event) => {
     const groups = new Map<string, SQSRecord[]>();
     for (const record of event.Records) {
@@ -76,15 +80,19 @@ export function createApplyHandler(applier: ReplicaApplier, log: (line: string) 
       }
       const shard = Number(group);
       const nowMs = performance.now();
-      if (entries.length > 0 && queuedMsOf(records) >= pullAfterQueuedMs && nowMs - (lastPullMs.get(shard) ?? Number.NEGATIVE_INFINITY) >= pullEveryMs) {
-        lastPullMs.set(shard, nowMs);
+      if (entries.length > 0 && queuedMsOf(records) >= pullAfterQueuedMs && nowMs >= (nextPullMs.get(shard) ?? Number.NEGATIVE_INFINITY)) {
+        nextPullMs.set(shard, nowMs + pullEveryMs);
         pulls.push(shard);
       }
       if (entries.length > 0) deliveries.set(shard, entries);
       parsed.set(group, { shard, records, failedAt });
     }
     if (pulls.length > 0) {
-      for (const [shard, outcome] of await applier.pullAll(pulls)) {
+      const pullStartMs = performance.now();
+      const pulled = await applier.pullAll(pulls);
+      const backoffMs = pullBackoffFactor * (performance.now() - pullStartMs);
+      for (const shard of pulls) nextPullMs.set(shard, pullStartMs + Math.max(pullEveryMs, backoffMs));
+      for (const [shard, outcome] of pulled) {
         // The delivery below applies the messages themselves (or reports them failed).
         if (outcome instanceof Error) log(`apply: group ${shard}: pull from the home log failed: ${String(outcome)}`);
       }

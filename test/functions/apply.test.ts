@@ -107,7 +107,7 @@ describe('Function: createApplyHandler', () => {
     const shard = 1;
     const chain = extendChain(shard, undefined, 5);
     await putHomeLog(chain);
-    const handler = createApplyHandler(applier, () => {}, { pullAfterQueuedMs: 50, pullEveryMs: 0 });
+    const handler = createApplyHandler(applier, () => {}, { pullAfterQueuedMs: 50, pullEveryMs: 0, pullBackoffFactor: 0 });
     const logReadsBefore = home.logReads;
 
     // Act
@@ -162,7 +162,7 @@ describe('Function: createApplyHandler', () => {
     const shard = 3;
     const chain = extendChain(shard, undefined, 4);
     await putHomeLog(chain);
-    const handler = createApplyHandler(applier, () => {}, { pullAfterQueuedMs: 50, pullEveryMs: 0 });
+    const handler = createApplyHandler(applier, () => {}, { pullAfterQueuedMs: 50, pullEveryMs: 0, pullBackoffFactor: 0 });
 
     // Act: a stale message after new entries were committed still pulls them.
     await handler(eventOf([recordOf(chain[0] as LogEntry, 100)]));
@@ -173,5 +173,25 @@ describe('Function: createApplyHandler', () => {
     // Assess
     expect(stale.batchItemFailures).toEqual([]);
     expect((await replica.readProgress(shard)).appliedIndex).toBe(8);
+  });
+
+  it('does not pull a shard again within pullBackoffFactor × the last pull\'s duration (a busy engine gets fewer pulls)', async () => {
+    // Prepare: a factor so large that no second pull can come in this test.
+    const shard = 4;
+    const chain = extendChain(shard, undefined, 4);
+    await putHomeLog(chain);
+    const handler = createApplyHandler(applier, () => {}, { pullAfterQueuedMs: 50, pullEveryMs: 0, pullBackoffFactor: 1e9 });
+    await handler(eventOf([recordOf(chain[0] as LogEntry, 100)]));
+    const logReadsAfterPull = home.logReads;
+    const more = extendChain(shard, chain.at(-1), 4);
+    await putHomeLog(more);
+
+    // Act: the next message waited too, but the shard was pulled moments ago.
+    const next = await handler(eventOf([recordOf(more[0] as LogEntry, 100)]));
+
+    // Assess: no log read; the message itself was applied, and the entries after it wait.
+    expect(next.batchItemFailures).toEqual([]);
+    expect(home.logReads).toBe(logReadsAfterPull);
+    expect((await replica.readProgress(shard)).appliedIndex).toBe(5);
   });
 });
