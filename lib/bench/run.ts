@@ -476,7 +476,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       const counted = filterSnapshot(diffSnapshots(after, before), { prefix: mainPrefix });
       // What the phase left for the replicas: the sustained rate counts the time they took.
       const catchUpMs = await waitForConvergence(stores, config.shardCount, catchUpWaitMs);
-      const sustainedOpsPerSecond = round(system.completed / ((system.elapsedMs + (catchUpMs ?? catchUpWaitMs)) / 1000), 1);
+      const sustainedOpsPerSecond = round((system.opsPerSecond * system.elapsedMs) / (system.elapsedMs + (catchUpMs ?? catchUpWaitMs)), 1);
       const limitAfter = await limitHalf(`limit ${valueBytes} B c${concurrency} (after)`);
       const limit = combine(limitBefore.phase, limitAfter.phase);
       const limitCpuUsed = averageCores(limitBefore.cores, limitAfter.cores);
