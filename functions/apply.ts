@@ -23,16 +23,17 @@ export interface ApplyHandlerOptions {
    * At most one pull per shard per this many ms (per handler instance). Default 100: a backlog
    * of already-applied messages still drains one receive at a time, and without a pull every so
    * often the entries behind it would wait for that drain. A pull that took T ms is not repeated
-   * for its shards within 2 × T either: a slow pull means a busy engine, and pulling less often
-   * (in bigger runs) then leaves it more room — the apply side's share of a storage engine it
-   * shares with the writers (locally, one DynamoDB Local for every region) stays bounded.
+   * for its shards within T either (pullBackoffFactor × T): a slow pull means a busy engine, and
+   * pulling less often (in bigger runs) then leaves it more room — the apply side's share of a
+   * storage engine it shares with the writers (locally, one DynamoDB Local for every region)
+   * stays bounded.
    */
   pullEveryMs?: number;
-  /** The 2 in "within 2 × T" above; 0 leaves only pullEveryMs. */
+  /** The factor of "within T" above (default 1); 0 leaves only pullEveryMs. */
   pullBackoffFactor?: number;
 }
 
-const applyDefaults = { pullAfterQueuedMs: 50, pullEveryMs: 100, pullBackoffFactor: 2 } as const;
+const applyDefaults = { pullAfterQueuedMs: 50, pullEveryMs: 100, pullBackoffFactor: 1 } as const;
 
 /**
  * The replica's `apply` function on its FIFO queue (event source mapping with
