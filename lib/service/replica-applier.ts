@@ -91,23 +91,9 @@ export class ReplicaApplier {
       else if (plan.run.length === 0) outcomes.set(shard, plan.result);
       else shared.push({ shard, from: known, entries: plan.run, result: plan.result });
     }
-    await Promise.all(
-      packRuns(shared).map(async (pack) => {
-        try {
-          const progress = await this.replica.applyRuns(pack, this.clock.wallMs());
-          for (const [position, run] of pack.entries()) {
-            this.#known.set(run.shard, progress[position] as ReplicaProgress);
-            outcomes.set(run.shard, { ...run.result, applied: run.entries.length });
-          }
-        } catch {
-          // Someone moved a progress meanwhile (or the outcome is unknown): shard by shard, looking first.
-          for (const run of pack) {
-            this.#known.delete(run.shard);
-            alone.push(run.shard);
-          }
-        }
-      }),
-    );
+    const { applied, failed } = await this.#applyShared(shared);
+    for (const run of applied) outcomes.set(run.shard, { ...run.result, applied: run.entries.length });
+    alone.push(...failed);
     await Promise.all(
       alone.map(async (shard) => {
         try {
@@ -118,6 +104,33 @@ export class ReplicaApplier {
       }),
     );
     return outcomes;
+  }
+
+  /**
+   * Applies runs of several shards, packed into as few transactions as fit (in shard order, so
+   * the same runs pack the same way). The shards of a transaction that failed — a progress moved
+   * meanwhile, or the outcome is unknown — come back to be handled one by one, looking first.
+   */
+  async #applyShared<T extends { shard: number; from: ReplicaProgress; entries: readonly LogEntry[] }>(runs: T[]): Promise<{ applied: T[]; failed: number[] }> {
+    const applied: T[] = [];
+    const failed: number[] = [];
+    await Promise.all(
+      packRuns([...runs].sort((a, b) => a.shard - b.shard)).map(async (pack) => {
+        try {
+          const progress = await this.replica.applyRuns(pack, this.clock.wallMs());
+          for (const [position, run] of pack.entries()) {
+            this.#known.set(run.shard, progress[position] as ReplicaProgress);
+            applied.push(run);
+          }
+        } catch {
+          for (const run of pack) {
+            this.#known.delete(run.shard);
+            failed.push(run.shard);
+          }
+        }
+      }),
+    );
+    return { applied, failed };
   }
 
   /** Delivers messages of one shard, in the order the queue handed them over. */
@@ -213,24 +226,9 @@ export class ReplicaApplier {
         }
       }),
     );
-    // In shard order, whichever read answered first: the same batch packs the same way.
-    shared.sort((a, b) => a.shard - b.shard);
-    await Promise.all(
-      packRuns(shared).map(async (pack) => {
-        try {
-          const progress = await this.replica.applyRuns(pack, this.clock.wallMs());
-          for (const [position, run] of pack.entries()) {
-            this.#known.set(run.shard, progress[position] as ReplicaProgress);
-            outcomes.set(run.shard, run.entries.length);
-          }
-        } catch {
-          for (const run of pack) {
-            this.#known.delete(run.shard);
-            alone.push(run.shard);
-          }
-        }
-      }),
-    );
+    const { applied, failed } = await this.#applyShared(shared);
+    for (const run of applied) outcomes.set(run.shard, run.entries.length);
+    alone.push(...failed);
     await Promise.all(
       alone.map(async (shard) => {
         try {
