@@ -84,6 +84,29 @@ function transactParts(input: Item): TransactPart[] {
   });
 }
 
+/** An item's size as DynamoDB counts it, near enough: attribute names plus values (document or marshalled form). */
+export function approxItemBytes(value: unknown): number {
+  if (value === null || value === undefined || typeof value === 'boolean') return 1;
+  if (typeof value === 'number') return 8;
+  if (typeof value === 'string') return Buffer.byteLength(value);
+  if (value instanceof Uint8Array) return value.byteLength;
+  if (Array.isArray(value)) return 3 + value.reduce((sum: number, element) => sum + 1 + approxItemBytes(element), 0);
+  if (typeof value === 'object') {
+    const marshalled = plain(value);
+    if (marshalled !== value) return approxItemBytes(marshalled);
+    return Object.entries(value as Item).reduce((sum, [name, inner]) => sum + Buffer.byteLength(name) + approxItemBytes(inner), 0);
+  }
+  return 8;
+}
+
+/**
+ * A transaction's write units as AWS bills them: 2 per item per started KB (a ConditionCheck,
+ * Update or Delete as one KB). DynamoDB Local reports 2 per table, however many items.
+ */
+function transactionWriteUnits(input: Item): number {
+  return transactParts(input).reduce((sum, part) => sum + 2 * (part.kind === 'Put' ? Math.max(1, Math.ceil(approxItemBytes(part.body.Item) / 1024)) : 1), 0);
+}
+
 /** What a DynamoDB request is for, from its table and key (the adapters' access patterns). */
 /** A BatchWriteItem's first table and item: the batches this system sends are of one kind each. */
 function firstBatchWrite(input: Item): { tableName: string; item: Item | undefined } | undefined {
@@ -151,8 +174,9 @@ function sqsRole(operation: string): string {
 /**
  * Capacity units as AWS bills them: what DynamoDB reported, never less than a request's minimum
  * (1 write unit; 1 read unit for a consistent read, 0.5 for an eventual one — DynamoDB Local
- * reports 0 for a Query that finds nothing). A failed request reports nothing: a failed
- * transaction is modelled as 2 units per item, a failed single write as 1.
+ * reports 0 for a Query that finds nothing). A transaction is counted from its items (2 units
+ * per item per started KB): DynamoDB Local reports 2 per table. A failed request reports
+ * nothing: a failed transaction is modelled the same way, a failed single write as 1.
  */
 export function billedUnits(operation: string, input: Item, output: Item | undefined, failed: boolean): { write: number; read: number } {
   const reported = (() => {
@@ -161,7 +185,8 @@ export function billedUnits(operation: string, input: Item, output: Item | undef
     return list.reduce((sum: number, entry) => sum + Number((entry as Item).CapacityUnits ?? 0), 0);
   })();
   if (writeOperations.has(operation)) {
-    if (failed) return { write: operation === 'TransactWriteItems' ? 2 * transactParts(input).length : 1, read: 0 };
+    if (operation === 'TransactWriteItems') return { write: failed ? transactionWriteUnits(input) : Math.max(reported, transactionWriteUnits(input)), read: 0 };
+    if (failed) return { write: 1, read: 0 };
     return { write: Math.max(reported, 1), read: 0 };
   }
   if (readOperations.has(operation)) {

@@ -162,6 +162,11 @@ describe('request classification and billing', () => {
     expect(billedUnits('Query', { ConsistentRead: true }, { ConsumedCapacity: { CapacityUnits: 0 } }, false)).toEqual({ write: 0, read: 1 });
     expect(billedUnits('GetItem', {}, { ConsumedCapacity: { CapacityUnits: 0.5 } }, false)).toEqual({ write: 0, read: 0.5 });
     expect(billedUnits('TransactWriteItems', {}, { ConsumedCapacity: [{ CapacityUnits: 2 }, { CapacityUnits: 10 }] }, false)).toEqual({ write: 12, read: 0 });
+    // DynamoDB Local reports 2 per table: a group of 3 writes is 7 items, a 4 KiB put 5 KB.
+    const group = { TransactItems: [{ ConditionCheck: {} }, ...[1, 2, 3].flatMap((n) => [{ Put: { Item: { shard: 1, index: n, value: 'x'.repeat(100) } } }, { Put: { Item: { shard: 1, key: `k${n}`, value: 'x'.repeat(100) } } }])] };
+    expect(billedUnits('TransactWriteItems', group, { ConsumedCapacity: [{ CapacityUnits: 2 }, { CapacityUnits: 2 }, { CapacityUnits: 2 }] }, false)).toEqual({ write: 14, read: 0 });
+    const large = { TransactItems: [{ Put: { Item: { shard: { N: '1' }, key: { S: 'k' }, value: { B: new Uint8Array(4096) } } } }] };
+    expect(billedUnits('TransactWriteItems', large, { ConsumedCapacity: [{ CapacityUnits: 2 }] }, false)).toEqual({ write: 10, read: 0 });
     expect(billedUnits('TransactWriteItems', { TransactItems: [{ Put: {} }, { Put: {} }, { ConditionCheck: {} }] }, undefined, true)).toEqual({ write: 6, read: 0 });
     expect(billedUnits('SendMessageBatch', {}, undefined, false)).toEqual({ write: 0, read: 0 });
   });
@@ -198,7 +203,8 @@ describe('Meter', () => {
     });
     const snapshot = meter.snapshot();
     expect(snapshot['p|sqs|eu-west-1|ship|SendMessageBatch']).toMatchObject({ count: 1, sqsBillable: 2, bytesSent: 70_000 });
-    expect(snapshot['p|dynamodb|us-east-1|commit|TransactWriteItems']).toMatchObject({ count: 1, writeUnits: 1 });
+    // Two transactional items at 2 units each, whatever the (empty) reported capacity says.
+    expect(snapshot['p|dynamodb|us-east-1|commit|TransactWriteItems']).toMatchObject({ count: 1, writeUnits: 4 });
     const { samples, unapplied } = lagSamples(meter.entries(), ['eu-west-1', 'ap-southeast-2']);
     expect(samples).toEqual([{ region: 'eu-west-1', committedMs: 10, appliedMs: 55, lagMs: 45, shipMs: 5, queueMs: 25, applyMs: 15 }]);
     expect(unapplied).toEqual({ 'eu-west-1': 0, 'ap-southeast-2': 1 });
