@@ -81,10 +81,8 @@ export function createApplyHandler(applier: ReplicaApplier, log: (line: string) 
       }
       const shard = Number(group);
       const nowMs = performance.now();
-      if (entries.length > 0 && queuedMsOf(records) >= pullAfterQueuedMs && nowMs >= (nextPullMs.get(shard) ?? Number.NEGATIVE_INFINITY)) {
-        nextPullMs.set(shard, nowMs + pullEveryMs);
-        pulls.push(shard);
-      }
+      // A message group is in one batch at a time, so no other invocation pulls this shard meanwhile.
+      if (entries.length > 0 && queuedMsOf(records) >= pullAfterQueuedMs && nowMs >= (nextPullMs.get(shard) ?? Number.NEGATIVE_INFINITY)) pulls.push(shard);
       if (entries.length > 0) deliveries.set(shard, entries);
       parsed.set(group, { shard, records, failedAt });
     }

@@ -26,6 +26,19 @@ export async function createStore(prefix: string, shardCount = 8): Promise<{ sto
   return { store: new DynamoStore(makeDynamoClient({ region, endpoint }), tables, shardCount), tables, endpoint };
 }
 
+/** The same tables in a replica region (DynamoDB Local keeps tables per region), and a client there. */
+export async function createReplicaRegion(prefix: string, replicaRegion: string): Promise<{ client: ReturnType<typeof makeDynamoClient>; tables: TableNames }> {
+  const endpoint = inject('dynamoEndpoint');
+  const tables = tableNames(prefix);
+  const admin = new DynamoDBClient({ region: replicaRegion, endpoint, credentials: localCredentials });
+  try {
+    await ensureTables(admin, tables);
+  } finally {
+    admin.destroy();
+  }
+  return { client: makeDynamoClient({ region: replicaRegion, endpoint }), tables };
+}
+
 export { waitUntil } from '../lib/wait.ts';
 
 /** A key that hashes to `shard`, so a test can aim at one shard's leader. */

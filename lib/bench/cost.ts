@@ -4,6 +4,8 @@
  * whether or not anyone writes gives dollars per month and, divided by a rate, per operation.
  */
 import { filterSnapshot, totals, type MeterSnapshot } from './meter.ts';
+
+export { itemSizeBytes } from './meter.ts';
 import { priceTable, type PriceKey, type PriceTable } from './prices.ts';
 
 export type Basis = 'measured' | 'modelled';
@@ -50,27 +52,6 @@ export function gbSeconds(memoryMb: number, seconds: number): number {
   return (memoryMb / 1024) * seconds;
 }
 
-/**
- * DynamoDB's item size: the UTF-8 bytes of every attribute name plus its value (strings:
- * UTF-8 bytes; binary: bytes; numbers: about one byte per two significant digits plus one;
- * booleans and null: 1; lists and maps: 3 plus their elements plus 1 per element).
- */
-export function itemSizeBytes(item: Record<string, unknown>): number {
-  return Object.entries(item).reduce((sum, [name, value]) => sum + Buffer.byteLength(name) + valueSize(value), 0);
-}
-
-function valueSize(value: unknown): number {
-  if (value === null || value === undefined || typeof value === 'boolean') return 1;
-  if (typeof value === 'string') return Buffer.byteLength(value);
-  if (typeof value === 'number') {
-    const digits = String(Math.abs(value)).replace('.', '').replace(/^0+/, '').replace(/e.*$/, '').length;
-    return Math.min(21, Math.ceil(Math.max(1, digits) / 2) + 1);
-  }
-  if (value instanceof Uint8Array) return value.length;
-  if (Array.isArray(value)) return 3 + value.reduce((sum: number, element) => sum + 1 + valueSize(element), 0);
-  if (typeof value === 'object') return 3 + Object.entries(value as Record<string, unknown>).reduce((sum, [name, element]) => sum + 1 + Buffer.byteLength(name) + valueSize(element), 0);
-  return 0;
-}
 
 /**
  * The same write on a DynamoDB global table (multi-region eventual consistency): one standard

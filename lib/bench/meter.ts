@@ -84,19 +84,26 @@ function transactParts(input: Item): TransactPart[] {
   });
 }
 
-/** An item's size as DynamoDB counts it, near enough: attribute names plus values (document or marshalled form). */
-export function approxItemBytes(value: unknown): number {
+/**
+ * DynamoDB's item size: the UTF-8 bytes of every attribute name plus its value (strings:
+ * UTF-8 bytes; binary: bytes; numbers: about one byte per two significant digits plus one;
+ * booleans and null: 1; lists and maps: 3 plus their elements plus 1 per element).
+ */
+export function itemSizeBytes(item: Record<string, unknown>): number {
+  return Object.entries(item).reduce((sum, [name, value]) => sum + Buffer.byteLength(name) + valueSize(value), 0);
+}
+
+function valueSize(value: unknown): number {
   if (value === null || value === undefined || typeof value === 'boolean') return 1;
-  if (typeof value === 'number') return 8;
   if (typeof value === 'string') return Buffer.byteLength(value);
-  if (value instanceof Uint8Array) return value.byteLength;
-  if (Array.isArray(value)) return 3 + value.reduce((sum: number, element) => sum + 1 + approxItemBytes(element), 0);
-  if (typeof value === 'object') {
-    const marshalled = plain(value);
-    if (marshalled !== value) return approxItemBytes(marshalled);
-    return Object.entries(value as Item).reduce((sum, [name, inner]) => sum + Buffer.byteLength(name) + approxItemBytes(inner), 0);
+  if (typeof value === 'number') {
+    const digits = String(Math.abs(value)).replace('.', '').replace(/^0+/, '').replace(/e.*$/, '').length;
+    return Math.min(21, Math.ceil(Math.max(1, digits) / 2) + 1);
   }
-  return 8;
+  if (value instanceof Uint8Array) return value.length;
+  if (Array.isArray(value)) return 3 + value.reduce((sum: number, element) => sum + 1 + valueSize(element), 0);
+  if (typeof value === 'object') return 3 + Object.entries(value as Record<string, unknown>).reduce((sum, [name, element]) => sum + 1 + Buffer.byteLength(name) + valueSize(element), 0);
+  return 0;
 }
 
 /**
@@ -104,7 +111,7 @@ export function approxItemBytes(value: unknown): number {
  * Update or Delete as one KB). DynamoDB Local reports 2 per table, however many items.
  */
 function transactionWriteUnits(input: Item): number {
-  return transactParts(input).reduce((sum, part) => sum + 2 * (part.kind === 'Put' ? Math.max(1, Math.ceil(approxItemBytes(part.body.Item) / 1024)) : 1), 0);
+  return transactParts(input).reduce((sum, part) => sum + 2 * (part.kind === 'Put' ? Math.max(1, Math.ceil(itemSizeBytes((part.body.Item ?? {}) as Item) / 1024)) : 1), 0);
 }
 
 /** What a DynamoDB request is for, from its table and key (the adapters' access patterns). */

@@ -1,5 +1,6 @@
 import { assert } from './assert.ts';
-import { genesisHash, verifyChain, type LogEntry, type Operation } from './log.ts';
+import { limits } from './limits.ts';
+import { genesisHash, transactionBytesOf, verifyChain, type LogEntry, type Operation } from './log.ts';
 import { clusterEpochOf } from './replication.ts';
 
 /** How far a replica has applied one shard's log: an unbroken, verified prefix. */
@@ -97,30 +98,14 @@ export function runItemsMax(entryCount: number): number {
 export const runEntriesMax = 49;
 assert(runItemsMax(runEntriesMax) <= 100, 'a replica apply run must fit one transaction');
 
-/**
- * Bytes an apply transaction may carry: TransactWriteItems takes 4 MB, and each entry's value
- * is written twice (log copy and kv item).
- */
-export const applyTransactionBytesMax = 3 * 1000 * 1000;
-
-/** Bytes an entry adds to an apply transaction: its keys and values twice, plus item metadata. */
-export function entryApplyBytes(entry: LogEntry): number {
-  let bytes = 1024;
-  for (const op of entry.ops) {
-    if (op.type === 'put') bytes += 2 * (op.key.length * 3 + op.value.byteLength);
-    else if (op.type === 'delete') bytes += 2 * op.key.length * 3;
-  }
-  return bytes;
-}
-
 /** Splits verified consecutive entries into runs that each fit one transaction (items and bytes). */
 export function chunkRuns(entries: readonly LogEntry[]): LogEntry[][] {
   const runs: LogEntry[][] = [];
   let run: LogEntry[] = [];
   let bytes = 0;
   for (const entry of entries) {
-    const entryBytes = entryApplyBytes(entry);
-    if (run.length > 0 && (run.length >= runEntriesMax || bytes + entryBytes > applyTransactionBytesMax)) {
+    const entryBytes = transactionBytesOf(entry.ops);
+    if (run.length > 0 && (run.length >= runEntriesMax || bytes + entryBytes > limits.transactionBytesMax)) {
       runs.push(run);
       run = [];
       bytes = 0;
@@ -143,8 +128,8 @@ export function packRuns<T extends { entries: readonly LogEntry[] }>(runs: reado
   let bytes = 0;
   for (const run of runs) {
     const runItems = runItemsMax(run.entries.length);
-    const runBytes = run.entries.reduce((sum, entry) => sum + entryApplyBytes(entry), 0);
-    if (pack.length > 0 && (items + runItems > 100 || bytes + runBytes > applyTransactionBytesMax)) {
+    const runBytes = run.entries.reduce((sum, entry) => sum + transactionBytesOf(entry.ops), 0);
+    if (pack.length > 0 && (items + runItems > 100 || bytes + runBytes > limits.transactionBytesMax)) {
       packs.push(pack);
       pack = [];
       items = 0;

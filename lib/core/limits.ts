@@ -56,7 +56,8 @@ export const limits = {
    * TransactWriteItems' 100 items and 4 MB.
    */
   commitGroupWritesMax: 49,
-  commitGroupBytesMax: 3 * 1000 * 1000,
+  /** Bytes one transaction of ours may carry (a group commit, a replica apply): TransactWriteItems takes 4 MB. */
+  transactionBytesMax: 3 * 1000 * 1000,
 
   /** Lost races (stale head, stale lease) are retried this many times with jittered backoff. */
   writeAttemptsMax: 8,
@@ -104,8 +105,8 @@ assert(
 );
 assert(1 + 2 * limits.commitGroupWritesMax <= 100, 'a group commit must stay within the 100 items of one TransactWriteItems');
 assert(
-  2 * (limits.valueBytesMax + limits.keyBytesMax + limits.itemOverheadBytesMax) <= limits.commitGroupBytesMax && limits.commitGroupBytesMax <= 4 * 1000 * 1000,
-  'a group commit must hold the largest write and stay under the 4 MB TransactWriteItems limit',
+  2 * (limits.valueBytesMax + 3 * limits.keyBytesMax + limits.itemOverheadBytesMax) <= limits.transactionBytesMax && limits.transactionBytesMax <= 4 * 1000 * 1000,
+  'a transaction must hold the largest write and stay under the 4 MB TransactWriteItems limit',
 );
 assert(limits.shardsDefault <= limits.shardsMax, 'shardsDefault exceeds shardsMax');
 assert(limits.suspectAfterTicks < limits.deadAfterTicks, 'a node must be suspected before it is declared dead');

@@ -1,5 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { assert } from './assert.ts';
+import { limits } from './limits.ts';
 
 /** One change inside a log entry; an entry's operations apply together or not at all. */
 export type Operation =
@@ -254,4 +255,19 @@ function describeStringProblem(value: unknown): string | undefined {
 
 function isNonNegativeSafeInteger(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/**
+ * Bytes the operations of an entry add to one transaction, as `limits.transactionBytesMax`
+ * counts them: each key and value twice (the log entry and the kv item), each item with its
+ * attribute names and metadata. A key's UTF-16 length × 3 bounds its UTF-8 bytes.
+ */
+export function transactionBytesOf(ops: readonly Operation[]): number {
+  let bytes = 0;
+  for (const op of ops) {
+    if (op.type === 'put') bytes += 2 * (3 * op.key.length + op.value.byteLength + limits.itemOverheadBytesMax);
+    else if (op.type === 'delete') bytes += 2 * (3 * op.key.length + limits.itemOverheadBytesMax);
+    else bytes += limits.itemOverheadBytesMax;
+  }
+  return bytes;
 }

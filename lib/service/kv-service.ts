@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { backoffMs, sleep, within, type Clock } from '../clock.ts';
 import { limits } from '../core/limits.ts';
 import type { LeaseRecord } from '../core/lease.ts';
-import { sealEntry, type LogEntry, type Operation } from '../core/log.ts';
+import { sealEntry, transactionBytesOf, type LogEntry, type Operation } from '../core/log.ts';
 import { mergeToken, type SessionToken } from '../core/session.ts';
 import type { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import type { Shipper, ShipOutcome } from '../adapters/aws/replication.ts';
@@ -83,7 +83,6 @@ interface PendingWrite {
   /** The lease epoch the writer read: a group shares one. */
   epoch: number;
   mode: ReplicationMode;
-  bytes: number;
   /** The entry of its last commit attempt: after a timeout, the log tells whether it committed. */
   entry: LogEntry | undefined;
 }
@@ -97,12 +96,6 @@ interface Queued {
   write: PendingWrite;
   resolve: (committed: Committed) => void;
   reject: (error: unknown) => void;
-}
-
-/** What a write adds to a transaction's 4 MB: its value twice (log entry and kv item), key and metadata. */
-function writeBytes(change: KvChange): number {
-  const valueBytes = change.type === 'put' ? change.value.byteLength : 0;
-  return 2 * (valueBytes + Buffer.byteLength(change.key) + limits.itemOverheadBytesMax);
 }
 
 /**
@@ -124,12 +117,12 @@ function takeGroup(queue: Queued[]): Queued[] {
       group.length < limits.commitGroupWritesMax &&
       write.epoch === first.write.epoch &&
       !keys.has(write.change.key) &&
-      (group.length === 0 || bytes + write.bytes <= limits.commitGroupBytesMax);
+      (group.length === 0 || bytes + transactionBytesOf([write.operation]) <= limits.transactionBytesMax);
     // Taken or left, the key is spoken for: a later write of it must not pass this one.
     keys.add(write.change.key);
     if (fits) {
       group.push(queued);
-      bytes += write.bytes;
+      bytes += transactionBytesOf([write.operation]);
     } else {
       left.push(queued);
     }
@@ -153,10 +146,8 @@ export class KvService {
   /** A lease re-read in flight per shard: concurrent writers of a shard share it. */
   readonly #leaseReads = new Map<number, Promise<CachedLease>>();
   readonly #heads = new Map<number, LogHead | undefined>();
-  /** Writes waiting for their shard's committer in this instance (see #enqueue). */
+  /** Writes waiting for their shard's committer in this instance; a shard has a queue while its committer runs (see #enqueue). */
   readonly #pendingWrites = new Map<number, Queued[]>();
-  /** Shards whose committer is running. */
-  readonly #committing = new Set<number>();
   readonly #inSyncSets = new Map<number, { regions: string[]; readAtMs: number }>();
   /** Committed entries (`shard:index`) still waiting for quorum/all replication in this instance. */
   readonly #notDurable = new Map<string, Promise<string[]>>();
@@ -241,7 +232,7 @@ export class KvService {
       if (attempt > 0) await sleep(backoffMs(attempt, limits.retryBackoffMsBase, limits.retryBackoffMsMax, this.random));
       const lease = await this.#liveLease(shard);
       if (this.beforeCommit !== undefined) await this.beforeCommit(shard, lease.epoch);
-      const pending: PendingWrite = { change, precondition, operation, requestId, epoch: lease.epoch, mode, bytes: writeBytes(change), entry: undefined };
+      const pending: PendingWrite = { change, precondition, operation, requestId, epoch: lease.epoch, mode, entry: undefined };
       try {
         const shipped = await this.#enqueue(shard, pending);
         const committed = shipped.entry;
@@ -289,23 +280,23 @@ export class KvService {
    */
   #enqueue(shard: number, write: PendingWrite): Promise<Committed> {
     return new Promise<Committed>((resolve, reject) => {
-      let queue = this.#pendingWrites.get(shard);
-      if (queue === undefined) {
-        queue = [];
-        this.#pendingWrites.set(shard, queue);
+      const queue = this.#pendingWrites.get(shard);
+      if (queue !== undefined) {
+        queue.push({ write, resolve, reject });
+        return;
       }
-      queue.push({ write, resolve, reject });
-      if (!this.#committing.has(shard)) void this.#drain(shard, queue);
+      const started: Queued[] = [{ write, resolve, reject }];
+      this.#pendingWrites.set(shard, started);
+      void this.#drain(shard, started);
     });
   }
 
+  /** The shard's committer: runs until its queue is empty, then drops the queue (the next write starts a new one). */
   async #drain(shard: number, queue: Queued[]): Promise<void> {
-    this.#committing.add(shard);
     try {
       while (queue.length > 0) await this.#commitGroup(shard, takeGroup(queue), queue);
     } finally {
-      this.#committing.delete(shard);
-      if (this.#pendingWrites.get(shard) === queue) this.#pendingWrites.delete(shard);
+      this.#pendingWrites.delete(shard);
     }
   }
 

@@ -29,28 +29,47 @@ export class DeliveryError extends Error {
   }
 }
 
+interface RunPlan {
+  /** The entries from `start` that continue the progress: one transaction. */
+  run: LogEntry[];
+  skipped: number;
+  /** Of the skipped: entries of a cluster epoch a promotion fenced (acknowledged, so they leave the queue, and dropped). */
+  refused: number;
+  /** Where the plan stopped: the entry that needs a repair first, an entry of another shard, or the end. */
+  next: number;
+  repair: { fromIndex: number; toIndex: number } | undefined;
+  /** The entry at `next` is of another shard: a delivery error. */
+  foreign: boolean;
+}
+
 /**
- * The entries of one shard's delivery that continue `progress` (one run), with the others
- * counted as skipped or refused; undefined when an entry needs a repair first (a gap), or an
- * entry is of another shard.
+ * Reads a shard's delivery from `start` against `progress`: the run of entries that continue
+ * it, the entries skipped (applied already) or refused (fenced off), up to the first entry that
+ * needs a repair (a gap, a corrupt entry) or the first entry of another shard.
  */
-function planRun(progress: ReplicaProgress, shard: number, entries: readonly LogEntry[]): { run: LogEntry[]; result: DeliveryResult } | undefined {
-  const result: DeliveryResult = { applied: 0, skipped: 0, repaired: 0, refused: 0 };
-  const run: LogEntry[] = [];
+function planRun(progress: ReplicaProgress, shard: number, entries: readonly LogEntry[], start: number): RunPlan {
+  const plan: RunPlan = { run: [], skipped: 0, refused: 0, next: start, repair: undefined, foreign: false };
   let tip = progress;
-  for (const entry of entries) {
-    if (entry.shard !== shard) return undefined;
+  for (; plan.next < entries.length; plan.next += 1) {
+    const entry = entries[plan.next] as LogEntry;
+    if (entry.shard !== shard) {
+      plan.foreign = true;
+      break;
+    }
     const decision = decideApply(tip, entry);
-    if (decision.type === 'repair') return undefined;
+    if (decision.type === 'repair') {
+      plan.repair = decision;
+      break;
+    }
     if (decision.type === 'skip' || decision.type === 'refuse') {
-      result.skipped += 1;
-      if (decision.type === 'refuse') result.refused += 1;
+      plan.skipped += 1;
+      if (decision.type === 'refuse') plan.refused += 1;
       continue;
     }
-    run.push(entry);
+    plan.run.push(entry);
     tip = { appliedIndex: entry.index, appliedHash: entry.hash, fence: tip.fence };
   }
-  return { run, result };
+  return plan;
 }
 
 /**
@@ -82,17 +101,18 @@ export class ReplicaApplier {
    */
   async deliverAll(groups: ReadonlyMap<number, readonly LogEntry[]>): Promise<Map<number, DeliveryResult | DeliveryError>> {
     const outcomes = new Map<number, DeliveryResult | DeliveryError>();
-    const shared: { shard: number; from: ReplicaProgress; entries: LogEntry[]; result: DeliveryResult }[] = [];
+    const shared: { shard: number; from: ReplicaProgress; entries: LogEntry[]; plan: RunPlan }[] = [];
     const alone: number[] = [];
     for (const [shard, entries] of groups) {
       const known = this.#known.get(shard);
-      const plan = known === undefined ? undefined : planRun(known, shard, entries);
-      if (known === undefined || plan === undefined || chunkRuns(plan.run).length > 1) alone.push(shard);
-      else if (plan.run.length === 0) outcomes.set(shard, plan.result);
-      else shared.push({ shard, from: known, entries: plan.run, result: plan.result });
+      const plan = known === undefined ? undefined : planRun(known, shard, entries, 0);
+      // Unknown progress, a gap, a wrong shard or a run too big for one transaction: `deliver` handles it.
+      if (known === undefined || plan === undefined || plan.repair !== undefined || plan.foreign || chunkRuns(plan.run).length > 1) alone.push(shard);
+      else if (plan.run.length === 0) outcomes.set(shard, { applied: 0, skipped: plan.skipped, repaired: 0, refused: plan.refused });
+      else shared.push({ shard, from: known, entries: plan.run, plan });
     }
     const { applied, failed } = await this.#applyShared(shared);
-    for (const run of applied) outcomes.set(run.shard, { ...run.result, applied: run.entries.length });
+    for (const run of applied) outcomes.set(run.shard, { applied: run.entries.length, skipped: run.plan.skipped, repaired: 0, refused: run.plan.refused });
     alone.push(...failed);
     await Promise.all(
       alone.map(async (shard) => {
@@ -146,31 +166,11 @@ export class ReplicaApplier {
       const skippedBefore = result.skipped;
       const refusedBefore = result.refused;
       // A run of entries that each continue the chain: one transaction.
-      const run: LogEntry[] = [];
-      let tip = progress;
-      let next = position;
-      let repair: { fromIndex: number; toIndex: number } | undefined;
-      for (; next < entries.length; next += 1) {
-        const entry = entries[next] as LogEntry;
-        if (entry.shard !== shard) throw new DeliveryError(next, new AssertionError(`entry of shard ${entry.shard} delivered in group ${shard}`));
-        const decision = decideApply(tip, entry);
-        if (decision.type === 'skip') {
-          result.skipped += 1;
-          continue;
-        }
-        if (decision.type === 'refuse') {
-          // The fenced old home's entries are acknowledged (so they leave the queue) and dropped.
-          result.skipped += 1;
-          result.refused += 1;
-          continue;
-        }
-        if (decision.type === 'repair') {
-          repair = decision;
-          break;
-        }
-        run.push(entry);
-        tip = { appliedIndex: entry.index, appliedHash: entry.hash, fence: tip.fence };
-      }
+      const plan = planRun(progress, shard, entries, position);
+      if (plan.foreign) throw new DeliveryError(plan.next, new AssertionError(`entry of shard ${(entries[plan.next] as LogEntry).shard} delivered in group ${shard}`));
+      const { run, repair } = plan;
+      result.skipped += plan.skipped;
+      result.refused += plan.refused;
       try {
         if (run.length > 0) {
           progress = await this.#applyRun(shard, progress, run);
@@ -183,9 +183,9 @@ export class ReplicaApplier {
           if (progress.appliedIndex < repair.toIndex) {
             throw new Error(`shard ${shard}: the home log does not have index ${repair.toIndex} yet`);
           }
-          next += 1;
         }
-        position = next;
+        // Past the run, and past the repaired entry.
+        position = plan.next + (repair === undefined ? 0 : 1);
       } catch (error) {
         if (error instanceof ProgressMovedError && moved < movedAttemptsMax) {
           moved += 1;

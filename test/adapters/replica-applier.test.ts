@@ -1,7 +1,6 @@
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { localCredentials, makeDynamoClient } from '../../lib/adapters/aws/clients.ts';
+import { makeDynamoClient } from '../../lib/adapters/aws/clients.ts';
 import { DynamoStore, fromLogEntry } from '../../lib/adapters/aws/dynamo-store.ts';
 import { DynamoReplicaStore } from '../../lib/adapters/aws/replica-store.ts';
 import { PoisonMessageError, decodeEntryMessage, encodeEntryMessage } from '../../lib/adapters/aws/replication.ts';
@@ -9,9 +8,8 @@ import { systemClock } from '../../lib/clock.ts';
 import { chunkRuns, runEntriesMax } from '../../lib/core/apply.ts';
 import { sealEntry, verifyChain, type LogEntry, type Operation } from '../../lib/core/log.ts';
 import { tableNames, type TableNames } from '../../lib/infra/schema.ts';
-import { ensureTables } from '../../lib/local/tables.ts';
 import { DeliveryError, ReplicaApplier } from '../../lib/service/replica-applier.ts';
-import { createStore, uniquePrefix } from '../support.ts';
+import { createReplicaRegion, createStore, uniquePrefix } from '../support.ts';
 
 const homeRegion = 'us-east-1';
 const replicaRegion = 'eu-west-1';
@@ -111,13 +109,7 @@ beforeAll(async () => {
   prefix = uniquePrefix('replica');
   ({ store: homeStore, tables, endpoint } = await createStore(prefix, shardCount));
   homeClient = makeDynamoClient({ region: homeRegion, endpoint });
-  const admin = new DynamoDBClient({ region: replicaRegion, endpoint, credentials: localCredentials });
-  try {
-    await ensureTables(admin, tableNames(prefix));
-  } finally {
-    admin.destroy();
-  }
-  replicaClient = makeDynamoClient({ region: replicaRegion, endpoint });
+  ({ client: replicaClient } = await createReplicaRegion(prefix, replicaRegion));
   replicaStore = new DynamoReplicaStore(replicaClient, tableNames(prefix));
   replicaView = new DynamoStore(replicaClient, tableNames(prefix), shardCount);
   applier = new ReplicaApplier(replicaStore, homeStore, systemClock());
@@ -540,19 +532,18 @@ describe('Class: ReplicaApplier', () => {
     async function freshPair() {
       const pairPrefix = uniquePrefix('shared');
       const { store: home } = await createStore(pairPrefix, shardCount);
-      const admin = new DynamoDBClient({ region: replicaRegion, endpoint, credentials: localCredentials });
-      try {
-        await ensureTables(admin, tableNames(pairPrefix));
-      } finally {
-        admin.destroy();
-      }
-      const replica = new CountingReplicaStore(replicaClient, tableNames(pairPrefix));
-      const view = new DynamoStore(replicaClient, tableNames(pairPrefix), shardCount);
+      const { client, tables: pairTables } = await createReplicaRegion(pairPrefix, replicaRegion);
+      const replica = new CountingReplicaStore(client, pairTables);
+      const view = new DynamoStore(client, pairTables, shardCount);
       const homeWriter = makeDynamoClient({ region: homeRegion, endpoint });
       const putHome = async (entries: readonly LogEntry[]) => {
-        for (const entry of entries) await homeWriter.send(new PutCommand({ TableName: tableNames(pairPrefix).log, Item: fromLogEntry(entry) }));
+        for (const entry of entries) await homeWriter.send(new PutCommand({ TableName: pairTables.log, Item: fromLogEntry(entry) }));
       };
-      return { home, replica, view, putHome, applier: new ReplicaApplier(replica, home, systemClock()), destroy: () => homeWriter.destroy() };
+      const destroy = () => {
+        homeWriter.destroy();
+        client.destroy();
+      };
+      return { home, replica, view, putHome, applier: new ReplicaApplier(replica, home, systemClock()), destroy };
     }
 
     it('applies the shards that continue what it knows in one transaction, and a shard with a gap on its own', async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { applyTransactionBytesMax, chunkRuns, decideApply, emptyProgress, entryApplyBytes, netEffects, packRuns, runEntriesMax, runItemsMax, type KvEffect, type ReplicaProgress } from '../../lib/core/apply.ts';
+import { chunkRuns, decideApply, emptyProgress, netEffects, packRuns, runEntriesMax, runItemsMax, type KvEffect, type ReplicaProgress } from '../../lib/core/apply.ts';
 import { limits } from '../../lib/core/limits.ts';
-import { genesisHash, sealEntry, type LogEntry, type Operation } from '../../lib/core/log.ts';
+import { genesisHash, sealEntry, transactionBytesOf, type LogEntry, type Operation } from '../../lib/core/log.ts';
 
 const textEncoder = new TextEncoder();
 const text = (value: string): Uint8Array => textEncoder.encode(value);
@@ -260,7 +260,7 @@ describe('Function: chunkRuns (bytes)', () => {
 
     // Assess
     expect(runs.length).toBeGreaterThan(1);
-    for (const run of runs) expect(run.reduce((sum, entry) => sum + entryApplyBytes(entry), 0)).toBeLessThanOrEqual(applyTransactionBytesMax);
+    for (const run of runs) expect(run.reduce((sum, entry) => sum + transactionBytesOf(entry.ops), 0)).toBeLessThanOrEqual(limits.transactionBytesMax);
     expect(runs.flat()).toEqual(chain);
   });
 });

@@ -1,19 +1,17 @@
 import { randomUUID } from 'node:crypto';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApplyHandler } from '../../functions/apply.ts';
-import { localCredentials, makeDynamoClient } from '../../lib/adapters/aws/clients.ts';
+import { makeDynamoClient } from '../../lib/adapters/aws/clients.ts';
 import { DynamoStore, fromLogEntry } from '../../lib/adapters/aws/dynamo-store.ts';
 import { DynamoReplicaStore } from '../../lib/adapters/aws/replica-store.ts';
 import { encodeEntryMessage } from '../../lib/adapters/aws/replication.ts';
 import { systemClock } from '../../lib/clock.ts';
 import { sealEntry, verifyChain, type LogEntry } from '../../lib/core/log.ts';
-import { tableNames, type TableNames } from '../../lib/infra/schema.ts';
-import { ensureTables } from '../../lib/local/tables.ts';
+import type { TableNames } from '../../lib/infra/schema.ts';
 import { ReplicaApplier } from '../../lib/service/replica-applier.ts';
-import { createStore, uniquePrefix } from '../support.ts';
+import { createReplicaRegion, createStore, uniquePrefix } from '../support.ts';
 
 const replicaRegion = 'eu-west-1';
 const shardCount = 8;
@@ -84,13 +82,7 @@ beforeAll(async () => {
   ({ tables, endpoint } = await createStore(prefix, shardCount));
   homeClient = makeDynamoClient({ region: 'us-east-1', endpoint });
   home = new CountingStore(homeClient, tables, shardCount);
-  const admin = new DynamoDBClient({ region: replicaRegion, endpoint, credentials: localCredentials });
-  try {
-    await ensureTables(admin, tableNames(prefix));
-  } finally {
-    admin.destroy();
-  }
-  replicaClient = makeDynamoClient({ region: replicaRegion, endpoint });
+  ({ client: replicaClient } = await createReplicaRegion(prefix, replicaRegion));
   replica = new DynamoReplicaStore(replicaClient, tables);
   replicaView = new DynamoStore(replicaClient, tables, shardCount);
   applier = new ReplicaApplier(replica, home, systemClock());

@@ -66,7 +66,7 @@ export class DynamoReplicaStore {
   async applyRun(shard: number, from: ReplicaProgress, entries: readonly LogEntry[], nowMs: number): Promise<ReplicaProgress> {
     let progress: ReplicaProgress = from;
     for (const run of chunkRuns(entries)) {
-      progress = await this.#applyOne(shard, progress, run, nowMs);
+      progress = (await this.#transact([{ shard, from: progress, entries: run }], nowMs))[0] as ReplicaProgress;
     }
     return progress;
   }
@@ -113,6 +113,11 @@ export class DynamoReplicaStore {
    * moved, or any shard on a conflict) and applies nothing when any condition fails.
    */
   async applyRuns(runs: readonly { shard: number; from: ReplicaProgress; entries: readonly LogEntry[] }[], nowMs: number): Promise<ReplicaProgress[]> {
+    return this.#transact(runs, nowMs);
+  }
+
+  /** One apply transaction of one or more runs (`applyRun` sends each chunk of a run this way). */
+  async #transact(runs: readonly { shard: number; from: ReplicaProgress; entries: readonly LogEntry[] }[], nowMs: number): Promise<ReplicaProgress[]> {
     const built = runs.map(({ shard, from, entries }) => this.#runItems(shard, from, entries, nowMs));
     const items = built.flatMap((run) => run.items);
     assert(items.length <= 100, 'packed apply runs fit one transaction');
@@ -132,20 +137,6 @@ export class DynamoReplicaStore {
       throw error;
     }
     return built.map((run) => run.progress);
-  }
-
-  async #applyOne(shard: number, from: ReplicaProgress, run: readonly LogEntry[], nowMs: number): Promise<ReplicaProgress> {
-    const { items, progress } = this.#runItems(shard, from, run, nowMs);
-    try {
-      await this.client.send(new TransactWriteCommand({ TransactItems: items }));
-    } catch (error) {
-      if (error instanceof TransactionCanceledException) {
-        const codes = (error.CancellationReasons ?? []).map((reason) => reason.Code);
-        if (codes[0] === 'ConditionalCheckFailed' || codes.includes('TransactionConflict')) throw new ProgressMovedError(shard);
-      }
-      throw error;
-    }
-    return progress;
   }
 
   /** A run's items: the conditional progress put first, then the log copies and the net kv changes. */
