@@ -8,10 +8,12 @@ import type { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import type { Shipper, ShipOutcome } from '../adapters/aws/replication.ts';
 import { ackMet, ackRequirement, modeStrength, replicationModes, type ReplicationMode } from '../core/replication.ts';
 import { shardOf } from '../core/shard.ts';
+import { DurabilityGuards, type DurabilityGuard } from './durability-guards.ts';
 import {
   EpochKvError,
   HeadConflictError,
   NoLeaderError,
+  NotFoundError,
   OutcomeUnknownError,
   ReplicationUnmetError,
   RetriesExhaustedError,
@@ -19,6 +21,7 @@ import {
   TooManyRequestsError,
   TransactionRaceError,
   ValidationError,
+  VersionConflictError,
 } from '../ports/errors.ts';
 import type { KvChange, KvItem, ListPage, LogHead, Precondition, Store } from '../ports/store.ts';
 
@@ -85,6 +88,8 @@ interface PendingWrite {
   mode: ReplicationMode;
   /** The entry of its last commit attempt: after a timeout, the log tells whether it committed. */
   entry: LogEntry | undefined;
+  /** quorum/all: the durability guard of that attempt's entry. */
+  guard: DurabilityGuard | undefined;
 }
 
 interface Committed {
@@ -149,8 +154,8 @@ export class KvService {
   /** Writes waiting for their shard's committer in this instance; a shard has a queue while its committer runs (see #enqueue). */
   readonly #pendingWrites = new Map<number, Queued[]>();
   readonly #inSyncSets = new Map<number, { regions: string[]; readAtMs: number }>();
-  /** Committed entries (`shard:index`) still waiting for quorum/all replication in this instance. */
-  readonly #notDurable = new Map<string, Promise<string[]>>();
+  /** This instance's quorum/all writes not yet known durable (see DurabilityGuards). */
+  readonly #durability: DurabilityGuards;
   #watching = 0;
 
   constructor(
@@ -159,7 +164,9 @@ export class KvService {
     private readonly clock: Clock,
     private readonly replication: { shipper?: Shipper | undefined; local?: LocalReplica | undefined; log?: (line: string) => void } = {},
     private readonly random: () => number = Math.random,
-  ) {}
+  ) {
+    this.#durability = new DurabilityGuards((shard, index, mode) => this.#appliedByReplicas(shard, index, mode), replication.log);
+  }
 
   /**
    * Fault injection (chaos suite, local cloud only): awaited after the lease is read and before
@@ -201,7 +208,7 @@ export class KvService {
       }
     }
     const item = await this.store.getItem(shard, key, true);
-    await this.#checkDurable(key, item);
+    await this.#durability.check(shard, key, item?.index, 'read');
     // A missing key says nothing about the index observed: take the head, so a later session
     // read cannot see the key come back from an older state.
     const observed = item?.index ?? (await this.store.readHead(shard))?.index ?? 0;
@@ -232,7 +239,7 @@ export class KvService {
       if (attempt > 0) await sleep(backoffMs(attempt, limits.retryBackoffMsBase, limits.retryBackoffMsMax, this.random));
       const lease = await this.#liveLease(shard);
       if (this.beforeCommit !== undefined) await this.beforeCommit(shard, lease.epoch);
-      const pending: PendingWrite = { change, precondition, operation, requestId, epoch: lease.epoch, mode, entry: undefined };
+      const pending: PendingWrite = { change, precondition, operation, requestId, epoch: lease.epoch, mode, entry: undefined, guard: undefined };
       try {
         const shipped = await this.#enqueue(shard, pending);
         const committed = shipped.entry;
@@ -245,6 +252,9 @@ export class KvService {
         } else if (error instanceof HeadConflictError || error instanceof TransactionRaceError) {
           lastRace = error;
         } else if (error instanceof EpochKvError) {
+          // A refused condition tells the key's current state as surely as a read does.
+          if (error instanceof VersionConflictError) await this.#durability.check(shard, change.key, error.currentVersion, 'refusal');
+          if (error instanceof NotFoundError) await this.#durability.check(shard, change.key, undefined, 'refusal');
           throw error;
         } else {
           // Not a refusal: a timeout or a dropped connection. The transaction may have
@@ -255,12 +265,18 @@ export class KvService {
           const stored = await this.store.readLogEntry(shard, entry.index).catch(() => undefined);
           if (stored?.requestId === requestId) {
             // Committed, but never shipped by us: ship it now, so quorum/all still hold.
-            const acceptedBy = await this.#awaitReplication(stored, mode, this.#ship(stored));
+            const replicated = this.#awaitReplication(stored, mode, this.#ship(stored));
+            this.#durability.follow(pending.guard, replicated);
+            const acceptedBy = await replicated;
             return { key: change.key, shard, version: entry.index, epoch: entry.epoch, index: entry.index, replication: { mode, acceptedBy } };
           }
           if (stored === undefined) {
+            // Not in the log now, but a timed-out transaction might still land: treat a later
+            // sight of the index as unconfirmed (a strong read checks the replicas) rather than durable.
+            this.#durability.unconfirm(pending.guard);
             throw new OutcomeUnknownError(`the write to "${change.key}" may or may not have been applied: ${String(error)}`);
           }
+          this.#durability.release(pending.guard);
           lastRace = new HeadConflictError(shard, entry.index);
         }
       }
@@ -321,6 +337,8 @@ export class KvService {
       });
       previous = entry;
       write.entry = entry;
+      // Before the transaction is sent: its item is visible the moment DynamoDB applies it.
+      write.guard = write.mode === 'async' ? undefined : this.#durability.open(entry, write.change.key, write.change.type === 'delete', write.mode);
       return { entry, kv: { change: write.change, precondition: write.precondition } };
     });
     try {
@@ -330,6 +348,7 @@ export class KvService {
         // next group (resealed at the same head, which is still current).
         const kept: Queued[] = [];
         for (const [position, queued] of group.entries()) {
+          this.#durability.release(queued.write.guard);
           const refusal = outcome.refused.get(position);
           if (refusal === undefined) kept.push(queued);
           else queued.reject(refusal);
@@ -340,6 +359,8 @@ export class KvService {
     } catch (error) {
       // Forget a head that proved stale (or may be) before the next group uses it.
       if (error instanceof HeadConflictError || !(error instanceof EpochKvError)) this.#heads.delete(shard);
+      // A refusal committed nothing; after a timeout the writer reads the log and settles its guard.
+      if (error instanceof EpochKvError) for (const queued of group) this.#durability.release(queued.write.guard);
       for (const queued of group) queued.reject(error);
       return;
     }
@@ -348,7 +369,8 @@ export class KvService {
       const { entry } = requests[position]!;
       // Queued for sending in log order before the shard's next group commits, so sends keep log order.
       const replicated = this.#awaitReplication(entry, queued.write.mode, this.#ship(entry));
-      queued.resolve({ entry, replicated: queued.write.mode === 'async' ? replicated : this.#trackDurability(entry, replicated) });
+      this.#durability.follow(queued.write.guard, replicated);
+      queued.resolve({ entry, replicated });
     }
   }
 
@@ -386,33 +408,13 @@ export class KvService {
     );
   }
 
-  /**
-   * quorum/all: until the entry is durable in the replica regions, a strong read through this
-   * instance that finds it waits, and answers 503 if it never became durable — so no reader
-   * sees a value the loss of the home region could take back. (Another API instance reading
-   * in those milliseconds can: see "Disaster recovery" in the README.)
-   */
-  #trackDurability(entry: LogEntry, replicated: Promise<string[]>): Promise<string[]> {
-    const id = `${entry.shard}:${entry.index}`;
-    this.#notDurable.set(id, replicated);
-    const forget = () => {
-      if (this.#notDurable.get(id) === replicated) this.#notDurable.delete(id);
-    };
-    replicated.then(forget, forget);
-    return replicated;
-  }
-
-  async #checkDurable(key: string, item: KvItem | undefined): Promise<void> {
-    if (item === undefined) return;
-    const pending = this.#notDurable.get(`${item.shard}:${item.index}`);
-    if (pending === undefined) return;
-    const durable = await pending.then(
-      () => true,
-      () => false,
-    );
-    if (!durable) {
-      throw new ReplicationUnmetError(`the latest write to "${key}" (index ${item.index}) did not reach the replica regions its mode needs, so its outcome is unknown and it is not shown; retry shortly`, item.index);
-    }
+  /** Whether the replica regions' reports show the index applied where the mode needs it. */
+  async #appliedByReplicas(shard: number, index: number, mode: ReplicationMode): Promise<boolean> {
+    const replicaRegions = this.options.replicaRegions ?? this.replication.shipper?.regions() ?? [];
+    const inSync = mode === 'all' ? await this.#inSync(shard, replicaRegions) : replicaRegions;
+    const reports = await this.store.readReplicaReports();
+    const applied = reports.filter((report) => report.shard === shard && report.appliedIndex >= index).map((report) => report.region);
+    return ackMet(ackRequirement(mode, replicaRegions, inSync), applied).met;
   }
 
   /** The shard's in-sync set (`all` mode), cached for a tick; every replica region until a leader wrote one. */
@@ -429,7 +431,9 @@ export class KvService {
   async list(prefix: string, limit: number, after: string | undefined, consistency: Consistency): Promise<ListPage> {
     const local = this.replication.local;
     if (consistency === 'eventual' && local !== undefined) return local.store.list(prefix, limit, after, false);
-    return this.store.list(prefix, limit, after, consistency !== 'eventual');
+    const page = await this.store.list(prefix, limit, after, consistency !== 'eventual');
+    if (consistency !== 'eventual') for (const item of page.items) await this.#durability.check(item.shard, item.key, item.index, 'read');
+    return page;
   }
 
   /** Entries of this region's copy of a shard's log from `fromIndex`, waiting up to `waitMs` for some. */

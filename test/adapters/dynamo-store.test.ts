@@ -1,10 +1,13 @@
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { makeSqsClient } from '../../lib/adapters/aws/clients.ts';
 import type { DynamoStore } from '../../lib/adapters/aws/dynamo-store.ts';
+import { Shipper } from '../../lib/adapters/aws/replication.ts';
 import { systemClock } from '../../lib/clock.ts';
 import { sealEntry, verifyChain, type LogEntry } from '../../lib/core/log.ts';
-import { HeadConflictError, NoLeaderError, NotFoundError, StaleEpochError, VersionConflictError } from '../../lib/ports/errors.ts';
+import { ensureReplicationQueue } from '../../lib/local/queues.ts';
+import { HeadConflictError, NoLeaderError, NotFoundError, ReplicationUnmetError, StaleEpochError, VersionConflictError } from '../../lib/ports/errors.ts';
 import { KvService } from '../../lib/service/kv-service.ts';
-import { createStore, keyInShard, uniquePrefix } from '../support.ts';
+import { createStore, keyInShard, uniquePrefix, waitUntil } from '../support.ts';
 
 const shardCount = 8;
 const holder = { node: 'node-a', incarnation: '000000000000001-aaaa' };
@@ -356,6 +359,114 @@ describe('Class: KvService', () => {
     // The marker, the first write, 40 writes, one create of the contested key.
     expect(log).toHaveLength(1 + 1 + keys.length + 1);
     expect(new TextDecoder().decode((await service.read(taken, 'strong', {})).item?.value)).toBe('first');
+  });
+
+  describe('quorum writes and strong reads (the durability guard)', () => {
+    const replicaRegion = 'eu-west-1';
+
+    /**
+     * A service in quorum mode with one replica region whose commit answers wait for `gate`
+     * after DynamoDB applied them: the window in which the item is visible but the writer has
+     * not heard back. `queue`: whether the replica region's queue exists (else every ship misses).
+     */
+    async function quorumService(label: string, queue: boolean) {
+      const prefix = uniquePrefix(label);
+      const { store } = await createStore(prefix, shardCount);
+      if (queue) await ensureReplicationQueue(makeSqsClient({ region: replicaRegion, endpoint: inject('sqsEndpoint') }), prefix);
+      let opened: () => void = () => undefined;
+      const gate = new Promise<void>((resolve) => {
+        opened = resolve;
+      });
+      const applied: number[] = [];
+      const readsDone: string[] = [];
+      const commitGroup = store.commitGroup.bind(store);
+      store.commitGroup = async (requests) => {
+        const outcome = await commitGroup(requests);
+        applied.push(requests.length);
+        await gate;
+        return outcome;
+      };
+      const getItem = store.getItem.bind(store);
+      store.getItem = async (shard, key, consistent) => {
+        const item = await getItem(shard, key, consistent);
+        readsDone.push(key);
+        return item;
+      };
+      const shipper = new Shipper({ prefix, regions: [replicaRegion], endpoint: inject('sqsEndpoint') });
+      const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250, replication: 'quorum' }, systemClock(), { shipper });
+      return { store, service, open: () => opened(), applied, readsDone };
+    }
+
+    it('holds a strong read that finds a write whose commit answer is still on its way until a replica queue has the entry', async () => {
+      // Prepare
+      const { store, service, open, applied, readsDone } = await quorumService('guard', true);
+      const key = 'in-flight';
+      await acquire(store, service.shardOf(key), holder);
+
+      // Act: the transaction is applied, its answer held; a strong read finds the item meanwhile.
+      const writing = service.write({ type: 'put', key, value: text('v1') }, {});
+      await waitUntil('the commit applied in DynamoDB', async () => (applied.length > 0 ? true : undefined), 5000);
+      const events: string[] = [];
+      const reading = service.read(key, 'strong', {}).then((result) => {
+        events.push('read answered');
+        return result;
+      });
+      await waitUntil('the read found the item', async () => (readsDone.includes(key) ? true : undefined), 5000);
+      events.push('commit answer released');
+      open();
+      const [written, read] = await Promise.all([writing, reading]);
+
+      // Assess: the read answered only after the write became durable, and shows it.
+      expect(events).toEqual(['commit answer released', 'read answered']);
+      expect(written.replication).toEqual({ mode: 'quorum', acceptedBy: [replicaRegion] });
+      expect(new TextDecoder().decode(read.item?.value)).toBe('v1');
+      expect(read.item?.index).toBe(written.index);
+    });
+
+    it('answers 503 ReplicationUnmet to whatever shows a write or delete no replica queue took — strong reads, lists, refused conditions — until the replicas report it applied', async () => {
+      // Prepare: no queue in the replica region; "gone" written earlier by an async writer.
+      const { store, service, open, applied } = await quorumService('unmet', false);
+      const key = 'unconfirmed';
+      const gone = keyInShard(service.shardOf(key), shardCount, 'gone');
+      const shard = service.shardOf(key);
+      await acquire(store, shard, holder);
+      open();
+      const earlier = await new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250 }, systemClock()).write({ type: 'put', key: gone, value: text('x') }, {});
+      const deleted = await service.write({ type: 'delete', key: gone }, {}).catch((error: unknown) => error);
+
+      // Act: a put no queue takes, read before the writer has its answer, then after it failed.
+      applied.length = 0;
+      const writing = service.write({ type: 'put', key, value: text('maybe') }, {}).catch((error: unknown) => error);
+      await waitUntil('the commit applied in DynamoDB', async () => (applied.length > 0 ? true : undefined), 5000);
+      const beforeAnswer = await service.read(key, 'strong', {}).catch((error: unknown) => error);
+      const written = await writing;
+      const refusals = {
+        read: await service.read(key, 'strong', {}).catch((error: unknown) => error),
+        list: await service.list('uncon', 10, undefined, 'strong').catch((error: unknown) => error),
+        readDeleted: await service.read(gone, 'strong', {}).catch((error: unknown) => error),
+        staleCas: await service.write({ type: 'put', key, value: text('cas') }, { ifVersion: 1 }).catch((error: unknown) => error),
+        deleteAgain: await service.write({ type: 'delete', key: gone }, {}).catch((error: unknown) => error),
+      };
+      const eventual = await service.read(key, 'eventual', {});
+      const head = (await store.readHead(shard))?.index ?? 0;
+      await store.putReplicaReports([{ region: replicaRegion, shard, appliedIndex: head, appliedAtMs: Date.now(), lastLagMs: 5, reportedAtMs: Date.now() }]);
+      const afterRepair = await service.read(key, 'strong', {});
+      const deletedAfterRepair = await service.read(gone, 'strong', {});
+
+      // Assess: committed at home, never shown until a replica has it; nothing more written.
+      expect([deleted, written, beforeAnswer]).toEqual([expect.any(ReplicationUnmetError), expect.any(ReplicationUnmetError), expect.any(ReplicationUnmetError)]);
+      expect((beforeAnswer as Error).message).toMatch(/latest write of "unconfirmed" \(index \d+\) has not reached the replica regions quorum replication needs.*not shown; retry shortly/);
+      expect((refusals.read as Error).message).toBe((beforeAnswer as Error).message);
+      expect((refusals.list as Error).message).toBe((beforeAnswer as Error).message);
+      expect((refusals.readDeleted as Error).message).toMatch(new RegExp(`latest delete of "${gone}" \\(index ${earlier.index + 1}\\) has not reached`));
+      expect((refusals.staleCas as Error).message).toMatch(/"unconfirmed" was last changed by a write \(index \d+\) that has not reached .* whether this write's condition holds is unknown; nothing was written/);
+      expect((refusals.deleteAgain as Error).message).toMatch(new RegExp(`"${gone}" was last changed by a delete .* nothing was written`));
+      for (const refusal of Object.values(refusals)) expect(refusal).toBeInstanceOf(ReplicationUnmetError);
+      expect(head).toBe(earlier.index + 2);
+      expect(new TextDecoder().decode(eventual.item?.value)).toBe('maybe');
+      expect(new TextDecoder().decode(afterRepair.item?.value)).toBe('maybe');
+      expect(deletedAfterRepair.item).toBeUndefined();
+    });
   });
 
   it('refuses writes to a shard without a live leader with a NoLeaderError', async () => {
