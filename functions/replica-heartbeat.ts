@@ -22,8 +22,8 @@ export interface ReplicaHeartbeatOptions {
 /**
  * The replica region's heartbeat: every tick it reports `appliedIndex` per shard to the home
  * `control` table (the lag the dashboard, metrics and alarms show), and pulls from the home
- * log any shard that is behind the home head and made no progress since the last tick — the
- * case of a lost last message, which no later message would reveal.
+ * log any shard that made no progress for a while and is behind the home head — the case of a
+ * lost last message, which no later message would reveal.
  */
 export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Promise<{ ticks: number; repaired: number }> {
   const { config, replica, home, applier, clock, log } = options;
@@ -33,30 +33,40 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
   const idleMs = Math.max(4 * config.tickMs, 1_000);
   const lastReported = new Map<number, { appliedIndex: number; atMs: number }>();
   const reportEveryMs = 10 * config.tickMs;
+  const lastHeadReadMs = new Map<number, number>();
   const pullBehindEntries = 64;
   const summary = { ticks: 0, repaired: 0 };
   while (!options.signal?.aborted && clock.monotonicMs() - startedMs < options.budgetMs) {
     const tickStartMs = clock.monotonicMs();
     summary.ticks += 1;
     try {
-      const [progress, heads] = await Promise.all([
-        replica.readAllProgress(),
-        Promise.all(Array.from({ length: config.shardCount }, (_, shard) => home.readHead(shard))),
-      ]);
+      const progress = await replica.readAllProgress();
+      // A shard whose progress moved is being fed (by its messages, and by the apply handler's
+      // pulls when they queue up); one that stood still for idleMs may have lost its last
+      // message, which no later message would reveal: that one reads the home head every tick.
+      // A moving shard reads it every reportEveryMs, for the lag metric and the catch-up of a
+      // shard far behind — under load that spares the home table most of a read per shard per tick.
+      const nowMs = clock.monotonicMs();
+      const idle = (shard: number) => {
+        const seen = lastApplied.get(shard);
+        return seen !== undefined && seen.appliedIndex === (progress.get(shard)?.appliedIndex ?? 0) && nowMs - seen.sinceMs >= idleMs;
+      };
+      const headShards = Array.from({ length: config.shardCount }, (_, shard) => shard).filter((shard) => idle(shard) || nowMs - (lastHeadReadMs.get(shard) ?? Number.NEGATIVE_INFINITY) >= reportEveryMs);
+      const heads = new Map(await Promise.all(headShards.map(async (shard) => [shard, await home.readHead(shard)] as const)));
+      for (const shard of headShards) lastHeadReadMs.set(shard, nowMs);
       const reports: ReplicaReport[] = [];
       await Promise.all(
         Array.from({ length: config.shardCount }, async (_, shard) => {
           let appliedIndex = progress.get(shard)?.appliedIndex ?? 0;
-          const headIndex = heads[shard]?.index ?? 0;
           const seen = lastApplied.get(shard);
-          const idle = seen !== undefined && seen.appliedIndex === appliedIndex && clock.monotonicMs() - seen.sinceMs >= idleMs;
+          const headIndex = heads.get(shard)?.index ?? 0;
           let repaired = 0;
           // Pull when the last message may be lost (idle behind the head), and also when far
-          // behind under load: one read of the home log and one transaction per 49 entries
-          // catch up faster than one message per shard per receive.
-          if (appliedIndex < headIndex && (idle || headIndex - appliedIndex >= pullBehindEntries)) {
+          // behind: one read of the home log and one transaction per 49 entries catch up faster
+          // than one message per shard per receive.
+          if (heads.has(shard) && appliedIndex < headIndex && (idle(shard) || headIndex - appliedIndex >= pullBehindEntries)) {
             repaired = await applier.repair(shard, headIndex);
-            if (repaired > 0) log(`replica ${config.region}: shard ${shard} at ${appliedIndex} behind home head ${headIndex}${idle ? ` for ${idleMs} ms` : ''}; pulled ${repaired} entries`);
+            if (repaired > 0) log(`replica ${config.region}: shard ${shard} at ${appliedIndex} behind home head ${headIndex}${idle(shard) ? ` for ${idleMs} ms` : ''}; pulled ${repaired} entries`);
             summary.repaired += repaired;
           }
           // The progress read at the top of the tick is current unless this tick repaired.
@@ -66,8 +76,8 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
           // A report is a write to the home region: send it when the shard moved, else only as a
           // keepalive, so an idle cluster does not pay for a write per shard per tick.
           const reported = lastReported.get(shard);
-          const nowMs = clock.monotonicMs();
-          if (reported === undefined || reported.appliedIndex !== appliedIndex || nowMs - reported.atMs >= reportEveryMs) {
+          const reportMs = clock.monotonicMs();
+          if (reported === undefined || reported.appliedIndex !== appliedIndex || reportMs - reported.atMs >= reportEveryMs) {
             reports.push({ region: config.region, shard, appliedIndex, appliedAtMs: current.appliedAtMs, lastLagMs: current.lastLagMs, reportedAtMs: clock.wallMs() });
           }
         }),

@@ -3,6 +3,7 @@ import { PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApplyHandler } from '../../functions/apply.ts';
+import { runReplicaHeartbeat } from '../../functions/replica-heartbeat.ts';
 import { makeDynamoClient } from '../../lib/adapters/aws/clients.ts';
 import { DynamoStore, fromLogEntry } from '../../lib/adapters/aws/dynamo-store.ts';
 import { DynamoReplicaStore } from '../../lib/adapters/aws/replica-store.ts';
@@ -10,19 +11,25 @@ import { encodeEntryMessage } from '../../lib/adapters/aws/replication.ts';
 import { systemClock } from '../../lib/clock.ts';
 import { sealEntry, verifyChain, type LogEntry } from '../../lib/core/log.ts';
 import type { TableNames } from '../../lib/infra/schema.ts';
+import type { LogHead } from '../../lib/ports/store.ts';
 import { ReplicaApplier } from '../../lib/service/replica-applier.ts';
-import { createReplicaRegion, createStore, uniquePrefix } from '../support.ts';
+import { createReplicaRegion, createStore, uniquePrefix, waitUntil } from '../support.ts';
 
 const replicaRegion = 'eu-west-1';
 const shardCount = 8;
 const textEncoder = new TextEncoder();
 
-/** The home store, counting its log reads: a pull is one, a delivered message none. */
+/** The home store, counting its log reads (a pull is one, a delivered message none) and head reads per shard. */
 class CountingStore extends DynamoStore {
   logReads = 0;
+  readonly headReads = new Map<number, number>();
   override async readLog(shard: number, fromIndex: number, limit: number): Promise<LogEntry[]> {
     this.logReads += 1;
     return super.readLog(shard, fromIndex, limit);
+  }
+  override async readHead(shard: number): Promise<LogHead | undefined> {
+    this.headReads.set(shard, (this.headReads.get(shard) ?? 0) + 1);
+    return super.readHead(shard);
   }
 }
 
@@ -64,6 +71,7 @@ function recordOf(entry: LogEntry, queuedMs: number): SQSRecord {
 const eventOf = (records: SQSRecord[]): SQSEvent => ({ Records: records });
 
 let tables: TableNames;
+let tablePrefix: string;
 let homeClient: DynamoDBDocumentClient;
 let replicaClient: DynamoDBDocumentClient;
 let home: CountingStore;
@@ -80,6 +88,7 @@ beforeAll(async () => {
   const prefix = uniquePrefix('apply');
   let endpoint: string;
   ({ tables, endpoint } = await createStore(prefix, shardCount));
+  tablePrefix = prefix;
   homeClient = makeDynamoClient({ region: 'us-east-1', endpoint });
   home = new CountingStore(homeClient, tables, shardCount);
   ({ client: replicaClient } = await createReplicaRegion(prefix, replicaRegion));
@@ -185,5 +194,52 @@ describe('Function: createApplyHandler', () => {
     expect(next.batchItemFailures).toEqual([]);
     expect(home.logReads).toBe(logReadsAfterPull);
     expect((await replica.readProgress(shard)).appliedIndex).toBe(5);
+  });
+});
+
+describe('Function: runReplicaHeartbeat', () => {
+  it('pulls a shard that stood still behind the home head, and reads the head of a shard that moves only every 10 ticks', async () => {
+    // Prepare: shard 5 has 10 entries at home, 6 applied, and no more messages coming (its
+    // last ones were lost); shard 6 is fed one message at a time while the heartbeat runs.
+    const still = 5;
+    const moving = 6;
+    const stillChain = extendChain(still, undefined, 10);
+    const movingChain = extendChain(moving, undefined, 80);
+    await putHomeLog([...stillChain, ...movingChain]);
+    await applier.deliverAll(new Map([[still, stillChain.slice(0, 6)]]));
+    const config = { region: replicaRegion, homeRegion: 'us-east-1', replicaRegions: [replicaRegion], tablePrefix, tables, shardCount, leaseMs: 2000, tickMs: 50, nodeIds: [], replication: 'async' as const, dynamoEndpoint: undefined, sqsEndpoint: undefined, local: true };
+    const stop = new AbortController();
+    const logged: string[] = [];
+    let fed = 0;
+    const feeding = (async () => {
+      while (!stop.signal.aborted && fed < movingChain.length) {
+        await applier.deliverAll(new Map([[moving, [movingChain[fed] as LogEntry]]]));
+        fed += 1;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    home.headReads.clear();
+
+    // Act
+    const startMs = performance.now();
+    const beating = runReplicaHeartbeat({ config, replica, home, applier, budgetMs: 20_000, clock: systemClock(), log: (line) => logged.push(line), signal: stop.signal });
+    await waitUntil('shard 5 pulled to the home head', async () => ((await replica.readProgress(still)).appliedIndex === 10 ? true : undefined), 10_000);
+    stop.abort();
+    const summary = await beating;
+    const elapsedMs = performance.now() - startMs;
+    await feeding;
+
+    // Assess
+    expect(summary.repaired).toBeGreaterThanOrEqual(4);
+    expect(logged.some((line) => line.includes(`shard ${still} at 6 behind home head 10`))).toBe(true);
+    expect(home.headReads.get(still)).toBeGreaterThanOrEqual(1);
+    expect(fed).toBeGreaterThan(0);
+    // Every tick read every head before: the moving shard now reads it every 10 ticks (500 ms).
+    expect(summary.ticks).toBeGreaterThanOrEqual(8);
+    expect(home.headReads.get(moving)).toBeGreaterThanOrEqual(1);
+    expect(home.headReads.get(moving)).toBeLessThanOrEqual(Math.floor(elapsedMs / 500) + 1);
+    expect(home.headReads.get(moving)).toBeLessThan(summary.ticks);
+    const reports = await home.readReplicaReports();
+    expect(reports.find((report) => report.region === replicaRegion && report.shard === moving)?.appliedIndex).toBeGreaterThan(0);
   });
 });
