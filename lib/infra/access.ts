@@ -1,26 +1,27 @@
 import { ArnFormat, Stack } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
-import type * as iam from 'aws-cdk-lib/aws-iam';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { InfraConfig } from './config.ts';
 import type { TableRole, TableSet } from './data.ts';
 import { replicationQueueNames } from './names.ts';
-import { tableDefinitions, tableNames } from './schema.ts';
+import { replicaReportPartition, tableDefinitions, tableNames } from './schema.ts';
 
 /**
  * The DynamoDB actions the store adapters issue (`lib/adapters/aws`), grouped by what a handler
  * does with a table. There is no IAM action for TransactWriteItems: each of its parts is
  * authorized as the single-item action it performs (ConditionCheck, Put, Update, Delete).
- * Scan, BatchGetItem, BatchWriteItem, DescribeTable and streams are never used, so never granted.
+ * Scan, BatchGetItem, DescribeTable and streams are never used, so never granted; BatchWriteItem
+ * only to replica heartbeats, for their reports, and only in the reports' partition.
  */
 export const dynamoActions = {
   /** GetItem and Query (consistent or not). */
   read: ['dynamodb:GetItem', 'dynamodb:Query'],
   /** Everything a TransactWriteItems (and the single-item writes) can do. */
   transactWrite: ['dynamodb:ConditionCheckItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
-  /** Replica progress reports: a plain PutItem on the home `control` table. */
-  putItem: ['dynamodb:PutItem'],
+  /** Replica progress reports: PutItem and BatchWriteItem on the home `control` table's report partition. */
+  replicaReports: ['dynamodb:BatchWriteItem', 'dynamodb:PutItem'],
 } as const;
 
 export function grantTableRead(grantee: iam.IGrantable, ...tables: dynamodb.ITable[]): void {
@@ -31,8 +32,19 @@ export function grantTableTransactWrite(grantee: iam.IGrantable, ...tables: dyna
   for (const table of tables) table.grant(grantee, ...dynamoActions.transactWrite);
 }
 
-export function grantTablePut(grantee: iam.IGrantable, ...tables: dynamodb.ITable[]): void {
-  for (const table of tables) table.grant(grantee, ...dynamoActions.putItem);
+/**
+ * Replica heartbeats write their progress reports with BatchWriteItem, which could also delete
+ * any item: the `dynamodb:LeadingKeys` condition keeps them to the reports' partition, so a
+ * heartbeat can never touch a lease, a node heartbeat or the cluster record.
+ */
+export function grantReplicaReports(grantee: iam.IGrantable, control: dynamodb.ITable): void {
+  grantee.grantPrincipal.addToPrincipalPolicy(
+    new iam.PolicyStatement({
+      actions: [...dynamoActions.replicaReports],
+      resources: [control.tableArn],
+      conditions: { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [replicaReportPartition] } },
+    }),
+  );
 }
 
 /** A region's own stateful resources, by construct reference (from its data stack). */

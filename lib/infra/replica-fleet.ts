@@ -4,7 +4,7 @@ import * as targets from 'aws-cdk-lib/aws-events-targets';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { grantTablePut, grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
+import { grantReplicaReports, grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
 import type { InfraConfig } from './config.ts';
 import { applyTimeout } from './data.ts';
 import { HandlerFunction } from './handler-function.ts';
@@ -81,9 +81,9 @@ export class ReplicaHeartbeatSchedule extends Construct {
     // Repairs apply through the same transaction as the apply function.
     grantTableRead(fn, cluster.localTables.control, cluster.localTables.log, cluster.localTables.kv);
     grantTableTransactWrite(fn, cluster.localTables.control, cluster.localTables.log, cluster.localTables.kv);
-    // Home heads and missing ranges are read from the home log; reports are put in home `control`.
+    // Home heads and missing ranges are read from the home log; reports go to home `control`.
     grantTableRead(fn, cluster.homeTables.log);
-    grantTablePut(fn, cluster.homeTables.control);
+    grantReplicaReports(fn, cluster.homeTables.control);
     this.rule = new events.Rule(this, 'Schedule', {
       ruleName: `${config.prefix}-replica-heartbeat`,
       description: 'Starts the epochkv replica heartbeat every minute',

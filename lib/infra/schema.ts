@@ -18,9 +18,13 @@ export const controlTable: TableDefinition = {
   suffix: 'control',
   // pk 'lease' / sk shard: all leases in one partition, read with one consistent Query.
   // pk 'node' / sk node id: heartbeats.
+  // pk 'replica' / sk region#shard: replica progress reports (replicaReportPartition).
   partitionKey: { name: 'pk', type: 'S' },
   sortKey: { name: 'sk', type: 'S' },
 };
+
+/** The control partition of replica progress reports: the only one replica heartbeats may write. */
+export const replicaReportPartition = 'replica';
 
 export const logTable: TableDefinition = {
   suffix: 'log',

@@ -210,7 +210,9 @@ export function tableGrants(
             if (table === undefined) continue;
             const byGrantee = grants.get(table) ?? new Map<string, Set<string>>();
             const actions = byGrantee.get(grantee) ?? new Set<string>();
-            for (const action of actionsOf(statement)) actions.add(action);
+            // A conditional grant is only part of the action: its condition goes with it.
+            const condition = statement.Condition === undefined ? '' : ` when ${JSON.stringify(statement.Condition)}`;
+            for (const action of actionsOf(statement)) actions.add(`${action}${condition}`);
             byGrantee.set(grantee, actions);
             grants.set(table, byGrantee);
           }

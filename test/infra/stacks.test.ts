@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -22,7 +22,7 @@ import { metricNames, metricNamespace } from '../../lib/infra/metrics.ts';
 import { replicationQueueNames, tableNames } from '../../lib/infra/names.ts';
 import { nodeTimeout } from '../../lib/infra/node-fleet.ts';
 import { replicaHeartbeatTimeout } from '../../lib/infra/replica-fleet.ts';
-import { replicationQueueDefinition, tableDefinitions } from '../../lib/infra/schema.ts';
+import { replicaReportPartition, replicationQueueDefinition, tableDefinitions } from '../../lib/infra/schema.ts';
 import { DataStack, stackNames } from '../../lib/infra/stacks.ts';
 import { policyDocuments, tableGrants, unauthenticatedMethods, wildcardAllowActions } from './policies.ts';
 import { uniquePrefix } from '../support.ts';
@@ -312,6 +312,32 @@ describe('Least privilege', () => {
     expect(wildcardAllowActions(Template.fromStack(stack))).toEqual([expect.stringContaining('dynamodb:*'), expect.stringContaining(': *')]);
   });
 
+  it('grants every DynamoDB action the handlers issue (a command the code sends but no policy allows fails only on AWS)', () => {
+    // The document client's commands and the IAM action each needs; a transaction's parts are
+    // authorized as the single-item actions they perform.
+    const actionOf: Record<string, readonly string[]> = {
+      Get: ['dynamodb:GetItem'],
+      Put: ['dynamodb:PutItem'],
+      Update: ['dynamodb:UpdateItem'],
+      Delete: ['dynamodb:DeleteItem'],
+      Query: ['dynamodb:Query'],
+      Scan: ['dynamodb:Scan'],
+      BatchGet: ['dynamodb:BatchGetItem'],
+      BatchWrite: ['dynamodb:BatchWriteItem'],
+      TransactWrite: dynamoActions.transactWrite,
+    };
+    const sources = ['lib/adapters/aws', 'lib/service', 'functions'].flatMap((folder) =>
+      readdirSync(path.join(projectRoot, folder))
+        .filter((name) => name.endsWith('.ts'))
+        .map((name) => readFileSync(path.join(projectRoot, folder, name), 'utf8')),
+    );
+    const issued = new Set(sources.flatMap((source) => [...source.matchAll(/new (\w+)Command\(/g)].map((match) => match[1] as string)).filter((name) => name in actionOf));
+    const granted = new Set<string>(Object.values(dynamoActions).flat());
+    const needed = [...issued].flatMap((name) => actionOf[name] ?? []);
+    expect(issued.size).toBeGreaterThanOrEqual(6);
+    expect(needed.filter((action) => !granted.has(action))).toEqual([]);
+  });
+
   it('lets only the API (every region) and the nodes write the home log; only the API writes home kv; apply never writes home tables', () => {
     const { config } = cluster;
     const dataRegion = (stackName: string) => regions().find((region) => stackNames.data(config, region) === stackName);
@@ -331,14 +357,20 @@ describe('Least privilege', () => {
     expect(writersOf(home('log'), transactWrite)).toEqual([...apis, ...nodes].sort());
     expect(writersOf(home('kv'), transactWrite)).toEqual([...apis].sort());
     expect(writersOf(home('control'), ['dynamodb:ConditionCheckItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'])).toEqual([...apis, ...nodes].sort());
-    // Replica heartbeats only put their progress reports into home control.
-    expect(writersOf(home('control'), ['dynamodb:PutItem'])).toEqual([...apis, ...nodes, ...heartbeats].sort());
-    for (const heartbeat of heartbeats) expect([...(grants.get(home('control'))?.get(heartbeat) ?? [])]).toEqual(['dynamodb:PutItem']);
+    // Replica heartbeats only write their progress reports into home control: PutItem and
+    // BatchWriteItem, held to the reports' partition.
+    const inReports = ` when ${JSON.stringify({ 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [replicaReportPartition] } })}`;
+    expect(writersOf(home('control'), ['dynamodb:PutItem'])).toEqual([...apis, ...nodes].sort());
+    expect(writersOf(home('control'), [`dynamodb:PutItem${inReports}`])).toEqual([...heartbeats].sort());
+    for (const heartbeat of heartbeats) expect([...(grants.get(home('control'))?.get(heartbeat) ?? [])].sort()).toEqual([`dynamodb:BatchWriteItem${inReports}`, `dynamodb:PutItem${inReports}`]);
     // Nodes never touch kv; nobody gets Scan, batch or admin actions on any table.
     expect(writersOf(home('kv'), dynamoActions.read)).toEqual(apis.sort());
     const allowed = new Set<string>([...dynamoActions.read, ...dynamoActions.transactWrite]);
     for (const [table, byGrantee] of grants) {
-      for (const [grantee, actions] of byGrantee) expect([...actions].filter((action) => !allowed.has(action)), `${grantee} on ${table}`).toEqual([]);
+      for (const [grantee, actions] of byGrantee) {
+        const reports = table === home('control') && heartbeats.includes(grantee) ? dynamoActions.replicaReports.map((action) => `${action}${inReports}`) : [];
+        expect([...actions].filter((action) => !allowed.has(action) && !reports.includes(action)), `${grantee} on ${table}`).toEqual([]);
+      }
     }
     // A replica's own tables are written only by its apply function and heartbeat (repairs).
     for (const region of config.replicaRegions) {

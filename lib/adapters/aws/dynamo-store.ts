@@ -14,7 +14,7 @@ import { assert } from '../../core/assert.ts';
 import { limits } from '../../core/limits.ts';
 import type { LeaseRecord } from '../../core/lease.ts';
 import type { LogEntry, Operation } from '../../core/log.ts';
-import type { TableNames } from '../../infra/schema.ts';
+import { replicaReportPartition, type TableNames } from '../../infra/schema.ts';
 import {
   HeadConflictError,
   NotFoundError,
@@ -31,7 +31,7 @@ const batchWriteAttemptsMax = 8;
 
 const leasePartition = 'lease';
 const nodePartition = 'node';
-const replicaPartition = 'replica';
+const replicaPartition = replicaReportPartition;
 const inSyncPartition = 'insync';
 const clusterKey = { pk: 'cluster', sk: 'home' };
 
