@@ -12,7 +12,7 @@ import { runBench, writeReport } from '../lib/bench/run.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-const usage = `usage: npm run bench -- [--quick] [--profile] [--no-etcd] [--results <dir>] [--no-save-latest]
+const usage = `usage: npm run bench -- [--quick] [--profile] [--no-etcd] [--results <dir>] [--no-save-latest] [--lag-rate <writes/s>] [--lag-seconds <s>]
        npm run bench -- --render <report.json>
 
   --quick           a 1–2 minute version: fewer cells, shorter phases, 2 failovers
@@ -20,6 +20,9 @@ const usage = `usage: npm run bench -- [--quick] [--profile] [--no-etcd] [--resu
   --no-etcd         skip the etcd peer even when etcd is installed
   --results <dir>   where JSON, Markdown and SVG go (default bench/results)
   --no-save-latest  a full run also writes lib/bench/latest.md and latest.svg (the README copy); not with this
+  --lag-rate <n>    run the replication-lag phase at n writes/s (1–5000) instead of half the highest
+                    sustained rate, to compare code or machines at one load (the lag target is then not judged)
+  --lag-seconds <s> the replication-lag phase's length, 5–600 s (default 5 quick, 30 full)
   --render <file>   print the tables of a saved JSON report and write its Markdown and SVG again (no run)
 
 Runs one DynamoDB Local (in memory) and the SQS emulator, the local cloud (8 shards, 3 node
@@ -35,6 +38,8 @@ try {
       'no-etcd': { type: 'boolean', default: false },
       results: { type: 'string', default: 'bench/results' },
       'no-save-latest': { type: 'boolean', default: false },
+      'lag-rate': { type: 'string' },
+      'lag-seconds': { type: 'string' },
       render: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -56,13 +61,32 @@ if (values.render !== undefined) {
   process.exit(0);
 }
 const quick = values.quick === true;
+let lagSeconds: number | undefined;
+if (values['lag-seconds'] !== undefined) {
+  lagSeconds = Number(values['lag-seconds']);
+  if (!Number.isFinite(lagSeconds) || lagSeconds < 5 || lagSeconds > 600) {
+    console.error(`--lag-seconds must be a number of seconds from 5 to 600, got "${values['lag-seconds']}"\n\n${usage}`);
+    process.exit(2);
+  }
+}
+let lagRatePerSecond: number | undefined;
+if (values['lag-rate'] !== undefined) {
+  lagRatePerSecond = Number(values['lag-rate']);
+  if (!Number.isFinite(lagRatePerSecond) || lagRatePerSecond < 1 || lagRatePerSecond > 5000) {
+    console.error(`--lag-rate must be a number of writes per second from 1 to 5000, got "${values['lag-rate']}"\n\n${usage}`);
+    process.exit(2);
+  }
+}
 try {
   await runBench({
     quick,
     profile: values.profile === true,
     etcd: values['no-etcd'] !== true,
     resultsDirectory: values.results ?? 'bench/results',
-    latestDirectory: quick || values['no-save-latest'] === true ? undefined : 'lib/bench',
+    // A run at a chosen lag rate is a comparison, not the README's copy.
+    latestDirectory: quick || values['no-save-latest'] === true || lagRatePerSecond !== undefined || lagSeconds !== undefined ? undefined : 'lib/bench',
+    lagRatePerSecond,
+    lagSeconds,
     command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
     print: (line) => console.log(line),
   });

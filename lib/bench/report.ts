@@ -178,6 +178,8 @@ export interface BenchReport {
   modes: ModeCell[];
   lag: {
     targetPerSecond: number;
+    /** Half the highest sustained write rate; differs from the target only with --lag-rate (absent in older reports). */
+    halfLoadPerSecond?: number;
     achievedPerSecond: number;
     writes: CellSummary;
     skipped: number;
@@ -336,7 +338,7 @@ function sections(report: BenchReport): Section[] {
     });
   }
   out.push({
-    title: `Replication lag, commit → applied, at ${fixed(report.lag.achievedPerSecond)} writes/s (target ${fixed(report.lag.targetPerSecond)}/s = half the highest sustained write rate)`,
+    title: `Replication lag, commit → applied, at ${fixed(report.lag.achievedPerSecond)} writes/s (target ${fixed(report.lag.targetPerSecond)}/s = ${report.lag.halfLoadPerSecond === undefined || report.lag.halfLoadPerSecond === report.lag.targetPerSecond ? 'half the highest sustained write rate' : `set by --lag-rate; half the highest sustained write rate was ${fixed(report.lag.halfLoadPerSecond)}/s`})`,
     headers: ['replica', 'entries', 'p50 ms', 'p99 ms', 'max ms', 'ship (mean)', 'queue (mean)', 'apply (mean)', 'applied/s', 'via repair', 'not applied', 'poller: msgs per receive'],
     rows: report.lag.regions.map((region) => [
       region.region,

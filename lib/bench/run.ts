@@ -74,6 +74,10 @@ export interface BenchOptions {
   resultsDirectory: string;
   /** Where the latest Markdown and SVG are copied for the README (full runs); undefined: nowhere. */
   latestDirectory: string | undefined;
+  /** Run the replication-lag phase at this rate instead of half the highest sustained one (to compare code or machines at one load). */
+  lagRatePerSecond?: number | undefined;
+  /** The replication-lag phase's length instead of the plan's (5 s quick, 30 s full). */
+  lagSeconds?: number | undefined;
   command: string;
   print: (line: string) => void;
 }
@@ -345,7 +349,7 @@ function breakdown(raw: MeterSnapshot, requests: MeterSnapshot, homeRegion: stri
 }
 
 export async function runBench(options: BenchOptions): Promise<BenchReport> {
-  const p = plan(options.quick);
+  const p = { ...plan(options.quick), ...(options.lagSeconds === undefined ? {} : { lagMs: options.lagSeconds * 1000 }) };
   const startedAt = new Date();
   const startedMs = performance.now();
   // Section headers (lines starting with a newline) carry the elapsed time of the run.
@@ -636,8 +640,10 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       };
       return { phase, convergedMs, entries, measured, pollers };
     };
-    const lagRate = Math.max(1, round(maxWrite100 / 2, 1));
-    print(`\nreplication lag: steady writes at ${lagRate}/s (half of ${maxWrite100.toFixed(0)}/s, the highest sustained write rate) for ${p.lagMs / 1000} s`);
+    const halfLoad = Math.max(1, round(maxWrite100 / 2, 1));
+    const lagRate = options.lagRatePerSecond ?? halfLoad;
+    const why = options.lagRatePerSecond === undefined ? `half of ${maxWrite100.toFixed(0)}/s, the highest sustained write rate` : `set by --lag-rate; half load would be ${halfLoad}/s`;
+    print(`\nreplication lag: steady writes at ${lagRate}/s (${why}) for ${p.lagMs / 1000} s`);
     const lag = await steadyPhase(100, lagRate, p.lagMs, 'lag writes 100 B');
     const lagRegions = lagByRegion(lag.entries, config.replicaRegions).map((region) => ({ ...region, poller: lag.pollers[region.region] ?? null }));
     const { samples } = lagSamples(lag.entries, config.replicaRegions);
@@ -831,7 +837,12 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     const withinBound = failoverRuns.filter((run) => run.failoverMs !== null && run.failoverMs <= boundMs).length;
     const targets: Target[] = [
       { name: 'write throughput at concurrency 32 (100 B)', target: '≥ 0.6 × the raw transaction limit', measured: `${ratio32.toFixed(2)} × (${at32?.system.opsPerSecond ?? '?'} of ${at32?.limit.opsPerSecond ?? '?'} ops/s)`, met: ratio32 >= 0.6 },
-      { name: 'replica lag p99 at half load', target: '≤ 250 ms', measured: `${Number.isFinite(lagP99) ? lagP99 : '—'} ms (worst region)`, met: lagP99 <= 250 },
+      {
+        name: 'replica lag p99 at half load',
+        target: '≤ 250 ms',
+        measured: `${Number.isFinite(lagP99) ? lagP99 : '—'} ms (worst region)${lagRate === halfLoad ? '' : ` at ${lagRate} writes/s set by --lag-rate, not half load (${halfLoad}/s): not a measure of the target`}`,
+        met: lagRate === halfLoad && lagP99 <= 250,
+      },
       { name: 'failover', target: `≤ leaseMs + 2 × tickMs = ${boundMs} ms`, measured: `median ${failoverMedian ?? '—'} ms, max ${failoverMax ?? '—'} ms; ${withinBound} of ${failoverRuns.length} within`, met: failoverRuns.length > 0 && withinBound === failoverRuns.length },
     ];
     const inProcessBackground = totals(filterSnapshot(idlePerSecond, { service: 'dynamodb' })).count;
@@ -855,6 +866,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       modes: modeCells,
       lag: {
         targetPerSecond: lagRate,
+        halfLoadPerSecond: halfLoad,
         achievedPerSecond: round(lag.phase.opsPerSecond, 1),
         writes: cell(lag.phase),
         skipped: lag.phase.skipped,
