@@ -25,6 +25,29 @@ export interface ReplicaHeartbeatOptions {
  * log any shard that made no progress for a while and is behind the home head — the case of a
  * lost last message, which no later message would reveal.
  */
+/** Whether a shard's progress stood still at `appliedIndex` for at least idleMs. */
+function isIdle(seen: { appliedIndex: number; sinceMs: number } | undefined, appliedIndex: number, nowMs: number, idleMs: number): boolean {
+  return seen !== undefined && seen.appliedIndex === appliedIndex && nowMs - seen.sinceMs >= idleMs;
+}
+
+/**
+ * The shards whose home head a tick reads: every shard that stood still for idleMs (it may have
+ * lost its last message, which no later message would reveal), and a moving one — being fed by
+ * its messages and the apply handler's pulls — only every movingEveryMs (the lag metric, the
+ * catch-up of a shard far behind). Pure: the heartbeat's memory and the time in, shards out.
+ */
+export function shardsToReadHead(
+  appliedNow: ReadonlyMap<number, number>,
+  lastApplied: ReadonlyMap<number, { appliedIndex: number; sinceMs: number }>,
+  lastHeadReadMs: ReadonlyMap<number, number>,
+  nowMs: number,
+  bounds: { idleMs: number; movingEveryMs: number },
+): number[] {
+  return [...appliedNow]
+    .filter(([shard, appliedIndex]) => isIdle(lastApplied.get(shard), appliedIndex, nowMs, bounds.idleMs) || nowMs - (lastHeadReadMs.get(shard) ?? Number.NEGATIVE_INFINITY) >= bounds.movingEveryMs)
+    .map(([shard]) => shard);
+}
+
 export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Promise<{ ticks: number; repaired: number }> {
   const { config, replica, home, applier, clock, log } = options;
   const startedMs = clock.monotonicMs();
@@ -47,11 +70,9 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
       // A moving shard reads it every reportEveryMs, for the lag metric and the catch-up of a
       // shard far behind — under load that spares the home table most of a read per shard per tick.
       const nowMs = clock.monotonicMs();
-      const idle = (shard: number) => {
-        const seen = lastApplied.get(shard);
-        return seen !== undefined && seen.appliedIndex === (progress.get(shard)?.appliedIndex ?? 0) && nowMs - seen.sinceMs >= idleMs;
-      };
-      const headShards = Array.from({ length: config.shardCount }, (_, shard) => shard).filter((shard) => idle(shard) || nowMs - (lastHeadReadMs.get(shard) ?? Number.NEGATIVE_INFINITY) >= reportEveryMs);
+      const appliedNow = new Map(Array.from({ length: config.shardCount }, (_, shard) => [shard, progress.get(shard)?.appliedIndex ?? 0]));
+      const idle = (shard: number) => isIdle(lastApplied.get(shard), appliedNow.get(shard) ?? 0, nowMs, idleMs);
+      const headShards = shardsToReadHead(appliedNow, lastApplied, lastHeadReadMs, nowMs, { idleMs, movingEveryMs: reportEveryMs });
       const heads = new Map(await Promise.all(headShards.map(async (shard) => [shard, await home.readHead(shard)] as const)));
       for (const shard of headShards) lastHeadReadMs.set(shard, nowMs);
       const reports: ReplicaReport[] = [];

@@ -3,7 +3,7 @@ import { PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApplyHandler } from '../../functions/apply.ts';
-import { runReplicaHeartbeat } from '../../functions/replica-heartbeat.ts';
+import { runReplicaHeartbeat, shardsToReadHead } from '../../functions/replica-heartbeat.ts';
 import { makeDynamoClient } from '../../lib/adapters/aws/clients.ts';
 import { DynamoStore, fromLogEntry } from '../../lib/adapters/aws/dynamo-store.ts';
 import { DynamoReplicaStore } from '../../lib/adapters/aws/replica-store.ts';
@@ -198,13 +198,13 @@ describe('Function: createApplyHandler', () => {
 });
 
 describe('Function: runReplicaHeartbeat', () => {
-  it('pulls a shard that stood still behind the home head, and reads the head of a shard that moves only every 10 ticks', async () => {
+  it('pulls a shard that stood still behind the home head, and reads the head of a shard that moves only every 500 ms', async () => {
     // Prepare: shard 5 has 10 entries at home, 6 applied, and no more messages coming (its
     // last ones were lost); shard 6 is fed one message at a time while the heartbeat runs.
     const still = 5;
     const moving = 6;
     const stillChain = extendChain(still, undefined, 10);
-    const movingChain = extendChain(moving, undefined, 80);
+    const movingChain = extendChain(moving, undefined, 400);
     await putHomeLog([...stillChain, ...movingChain]);
     await applier.deliverAll(new Map([[still, stillChain.slice(0, 6)]]));
     const config = { region: replicaRegion, homeRegion: 'us-east-1', replicaRegions: [replicaRegion], tablePrefix, tables, shardCount, leaseMs: 2000, tickMs: 50, nodeIds: [], replication: 'async' as const, dynamoEndpoint: undefined, sqsEndpoint: undefined, local: true };
@@ -234,12 +234,40 @@ describe('Function: runReplicaHeartbeat', () => {
     expect(logged.some((line) => line.includes(`shard ${still} at 6 behind home head 10`))).toBe(true);
     expect(home.headReads.get(still)).toBeGreaterThanOrEqual(1);
     expect(fed).toBeGreaterThan(0);
-    // Every tick read every head before: the moving shard now reads it every 10 ticks (500 ms).
-    expect(summary.ticks).toBeGreaterThanOrEqual(8);
+    // The moving shard's head: about once per 500 ms, not every 50-ms tick (one read of slack for
+    // a feeder stalled a second on a busy machine; the decision itself is checked with explicit
+    // times below).
     expect(home.headReads.get(moving)).toBeGreaterThanOrEqual(1);
-    expect(home.headReads.get(moving)).toBeLessThanOrEqual(Math.floor(elapsedMs / 500) + 1);
-    expect(home.headReads.get(moving)).toBeLessThan(summary.ticks);
+    expect(home.headReads.get(moving)).toBeLessThanOrEqual(Math.floor(elapsedMs / 500) + 2);
     const reports = await home.readReplicaReports();
     expect(reports.find((report) => report.region === replicaRegion && report.shard === moving)?.appliedIndex).toBeGreaterThan(0);
+  });
+});
+
+describe('Function: shardsToReadHead', () => {
+  const bounds = { idleMs: 1000, movingEveryMs: 500 };
+
+  it('reads every shard on the first tick, a moving shard every movingEveryMs, a shard that stood still for idleMs every tick', () => {
+    // Prepare: shard 0 moves every tick; shard 1 stops at index 7 from t = 0.
+    const lastApplied = new Map<number, { appliedIndex: number; sinceMs: number }>();
+    const lastHeadReadMs = new Map<number, number>();
+    const readAt: Record<number, number[]> = { 0: [], 1: [] };
+
+    // Act: ticks every 50 ms for 2 s, remembering what the heartbeat remembers.
+    for (let nowMs = 0; nowMs <= 2000; nowMs += 50) {
+      const appliedNow = new Map([[0, 1 + nowMs / 50], [1, 7]]);
+      const shards = shardsToReadHead(appliedNow, lastApplied, lastHeadReadMs, nowMs, bounds);
+      for (const shard of shards) {
+        lastHeadReadMs.set(shard, nowMs);
+        readAt[shard]?.push(nowMs);
+      }
+      for (const [shard, appliedIndex] of appliedNow) {
+        if (lastApplied.get(shard)?.appliedIndex !== appliedIndex) lastApplied.set(shard, { appliedIndex, sinceMs: nowMs });
+      }
+    }
+
+    // Assess
+    expect(readAt[0]).toEqual([0, 500, 1000, 1500, 2000]);
+    expect(readAt[1]).toEqual([0, 500, ...Array.from({ length: 21 }, (_, tick) => 1000 + tick * 50)]);
   });
 });
