@@ -90,17 +90,7 @@ console.log(`dashboard ${cloud.apiUrl}/${bearerToken === undefined ? '' : '#toke
 if (bearerToken !== undefined) console.log('auth: every request needs Authorization: Bearer $EPOCHKV_TOKEN');
 // Ready means writable: wait (bounded) for a live leader on every shard, so the first write
 // after "ready" does not meet a 503 NoLeader.
-const leadersDeadlineMs = Date.now() + 5 * config.leaseMs;
-let leaderless = config.shardCount;
-while (Date.now() < leadersDeadlineMs) {
-  const status = await fetch(`${cloud.apiUrl}/cluster`, { headers: bearerToken === undefined ? {} : { authorization: `Bearer ${bearerToken}` } })
-    .then(async (response) => (response.ok ? ((await response.json()) as { shards: { live: boolean }[] }) : undefined))
-    .catch(() => undefined);
-  leaderless = status === undefined ? config.shardCount : status.shards.filter((shard) => !shard.live).length;
-  if (leaderless === 0) break;
-  await new Promise((resolve) => setTimeout(resolve, 100));
-}
-if (leaderless > 0) console.log(`${leaderless} shard(s) still electing a leader: writes to them answer 503 NoLeader (with Retry-After) until then`);
+await cloud.waitForLeaders(5 * config.leaseMs).catch(() => console.log('some shards are still electing a leader: writes to them answer 503 NoLeader (with Retry-After) until then'));
 console.log(`ready in ${Date.now() - startedMs} ms. Try: curl -X PUT --data-binary hello ${cloud.apiUrl}/kv/greeting. Ctrl-C stops everything.`);
 
 let stopping = false;

@@ -19,12 +19,6 @@ export interface ReplicaHeartbeatOptions {
   signal?: AbortSignal;
 }
 
-/**
- * The replica region's heartbeat: every tick it reports `appliedIndex` per shard to the home
- * `control` table (the lag the dashboard, metrics and alarms show), and pulls from the home
- * log any shard that made no progress for a while and is behind the home head — the case of a
- * lost last message, which no later message would reveal.
- */
 /** Whether a shard's progress stood still at `appliedIndex` for at least idleMs. */
 function isIdle(seen: { appliedIndex: number; sinceMs: number } | undefined, appliedIndex: number, nowMs: number, idleMs: number): boolean {
   return seen !== undefined && seen.appliedIndex === appliedIndex && nowMs - seen.sinceMs >= idleMs;
@@ -48,6 +42,12 @@ export function shardsToReadHead(
     .map(([shard]) => shard);
 }
 
+/**
+ * The replica region's heartbeat: every tick it reports `appliedIndex` per shard to the home
+ * `control` table (the lag the dashboard, metrics and alarms show), and pulls from the home
+ * log any shard that made no progress for a while and is behind the home head — the case of a
+ * lost last message, which no later message would reveal.
+ */
 export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Promise<{ ticks: number; repaired: number }> {
   const { config, replica, home, applier, clock, log } = options;
   const startedMs = clock.monotonicMs();
@@ -71,23 +71,24 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
       // shard far behind — under load that spares the home table most of a read per shard per tick.
       const nowMs = clock.monotonicMs();
       const appliedNow = new Map(Array.from({ length: config.shardCount }, (_, shard) => [shard, progress.get(shard)?.appliedIndex ?? 0]));
-      const idle = (shard: number) => isIdle(lastApplied.get(shard), appliedNow.get(shard) ?? 0, nowMs, idleMs);
       const headShards = shardsToReadHead(appliedNow, lastApplied, lastHeadReadMs, nowMs, { idleMs, movingEveryMs: reportEveryMs });
       const heads = new Map(await Promise.all(headShards.map(async (shard) => [shard, await home.readHead(shard)] as const)));
       for (const shard of headShards) lastHeadReadMs.set(shard, nowMs);
       const reports: ReplicaReport[] = [];
       await Promise.all(
         Array.from({ length: config.shardCount }, async (_, shard) => {
-          let appliedIndex = progress.get(shard)?.appliedIndex ?? 0;
+          let appliedIndex = appliedNow.get(shard) ?? 0;
           const seen = lastApplied.get(shard);
+          // 0 when the head was not read this tick: nothing to pull then.
           const headIndex = heads.get(shard)?.index ?? 0;
+          const stoodStill = isIdle(seen, appliedIndex, nowMs, idleMs);
           let repaired = 0;
           // Pull when the last message may be lost (idle behind the head), and also when far
           // behind: one read of the home log and one transaction per 49 entries catch up faster
           // than one message per shard per receive.
-          if (heads.has(shard) && appliedIndex < headIndex && (idle(shard) || headIndex - appliedIndex >= pullBehindEntries)) {
+          if (appliedIndex < headIndex && (stoodStill || headIndex - appliedIndex >= pullBehindEntries)) {
             repaired = await applier.repair(shard, headIndex);
-            if (repaired > 0) log(`replica ${config.region}: shard ${shard} at ${appliedIndex} behind home head ${headIndex}${idle(shard) ? ` for ${idleMs} ms` : ''}; pulled ${repaired} entries`);
+            if (repaired > 0) log(`replica ${config.region}: shard ${shard} at ${appliedIndex} behind home head ${headIndex}${stoodStill ? ` for ${idleMs} ms` : ''}; pulled ${repaired} entries`);
             summary.repaired += repaired;
           }
           // The progress read at the top of the tick is current unless this tick repaired.

@@ -244,19 +244,6 @@ async function clusterStatus(http: HttpClient, apiUrl: string): Promise<ClusterS
   return JSON.parse(answer.body.toString('utf8')) as ClusterStatus;
 }
 
-async function waitForLeaders(http: HttpClient, apiUrl: string, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (performance.now() < deadline) {
-    try {
-      if ((await clusterStatus(http, apiUrl)).shards.every((shard) => shard.live)) return;
-    } catch {
-      // not up yet
-    }
-    await sleep(50);
-  }
-  throw new Error(`no live leader for every shard within ${timeoutMs} ms`);
-}
-
 /** How long a write phase's replicas may take to catch up before the sustained rate gives up on them. */
 const catchUpWaitMs = 30_000;
 
@@ -386,7 +373,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     };
     const startCloud = async (prefix: string, shardCount: number): Promise<LocalCloud> => {
       const cloud = await startLocalCloud({ basePort: 0, dynamoEndpoint: dynamo.endpoint, sqsEndpoint: sqs.endpoint, tablePrefix: prefix, shardCount, rateLimitPerSecond: 1_000_000, log: sink });
-      await waitForLeaders(http, cloud.apiUrl, 30_000);
+      await cloud.waitForLeaders(30_000);
       return cloud;
     };
 
@@ -664,7 +651,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     const failoverRuns: FailoverRun[] = [];
     const boundMs = config.leaseMs + 2 * config.tickMs;
     for (let run = 0; run < p.failovers; run += 1) {
-      await waitForLeaders(http, cloud.apiUrl, 30_000);
+      await cloud.waitForLeaders(30_000);
       const status = await clusterStatus(http, cloud.apiUrl);
       const candidates = status.shards.filter((shard) => shard.live && shard.leader !== null && cloud.nodes().find((node) => node.id === shard.leader)?.state === 'running');
       const target = candidates[(run * 3) % candidates.length] ?? candidates[0];
@@ -750,7 +737,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       const prefix = `bench-s${shards}-${runId}`;
       const scaled = await startLocalCloud({ basePort: 0, dynamoEndpoint: dynamo.endpoint, sqsEndpoint: sqs.endpoint, tablePrefix: prefix, shardCount: shards, rateLimitPerSecond: 1_000_000, log: sink });
       try {
-        await waitForLeaders(http, scaled.apiUrl, 30_000);
+        await scaled.waitForLeaders(30_000);
         await sleep(500);
         const before = meter.snapshot();
         const pool = valuesOf(100);
@@ -777,7 +764,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       const prefix = `bench-home-${runId}`;
       const alone = await startLocalCloud({ basePort: 0, dynamoEndpoint: dynamo.endpoint, sqsEndpoint: sqs.endpoint, tablePrefix: prefix, shardCount: config.shardCount, replicaRegions: [], rateLimitPerSecond: 1_000_000, log: sink });
       try {
-        await waitForLeaders(http, alone.apiUrl, 30_000);
+        await alone.waitForLeaders(30_000);
         const nodePids = () => ({ 'dynamodb-local': [jvm], nodes: alone.nodes().map((node) => node.pid).filter((pid): pid is number => pid !== undefined) });
         for (const concurrency of p.homeOnlyConcurrency) {
           const pool = valuesOf(100);

@@ -9,7 +9,6 @@ import { shardOf } from '../core/shard.ts';
 import { startLocalCloud, type LocalCloud } from '../local/cloud.ts';
 import type { ReplicationMode } from '../core/replication.ts';
 import { between, mulberry32, pick } from '../random.ts';
-import type { ClusterStatus } from '../service/cluster-status.ts';
 import { checkHistory, formatViolation } from './checker.ts';
 import { Nemesis, nemesisKinds, nodeNemeses, type NemesisKind } from './nemesis.ts';
 import { runSessionClient, runWorkload, type AcknowledgedWrite } from './workload.ts';
@@ -83,7 +82,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     log: process.env.EPOCHKV_CHAOS_DEBUG === "1" ? (line) => print(`    cloud: ${line}`) : () => undefined,
   });
   try {
-    await waitForLeaders(cloud, 30_000);
+    await cloud.waitForLeaders(30_000);
     const startedMs = Date.now();
     const deadlineMs = startedMs + options.durationS * 1_000;
     const keys = Array.from({ length: options.keyCount }, (_, index) => `k${index}`);
@@ -218,27 +217,12 @@ async function loseHomeRegion(cloud: LocalCloud, startedMs: number, deadlineMs: 
   await sleep(1_000);
   const report = await cloud.promote(promoted);
   print(`nemesis region-loss: promoted ${promoted} in ${report.durationMs} ms (cluster epoch ${report.clusterEpoch}; drained ${report.drainedMessages} queued entries)${report.warnings.length > 0 ? `; ${report.warnings.join('; ')}` : ''}`);
-  const writableAfterMs = await waitForLeaders(cloud, deadlineMs - Date.now()).then(
+  const writableAfterMs = await cloud.waitForLeaders(deadlineMs - Date.now()).then(
     () => Date.now() - lostMs,
     () => null,
   );
   print(`nemesis region-loss: every shard led at ${promoted} ${writableAfterMs ?? '—'} ms after the loss`);
   return { lost, promoted, lostAtS: Math.round((lostMs - startedMs) / 100) / 10, writableAfterMs, promotionMs: report.durationMs, drainedMessages: report.drainedMessages, warnings: report.warnings };
-}
-
-async function cluster(cloud: LocalCloud): Promise<ClusterStatus> {
-  return (await (await fetch(`${cloud.apiUrl}/cluster`)).json()) as ClusterStatus;
-}
-
-/** Until every shard has a live leader (the API may answer errors meanwhile: a promotion rewires it). */
-async function waitForLeaders(cloud: LocalCloud, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const status = await cluster(cloud).catch(() => undefined);
-    if (status?.shards?.every((shard) => shard.live)) return;
-    await sleep(50);
-  }
-  throw new Error(`no leader for every shard within ${timeoutMs} ms`);
 }
 
 /** Waits until every replica applied every shard to the home head; the ms it took, or null. */

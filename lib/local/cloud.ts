@@ -21,6 +21,8 @@ import type { ClusterState } from '../ports/store.ts';
 import type { ApiHandler } from '../../functions/api.ts';
 import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
 import { systemClock } from '../clock.ts';
+import { clusterStatus } from '../service/cluster-status.ts';
+import { waitUntil } from '../wait.ts';
 import { configToEnv, defaultNodeIds, env, validateConfig, type ClusterConfig } from '../config.ts';
 import { limits } from '../core/limits.ts';
 import { tableNames } from '../infra/schema.ts';
@@ -112,6 +114,11 @@ export interface LocalCloud {
   restartSqs(): Promise<void>;
   /** The home region's API service, for fault hooks of the chaos suite. */
   readonly homeService: KvService;
+  /**
+   * Until every shard has a live leader at the home region, as `/cluster` reports it (waiting
+   * through a promotion's rewiring); throws after timeoutMs.
+   */
+  waitForLeaders(timeoutMs: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -728,6 +735,18 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     get homeService() {
       if (wiring === undefined) throw new Error('the cloud is being rewired (a promotion is running)');
       return wiring.homeService;
+    },
+    async waitForLeaders(timeoutMs) {
+      await waitUntil(
+        'a live leader for every shard',
+        async () => {
+          // A promotion is rewiring: wait for it.
+          if (wiring === undefined) return undefined;
+          return (await clusterStatus(wiring.homeService.store, config, systemClock())).shards.every((shard) => shard.live) ? true : undefined;
+        },
+        timeoutMs,
+        50,
+      );
     },
     restartSqs: async () => {
       if (sqsEmulator === undefined) throw new Error('the SQS emulator was given to this cloud; restart it where it was started');

@@ -6,7 +6,7 @@ import { sealEntry, transactionBytesOf, type LogEntry, type Operation } from '..
 import { mergeToken, type SessionToken } from '../core/session.ts';
 import type { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import type { Shipper, ShipOutcome } from '../adapters/aws/replication.ts';
-import { ackMet, ackRequirement, modeStrength, replicationModes, type ReplicationMode } from '../core/replication.ts';
+import { ackMet, ackRequirement, modeStrength, replicationModes, type AckRequirement, type ReplicationMode } from '../core/replication.ts';
 import { shardOf } from '../core/shard.ts';
 import { DurabilityGuards, type DurabilityGuard } from './durability-guards.ts';
 import {
@@ -394,9 +394,7 @@ export class KvService {
    */
   async #awaitReplication(entry: LogEntry, mode: ReplicationMode, sending: Promise<ShipOutcome>): Promise<string[]> {
     if (mode === 'async') return (await sending).accepted;
-    const replicaRegions = this.options.replicaRegions ?? this.replication.shipper?.regions() ?? [];
-    const inSync = mode === 'all' ? await this.#inSync(entry.shard, replicaRegions) : replicaRegions;
-    const requirement = ackRequirement(mode, replicaRegions, inSync);
+    const requirement = await this.#requirement(entry.shard, mode);
     const outcome = await within(sending, limits.replicationAckMs);
     const accepted = outcome === 'timeout' ? [] : outcome.accepted;
     const verdict = ackMet(requirement, accepted);
@@ -410,11 +408,16 @@ export class KvService {
 
   /** Whether the replica regions' reports show the index applied where the mode needs it. */
   async #appliedByReplicas(shard: number, index: number, mode: ReplicationMode): Promise<boolean> {
+    const [requirement, reports] = await Promise.all([this.#requirement(shard, mode), this.store.readReplicaReports()]);
+    const applied = reports.filter((report) => report.shard === shard && report.appliedIndex >= index).map((report) => report.region);
+    return ackMet(requirement, applied).met;
+  }
+
+  /** The replica regions a write of `mode` on the shard needs (all: the shard's in-sync set). */
+  async #requirement(shard: number, mode: ReplicationMode): Promise<AckRequirement> {
     const replicaRegions = this.options.replicaRegions ?? this.replication.shipper?.regions() ?? [];
     const inSync = mode === 'all' ? await this.#inSync(shard, replicaRegions) : replicaRegions;
-    const reports = await this.store.readReplicaReports();
-    const applied = reports.filter((report) => report.shard === shard && report.appliedIndex >= index).map((report) => report.region);
-    return ackMet(ackRequirement(mode, replicaRegions, inSync), applied).met;
+    return ackRequirement(mode, replicaRegions, inSync);
   }
 
   /** The shard's in-sync set (`all` mode), cached for a tick; every replica region until a leader wrote one. */
