@@ -20,20 +20,25 @@ export interface ApplyHandlerOptions {
    */
   pullAfterQueuedMs?: number;
   /**
-   * At most one pull per shard per this many ms (per handler instance). Default 100: a backlog
+   * At most one pull per shard per this many ms (per handler instance). Default 50: a backlog
    * of already-applied messages still drains one receive at a time, and without a pull every so
-   * often the entries behind it would wait for that drain. A pull that took T ms is not repeated
-   * for its shards within T either (pullBackoffFactor × T): a slow pull means a busy engine, and
-   * pulling less often (in bigger runs) then leaves it more room — the apply side's share of a
-   * storage engine it shares with the writers (locally, one DynamoDB Local for every region)
-   * stays bounded.
+   * often the entries behind it would wait for that drain. Locally (one DynamoDB Local for every
+   * region, on 2 cores) 50 ms with the factor below at 0 gave a lower replica lag than 100 ms
+   * with factor 1 at the same load: p50 about a quarter lower in alternating runs of
+   * `npm run bench:lag` (README, "Comparing apply settings").
    */
   pullEveryMs?: number;
-  /** The factor of "within T" above (default 1); 0 leaves only pullEveryMs. */
+  /**
+   * A pull that took T ms is not repeated for its shards within this factor × T either. Default
+   * 0 (off): the next pull of a shard cannot start before its batch is handed back anyway, so a
+   * slow pull already spaces the pulls out; keeping them apart by T (or T / 2) as well made the
+   * local lag worse (README, "Comparing apply settings"). A factor above 0 leaves a storage
+   * engine shared with the writers more room when pulls are slow.
+   */
   pullBackoffFactor?: number;
 }
 
-const applyDefaults = { pullAfterQueuedMs: 50, pullEveryMs: 100, pullBackoffFactor: 1 } as const;
+const applyDefaults = { pullAfterQueuedMs: 50, pullEveryMs: 50, pullBackoffFactor: 0 } as const;
 
 /**
  * The replica's `apply` function on its FIFO queue (event source mapping with

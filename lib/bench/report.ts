@@ -357,7 +357,7 @@ function sections(report: BenchReport): Section[] {
     notes: [
       `Writes during the phase: p50 ${fixed(report.lag.writes.p50Ms)} ms, p99 ${fixed(report.lag.writes.p99Ms)} ms.`,
       `At a light load (${fixed(report.lag.light.achievedPerSecond)} writes/s): ${report.lag.light.regions.map((region) => `${region.region} p50 ${fixed(region.p50Ms)} ms, p99 ${fixed(region.p99Ms)} ms, max ${fixed(region.maxMs)} ms`).join('; ')}.`,
-      'Locally the SQS emulator hands out at most one message per message group (shard) per receive, so the queue alone brings a replica at most one entry per shard per round trip (receive, apply transaction, delete); AWS hands out up to ten per group. The apply handler applies a batch\'s shards in one shared transaction, and pulls from the home log (one read per shard, runs shared too) every shard whose message waited 50 ms in the queue, at most every 100 ms per shard: "via repair" counts the entries that came that way.',
+      'Locally the SQS emulator hands out at most one message per message group (shard) per receive, so the queue alone brings a replica at most one entry per shard per round trip (receive, apply transaction, delete); AWS hands out up to ten per group. The apply handler applies a batch\'s shards in one shared transaction, and pulls from the home log (one read per shard, runs shared too) every shard whose message waited 50 ms in the queue, at most every 50 ms per shard: "via repair" counts the entries that came that way.',
       'Measured in one process on one clock: commit = the fenced transaction returned; ship = the region\'s queue accepted it; queue = until the apply poller received it; apply = until its apply transaction returned.',
     ],
   });

@@ -225,7 +225,7 @@ function machine(etcdVersion: string | null): BenchReport['machine'] {
 }
 
 /** Clients for the benchmark's own reads (heads, progress): not counted in the cost model. */
-function uncountedStores(cloud: LocalCloud): { home: DynamoStore; replicas: Map<string, DynamoReplicaStore>; destroy(): void } {
+export function uncountedStores(cloud: LocalCloud): { home: DynamoStore; replicas: Map<string, DynamoReplicaStore>; destroy(): void } {
   const clients: DynamoDBClient[] = [];
   const doc = (region: string) => {
     const client = new DynamoDBClient({ region, endpoint: cloud.dynamoEndpoint, credentials: localCredentials });
@@ -248,7 +248,7 @@ async function clusterStatus(http: HttpClient, apiUrl: string): Promise<ClusterS
 const catchUpWaitMs = 30_000;
 
 /** Waits until every replica has applied every shard up to the home head; ms taken, or null at the deadline. */
-async function waitForConvergence(stores: ReturnType<typeof uncountedStores>, shardCount: number, timeoutMs: number): Promise<number | null> {
+export async function waitForConvergence(stores: ReturnType<typeof uncountedStores>, shardCount: number, timeoutMs: number): Promise<number | null> {
   const startedMs = performance.now();
   while (performance.now() - startedMs < timeoutMs) {
     const heads = await Promise.all(Array.from({ length: shardCount }, (_, shard) => stores.home.readHead(shard)));
@@ -271,7 +271,7 @@ function randomValue(size: number, random: () => number): string {
 }
 
 /** A write through the API; the epoch of the answer on success. */
-async function putThroughApi(http: HttpClient, apiUrl: string, key: string, value: string, timeoutMs = 10_000, replication?: ModeCell['mode']): Promise<Outcome> {
+export async function putThroughApi(http: HttpClient, apiUrl: string, key: string, value: string, timeoutMs = 10_000, replication?: ModeCell['mode']): Promise<Outcome> {
   let answer;
   try {
     answer = await http.request('PUT', `${apiUrl}/kv/${encodeURIComponent(key)}${replication === undefined ? '' : `?replication=${replication}`}`, { body: value, headers: { 'content-type': 'application/octet-stream' }, timeoutMs });

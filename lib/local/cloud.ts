@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { createApiHandler } from '../../functions/api.ts';
-import { createApplyHandler } from '../../functions/apply.ts';
+import { createApplyHandler, type ApplyHandlerOptions } from '../../functions/apply.ts';
 import { runReplicaHeartbeat } from '../../functions/replica-heartbeat.ts';
 import { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import { makeSqsClient } from '../adapters/aws/clients.ts';
@@ -59,6 +59,8 @@ export interface LocalCloudOptions {
   bearerToken?: string | undefined;
   /** Requests per second each region's API accepts before answering 429 (burst: twice that). Default 2000. */
   rateLimitPerSecond?: number;
+  /** The replica apply functions' settings (defaults: the Lambda's) and their event sources' concurrent poll loops and batch size (defaults 2 and 10). */
+  apply?: ApplyHandlerOptions & { pollers?: number; batchSize?: number };
   log?: (line: string) => void;
 }
 
@@ -559,7 +561,9 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
           client: sqs,
           queueUrl: queue.queueUrl,
           region,
-          handler: createApplyHandler(applier, (line) => log(`${region} ${line}`)),
+          handler: createApplyHandler(applier, (line) => log(`${region} ${line}`), options.apply),
+          ...(options.apply?.pollers === undefined ? {} : { pollers: options.apply.pollers }),
+          ...(options.apply?.batchSize === undefined ? {} : { batchSize: options.apply.batchSize }),
           visibilityTimeoutS: localVisibilityTimeoutS,
           seed: (options.faultSeed ?? 1) + position,
           log: (line) => log(`${region} ${line}`),

@@ -1,0 +1,129 @@
+/**
+ * `npm run bench:lag -- …`: replication lag of several apply settings at one write rate, in
+ * alternating runs in one process on one pair of emulators. A single lag phase varies by ±40%
+ * from run to run on a busy 2-core machine; alternating the variants and comparing medians is
+ * what tells two settings apart (it is how the defaults of functions/apply.ts were chosen).
+ */
+import type { ApplyHandlerOptions } from '../../functions/apply.ts';
+import { startLocalCloud } from '../local/cloud.ts';
+import { startDynamoLocal, startSqsEmulator } from '../local/emulators.ts';
+import { HttpClient } from './http.ts';
+import { closedLoop, openLoop } from './load.ts';
+import { lagSamples, Meter } from './meter.ts';
+import { putThroughApi, uncountedStores, waitForConvergence } from './run.ts';
+import { median, round, summarize } from './stats.ts';
+
+/** What a variant may set: the apply function's options and its local event source's. */
+export type LagVariant = ApplyHandlerOptions & { pollers?: number; batchSize?: number };
+
+const variantBounds: Record<keyof LagVariant, { min: number; max: number; integer: boolean }> = {
+  pullAfterQueuedMs: { min: 0, max: Number.POSITIVE_INFINITY, integer: false },
+  pullEveryMs: { min: 0, max: 60_000, integer: false },
+  pullBackoffFactor: { min: 0, max: 100, integer: false },
+  pollers: { min: 1, max: 10, integer: true },
+  batchSize: { min: 1, max: 10, integer: true },
+};
+
+/** Parses one variant argument (a JSON object, `{}` = the defaults); throws a message that says what to fix. */
+export function parseVariant(text: string): LagVariant {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new Error(`variant ${text} is not JSON: write an object such as '{"pullEveryMs":100}' ('{}' = the defaults)`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error(`variant ${text} must be a JSON object such as '{"pullEveryMs":100}'`);
+  const variant: LagVariant = {};
+  for (const [name, value] of Object.entries(parsed)) {
+    const bounds = variantBounds[name as keyof LagVariant];
+    if (bounds === undefined) throw new Error(`variant ${text}: unknown setting "${name}"; known: ${Object.keys(variantBounds).join(', ')}`);
+    // JSON has no Infinity: "Infinity" (a string) turns pulling off.
+    const number = value === 'Infinity' ? Number.POSITIVE_INFINITY : value;
+    if (typeof number !== 'number' || Number.isNaN(number) || number < bounds.min || number > bounds.max || (bounds.integer && !Number.isInteger(number))) {
+      throw new Error(`variant ${text}: ${name} must be ${bounds.integer ? 'an integer' : 'a number'} from ${bounds.min} to ${bounds.max}, got ${JSON.stringify(value)}`);
+    }
+    variant[name as keyof LagVariant] = number;
+  }
+  return variant;
+}
+
+export interface LagCompareOptions {
+  ratePerSecond: number;
+  seconds: number;
+  rounds: number;
+  variants: LagVariant[];
+  print: (line: string) => void;
+}
+
+export interface LagRun {
+  round: number;
+  variant: number;
+  achievedPerSecond: number;
+  /** Per replica region. */
+  regions: { region: string; p50Ms: number | null; p99Ms: number | null; maxMs: number | null; unapplied: number }[];
+  worstP99Ms: number | null;
+}
+
+/** Runs every variant once per round, in turn, each on a fresh cluster; resolves with every run and prints a summary. */
+export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[]> {
+  const { print } = options;
+  const http = new HttpClient(256);
+  const meter = new Meter();
+  meter.attach();
+  const [dynamo, sqs] = await Promise.all([startDynamoLocal(), startSqsEmulator()]);
+  const runs: LagRun[] = [];
+  const value = 'v'.repeat(100);
+  try {
+    for (let roundIndex = 0; roundIndex < options.rounds; roundIndex += 1) {
+      for (const [variantIndex, variant] of options.variants.entries()) {
+        const prefix = `lagcmp-${runs.length + 1}-${Date.now().toString(36)}`;
+        const cloud = await startLocalCloud({ basePort: 0, dynamoEndpoint: dynamo.endpoint, sqsEndpoint: sqs.endpoint, tablePrefix: prefix, shardCount: 8, rateLimitPerSecond: 1_000_000, log: () => {}, apply: variant });
+        const stores = uncountedStores(cloud);
+        try {
+          await cloud.waitForLeaders(30_000);
+          const put = (key: string) => putThroughApi(http, cloud.apiUrl, key, value);
+          // DynamoDB Local's JVM compiles its hot code in the first tens of seconds: warm it longer on the first run.
+          await closedLoop({ label: 'warm-up', concurrency: 32, durationMs: runs.length === 0 ? 40_000 : 5_000, op: (_worker, sequence) => put(`warm-${sequence % 1000}`) });
+          await waitForConvergence(stores, cloud.config.shardCount, 60_000);
+          await openLoop({ label: 'settle', ratePerSecond: options.ratePerSecond, durationMs: 3_000, maxInFlight: 256, op: (sequence) => put(`settle-${sequence % 1000}`) });
+          meter.trackEntries(prefix, cloud.config.homeRegion);
+          const phase = await openLoop({ label: 'lag', ratePerSecond: options.ratePerSecond, durationMs: options.seconds * 1000, maxInFlight: 256, op: (sequence) => put(`lag-${(sequence * 7919) % 10_000}`) });
+          await waitForConvergence(stores, cloud.config.shardCount, 60_000);
+          const { samples, unapplied } = lagSamples(meter.entries(phase.startMs, phase.endMs), cloud.config.replicaRegions);
+          meter.trackEntries(undefined, cloud.config.homeRegion);
+          const regions = cloud.config.replicaRegions.map((region) => {
+            const lags = summarize(samples.filter((sample) => sample.region === region).map((sample) => sample.lagMs));
+            return { region, p50Ms: lags.p50Ms, p99Ms: lags.p99Ms, maxMs: lags.maxMs, unapplied: unapplied[region] ?? 0 };
+          });
+          const p99s = regions.map((region) => region.p99Ms);
+          const run: LagRun = {
+            round: roundIndex + 1,
+            variant: variantIndex,
+            achievedPerSecond: round(phase.opsPerSecond, 1),
+            regions,
+            worstP99Ms: p99s.some((p99) => p99 === null) ? null : Math.max(...(p99s as number[])),
+          };
+          runs.push(run);
+          print(
+            `round ${run.round} variant ${variantIndex} ${JSON.stringify(variant)} at ${run.achievedPerSecond}/s: ${regions.map((region) => `${region.region} p50 ${region.p50Ms} p99 ${region.p99Ms} max ${region.maxMs} ms${region.unapplied > 0 ? ` (${region.unapplied} not applied)` : ''}`).join('; ')}`,
+          );
+        } finally {
+          stores.destroy();
+          await cloud.stop();
+        }
+      }
+    }
+  } finally {
+    meter.detach();
+    http.destroy();
+    await Promise.all([dynamo.stop(), sqs.stop()]);
+  }
+  print(`\nlag at ${options.ratePerSecond} writes/s, ${options.seconds} s per run, ${options.rounds} round(s): median over runs (worst region's p99; mean of the regions' p50)`);
+  for (const [variantIndex, variant] of options.variants.entries()) {
+    const mine = runs.filter((run) => run.variant === variantIndex);
+    const p99s = mine.map((run) => run.worstP99Ms).filter((p99): p99 is number => p99 !== null);
+    const p50s = mine.map((run) => run.regions.reduce((sum, region) => sum + (region.p50Ms ?? 0), 0) / run.regions.length);
+    print(`variant ${variantIndex} ${JSON.stringify(variant)}: p99 median ${median(p99s) ?? '—'} ms (runs: ${p99s.join(', ')}), p50 median ${round(median(p50s) ?? Number.NaN, 1)} ms`);
+  }
+  return runs;
+}
