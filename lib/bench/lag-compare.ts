@@ -123,7 +123,8 @@ export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[
     const mine = runs.filter((run) => run.variant === variantIndex);
     const p99s = mine.map((run) => run.worstP99Ms).filter((p99): p99 is number => p99 !== null);
     const p50s = mine.map((run) => run.regions.reduce((sum, region) => sum + (region.p50Ms ?? 0), 0) / run.regions.length);
-    print(`variant ${variantIndex} ${JSON.stringify(variant)}: p99 median ${median(p99s) ?? '—'} ms (runs: ${p99s.join(', ')}), p50 median ${round(median(p50s) ?? Number.NaN, 1)} ms`);
+    const p99Median = median(p99s);
+    print(`variant ${variantIndex} ${JSON.stringify(variant)}: p99 median ${p99Median === null ? '—' : round(p99Median, 1)} ms (runs: ${p99s.join(', ')}), p50 median ${round(median(p50s) ?? Number.NaN, 1)} ms`);
   }
   return runs;
 }

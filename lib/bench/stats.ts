@@ -68,7 +68,14 @@ export function round(value: number, digits = 1): number {
   return Math.round(value * factor) / factor;
 }
 
-/** Median of unsorted values, or null. */
+/**
+ * Median of unsorted values (the mean of the middle two for an even count), or null. Unlike the
+ * latency percentiles this summarizes a handful of runs, where the nearest rank would report
+ * the lower middle run as "the median".
+ */
 export function median(values: readonly number[]): number | null {
-  return percentile([...values].sort((a, b) => a - b), 50);
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 }

@@ -68,8 +68,10 @@ describe('rate and median', () => {
     expect(rate(10, 0)).toBe(0);
   });
 
-  it('median is the nearest-rank 50th percentile', () => {
-    expect(median([5, 1, 3, 2])).toBe(2);
+  it('median is the middle value, or the mean of the middle two', () => {
+    expect(median([5, 1, 3])).toBe(3);
+    expect(median([5, 1, 3, 2])).toBe(2.5);
+    expect(median([7])).toBe(7);
     expect(median([])).toBeNull();
   });
 });
