@@ -19,7 +19,8 @@ const usage = `usage: npm run bench:lag -- [--rate <writes/s>] [--seconds <s>] [
 Each run starts a fresh 8-shard cluster with 2 replica regions on one DynamoDB Local and SQS
 emulator, warms it (40 s on the first run, 5 s after), lets the replicas catch up, then writes
 100 B values at the rate and measures commit → applied at each replica. Prints one line per run
-and, per variant, the median of the runs' worst-region p99 and of their p50.`;
+(with how busy this process's event loop was: it runs the API, the SQS emulator, the apply
+pollers and the load) and, per variant, the median of the runs' worst-region p99 and of their p50.`;
 
 function fail(message: string): never {
   console.error(`${message}\n\n${usage}`);

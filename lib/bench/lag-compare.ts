@@ -4,9 +4,10 @@
  * from run to run on a busy 2-core machine; alternating the variants and comparing medians is
  * what tells two settings apart (it is how the defaults of functions/apply.ts were chosen).
  */
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { ApplyHandlerOptions } from '../../functions/apply.ts';
 import { startLocalCloud } from '../local/cloud.ts';
-import { startDynamoLocal, startSqsEmulator } from '../local/emulators.ts';
+import { startDynamoLocal, startSqsEmulator, type Emulator } from '../local/emulators.ts';
 import { HttpClient } from './http.ts';
 import { closedLoop, openLoop } from './load.ts';
 import { lagSamples, Meter } from './meter.ts';
@@ -53,6 +54,10 @@ export interface LagCompareOptions {
   rounds: number;
   variants: LagVariant[];
   print: (line: string) => void;
+  /** Running emulators to use (tests); by default the run starts and stops its own. */
+  emulators?: { dynamoEndpoint: string; sqsEndpoint: string };
+  /** Warm-up at concurrency 32 before the first run and before each later one (default 40 s and 5 s). */
+  warmupMs?: { first: number; later: number };
 }
 
 export interface LagRun {
@@ -62,6 +67,12 @@ export interface LagRun {
   /** Per replica region. */
   regions: { region: string; p50Ms: number | null; p99Ms: number | null; maxMs: number | null; unapplied: number }[];
   worstP99Ms: number | null;
+  /**
+   * This process's event loop during the phase (it runs the API, the SQS emulator, the apply
+   * pollers and the load): the share of time it was busy, and the p99 of how late a 10 ms timer
+   * fired — time every request, apply included, may wait for its turn.
+   */
+  loop: { utilization: number; delayP99Ms: number };
 }
 
 /** Runs every variant once per round, in turn, each on a fresh cluster; resolves with every run and prints a summary. */
@@ -70,24 +81,38 @@ export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[
   const http = new HttpClient(256);
   const meter = new Meter();
   meter.attach();
-  const [dynamo, sqs] = await Promise.all([startDynamoLocal(), startSqsEmulator()]);
+  let own: Emulator[] = [];
+  let endpoints = options.emulators;
+  if (endpoints === undefined) {
+    const [dynamo, sqs] = await Promise.all([startDynamoLocal(), startSqsEmulator()]);
+    own = [dynamo, sqs];
+    endpoints = { dynamoEndpoint: dynamo.endpoint, sqsEndpoint: sqs.endpoint };
+  }
+  const warmupMs = options.warmupMs ?? { first: 40_000, later: 5_000 };
   const runs: LagRun[] = [];
   const value = 'v'.repeat(100);
   try {
     for (let roundIndex = 0; roundIndex < options.rounds; roundIndex += 1) {
       for (const [variantIndex, variant] of options.variants.entries()) {
         const prefix = `lagcmp-${runs.length + 1}-${Date.now().toString(36)}`;
-        const cloud = await startLocalCloud({ basePort: 0, dynamoEndpoint: dynamo.endpoint, sqsEndpoint: sqs.endpoint, tablePrefix: prefix, shardCount: 8, rateLimitPerSecond: 1_000_000, log: () => {}, apply: variant });
+        const cloud = await startLocalCloud({ basePort: 0, dynamoEndpoint: endpoints.dynamoEndpoint, sqsEndpoint: endpoints.sqsEndpoint, tablePrefix: prefix, shardCount: 8, rateLimitPerSecond: 1_000_000, log: () => {}, apply: variant });
         const stores = uncountedStores(cloud);
         try {
           await cloud.waitForLeaders(30_000);
           const put = (key: string) => putThroughApi(http, cloud.apiUrl, key, value);
           // DynamoDB Local's JVM compiles its hot code in the first tens of seconds: warm it longer on the first run.
-          await closedLoop({ label: 'warm-up', concurrency: 32, durationMs: runs.length === 0 ? 40_000 : 5_000, op: (_worker, sequence) => put(`warm-${sequence % 1000}`) });
+          await closedLoop({ label: 'warm-up', concurrency: 32, durationMs: runs.length === 0 ? warmupMs.first : warmupMs.later, op: (_worker, sequence) => put(`warm-${sequence % 1000}`) });
           await waitForConvergence(stores, cloud.config.shardCount, 60_000);
           await openLoop({ label: 'settle', ratePerSecond: options.ratePerSecond, durationMs: 3_000, maxInFlight: 256, op: (sequence) => put(`settle-${sequence % 1000}`) });
           meter.trackEntries(prefix, cloud.config.homeRegion);
+          const delay = monitorEventLoopDelay({ resolution: 10 });
+          delay.enable();
+          const utilizationBefore = performance.eventLoopUtilization();
           const phase = await openLoop({ label: 'lag', ratePerSecond: options.ratePerSecond, durationMs: options.seconds * 1000, maxInFlight: 256, op: (sequence) => put(`lag-${(sequence * 7919) % 10_000}`) });
+          const utilization = performance.eventLoopUtilization(utilizationBefore).utilization;
+          delay.disable();
+          // The histogram is in ns and includes the 10 ms resolution itself.
+          const loop = { utilization: round(utilization, 2), delayP99Ms: round(Math.max(0, delay.percentile(99) / 1e6 - 10), 1) };
           await waitForConvergence(stores, cloud.config.shardCount, 60_000);
           const { samples, unapplied } = lagSamples(meter.entries(phase.startMs, phase.endMs), cloud.config.replicaRegions);
           meter.trackEntries(undefined, cloud.config.homeRegion);
@@ -102,10 +127,11 @@ export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[
             achievedPerSecond: round(phase.opsPerSecond, 1),
             regions,
             worstP99Ms: p99s.some((p99) => p99 === null) ? null : Math.max(...(p99s as number[])),
+            loop,
           };
           runs.push(run);
           print(
-            `round ${run.round} variant ${variantIndex} ${JSON.stringify(variant)} at ${run.achievedPerSecond}/s: ${regions.map((region) => `${region.region} p50 ${region.p50Ms} p99 ${region.p99Ms} max ${region.maxMs} ms${region.unapplied > 0 ? ` (${region.unapplied} not applied)` : ''}`).join('; ')}`,
+            `round ${run.round} variant ${variantIndex} ${JSON.stringify(variant)} at ${run.achievedPerSecond}/s: ${regions.map((region) => `${region.region} p50 ${region.p50Ms} p99 ${region.p99Ms} max ${region.maxMs} ms${region.unapplied > 0 ? ` (${region.unapplied} not applied)` : ''}`).join('; ')}; event loop busy ${loop.utilization}, late p99 ${loop.delayP99Ms} ms`,
           );
         } finally {
           stores.destroy();
@@ -116,7 +142,7 @@ export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[
   } finally {
     meter.detach();
     http.destroy();
-    await Promise.all([dynamo.stop(), sqs.stop()]);
+    await Promise.all(own.map((emulator) => emulator.stop()));
   }
   print(`\nlag at ${options.ratePerSecond} writes/s, ${options.seconds} s per run, ${options.rounds} round(s): median over runs (worst region's p99; mean of the regions' p50)`);
   for (const [variantIndex, variant] of options.variants.entries()) {

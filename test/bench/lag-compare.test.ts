@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { parseVariant } from '../../lib/bench/lag-compare.ts';
+import { describe, expect, inject, it } from 'vitest';
+import { parseVariant, runLagCompare } from '../../lib/bench/lag-compare.ts';
 
 describe('bench:lag variants', () => {
   it('parses apply settings, with "Infinity" turning pulls off', () => {
@@ -16,4 +16,37 @@ describe('bench:lag variants', () => {
     expect(() => parseVariant('{"pollers":2.5}')).toThrow(/pollers must be an integer from 1 to 10/);
     expect(() => parseVariant('{"batchSize":"3"}')).toThrow(/batchSize must be an integer from 1 to 10, got "3"/);
   });
+});
+
+describe('bench:lag run', () => {
+  it('measures the lag of each variant on a fresh cluster and prints a line per run and a median per variant', async () => {
+    const lines: string[] = [];
+    const runs = await runLagCompare({
+      ratePerSecond: 40,
+      seconds: 3,
+      rounds: 1,
+      variants: [{}, { pullEveryMs: 100 }],
+      print: (line) => lines.push(line),
+      emulators: { dynamoEndpoint: inject('dynamoEndpoint'), sqsEndpoint: inject('sqsEndpoint') },
+      warmupMs: { first: 1_000, later: 500 },
+    });
+    expect(runs.map((run) => run.variant)).toEqual([0, 1]);
+    for (const run of runs) {
+      // About 120 writes each: every one committed and applied in both replica regions.
+      expect(run.achievedPerSecond).toBeGreaterThan(30);
+      expect(run.regions.map((region) => region.region).sort()).toEqual(['ap-southeast-2', 'eu-west-1']);
+      for (const region of run.regions) {
+        expect(region.unapplied).toBe(0);
+        expect(region.p50Ms).toBeGreaterThan(0);
+        expect(region.p99Ms).toBeGreaterThanOrEqual(region.p50Ms as number);
+        expect(region.maxMs).toBeGreaterThanOrEqual(region.p99Ms as number);
+      }
+      expect(run.worstP99Ms).toBe(Math.max(...run.regions.map((region) => region.p99Ms as number)));
+      expect(run.loop.utilization).toBeGreaterThan(0);
+      expect(run.loop.utilization).toBeLessThanOrEqual(1);
+      expect(run.loop.delayP99Ms).toBeGreaterThanOrEqual(0);
+    }
+    expect(lines.filter((line) => line.startsWith('round 1 variant '))).toHaveLength(2);
+    expect(lines.find((line) => line.startsWith('variant 1 {"pullEveryMs":100}: p99 median'))).toContain(`runs: ${runs[1]?.worstP99Ms}`);
+  }, 120_000);
 });
