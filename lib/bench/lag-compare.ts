@@ -1,6 +1,6 @@
 /**
  * `npm run bench:lag -- …`: replication lag of several apply settings at one write rate, in
- * alternating runs in one process on one pair of emulators. A single lag phase varies by ±40%
+ * alternating runs in one process on one pair of emulators. A single lag phase's p99 varies threefold
  * from run to run on a busy 2-core machine; alternating the variants and comparing medians is
  * what tells two settings apart (it is how the defaults of functions/apply.ts were chosen).
  */
