@@ -636,7 +636,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     const { samples } = lagSamples(lag.entries, config.replicaRegions);
     const lagCdf = Object.fromEntries(config.replicaRegions.map((region) => [region, cdfPoints(samples.filter((sample) => sample.region === region).map((sample) => Math.max(0.1, sample.lagMs)))]));
     for (const region of lagRegions) {
-      print(`lag ${region.region}: p50 ${region.p50Ms} p99 ${region.p99Ms} max ${region.maxMs} ms over ${region.entries} entries (ship ${region.meanShipMs}, queue ${region.meanQueueMs}, apply ${region.meanApplyMs} ms mean; ${region.viaRepair} via repair; ${region.unapplied} not applied)`);
+      print(`lag ${region.region}: p50 ${region.p50Ms} p99 ${region.p99Ms} max ${region.maxMs} ms over ${region.entries} entries (ship ${region.meanShipMs ?? '—'}, queue ${region.meanQueueMs ?? '—'}, apply ${region.meanApplyMs ?? '—'} ms mean; ${region.viaRepair} via repair; ${region.unapplied} not applied)`);
     }
     const lightRate = Math.min(10, lagRate);
     print(`\nreplication lag at light load: ${lightRate} writes/s for ${p.lightLagMs / 1000} s`);
@@ -1104,7 +1104,7 @@ function costReport(
   };
 }
 
-function profileNotes(
+export function profileNotes(
   writeCells: WriteCell[],
   lagRegions: LagRegion[],
   profile: ProfileSummary | null,
@@ -1132,9 +1132,15 @@ function profileNotes(
   }
   if (profile !== null) notes.push(`Benchmark process CPU profile (load generator, API, SQS emulator, apply pollers, heartbeats): ${profile.categories.slice(0, 6).map((entry) => `${entry.category} ${entry.share}%`).join('; ')}.`);
   for (const region of lagRegions) {
+    // Queue and apply times exist only for entries whose message reached the poller before a pull applied them.
+    const deliveredCount = region.entries - region.viaRepair;
+    const delivered =
+      region.meanApplyMs === null
+        ? 'no entry reached the poller before a pull applied it'
+        : `over the ${deliveredCount} entries the poller delivered, mean → received ${region.meanQueueMs ?? '—'} ms, → applied ${region.meanApplyMs} ms`;
     const poller = region.poller === null ? '' : ` Its poller ran ${region.poller.batchesPerSecond} apply invocations per second with ${region.poller.messagesPerBatch} messages each (the emulator gives one message per shard per receive).`;
     notes.push(
-      `Lag ${region.region}: p99 ${region.p99Ms} ms; means: commit → queue accepted ${region.meanShipMs} ms, → received by the poller ${region.meanQueueMs} ms, → applied ${region.meanApplyMs} ms; ${region.viaRepair} of ${region.entries} entries applied by pull repair; ${region.appliedPerSecond ?? '—'} entries applied per second from the first commit to the last apply.${poller}`,
+      `Lag ${region.region}: p99 ${region.p99Ms} ms; mean commit → queue accepted ${region.meanShipMs ?? '—'} ms; ${delivered}; ${region.viaRepair} of ${region.entries} entries applied by pull repair; ${region.appliedPerSecond ?? '—'} entries applied per second from the first commit to the last apply.${poller}`,
     );
   }
   const one = scaling.find((row) => row.shards === 1);
