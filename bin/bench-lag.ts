@@ -4,6 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { parseVariant, runLagCompare, type LagVariant } from '../lib/bench/lag-compare.ts';
+import { numberOption } from '../lib/cli-options.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
@@ -45,14 +46,16 @@ if (parsed.values.help === true) {
   console.log(usage);
   process.exit(0);
 }
-const number = (name: string, text: string, min: number, max: number, integer: boolean): number => {
-  const value = Number(text);
-  if (!Number.isFinite(value) || value < min || value > max || (integer && !Number.isInteger(value))) fail(`--${name} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got "${text}"`);
-  return value;
-};
-const ratePerSecond = number('rate', parsed.values.rate, 1, 2000, false);
-const seconds = number('seconds', parsed.values.seconds, 5, 600, false);
-const rounds = number('rounds', parsed.values.rounds, 1, 20, true);
+let ratePerSecond: number;
+let seconds: number;
+let rounds: number;
+try {
+  ratePerSecond = numberOption(parsed.values.rate, 'rate', { min: 1, max: 2000 });
+  seconds = numberOption(parsed.values.seconds, 'seconds', { min: 5, max: 600 });
+  rounds = numberOption(parsed.values.rounds, 'rounds', { min: 1, max: 20, integer: true });
+} catch (error) {
+  fail((error as Error).message);
+}
 if (parsed.positionals.length === 0) fail('give at least one variant, e.g. \'{}\' for the defaults');
 let variants: LagVariant[];
 try {

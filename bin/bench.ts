@@ -9,6 +9,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { BenchReport } from '../lib/bench/report.ts';
 import { runBench, writeReport } from '../lib/bench/run.ts';
+import { numberOption } from '../lib/cli-options.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
@@ -62,20 +63,13 @@ if (values.render !== undefined) {
 }
 const quick = values.quick === true;
 let lagSeconds: number | undefined;
-if (values['lag-seconds'] !== undefined) {
-  lagSeconds = Number(values['lag-seconds']);
-  if (!Number.isFinite(lagSeconds) || lagSeconds < 5 || lagSeconds > 600) {
-    console.error(`--lag-seconds must be a number of seconds from 5 to 600, got "${values['lag-seconds']}"\n\n${usage}`);
-    process.exit(2);
-  }
-}
 let lagRatePerSecond: number | undefined;
-if (values['lag-rate'] !== undefined) {
-  lagRatePerSecond = Number(values['lag-rate']);
-  if (!Number.isFinite(lagRatePerSecond) || lagRatePerSecond < 1 || lagRatePerSecond > 5000) {
-    console.error(`--lag-rate must be a number of writes per second from 1 to 5000, got "${values['lag-rate']}"\n\n${usage}`);
-    process.exit(2);
-  }
+try {
+  if (values['lag-seconds'] !== undefined) lagSeconds = numberOption(values['lag-seconds'], 'lag-seconds', { min: 5, max: 600, what: 'a number of seconds' });
+  if (values['lag-rate'] !== undefined) lagRatePerSecond = numberOption(values['lag-rate'], 'lag-rate', { min: 1, max: 5000, what: 'a number of writes per second' });
+} catch (error) {
+  console.error(`${(error as Error).message}\n\n${usage}`);
+  process.exit(2);
 }
 try {
   await runBench({

@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { nemesisKinds } from '../lib/chaos/nemesis.ts';
 import { parseNemeses, runChaos } from '../lib/chaos/run.ts';
 import { isReplicationMode, replicationModes } from '../lib/core/replication.ts';
+import { numberOption } from '../lib/cli-options.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
@@ -27,12 +28,12 @@ nemeses: ${nemesisKinds.join(', ')} (all = every one but region-loss)
 
 function integer(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {
   if (raw === undefined) return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max) {
-    console.error(`--${name} must be an integer from ${min} to ${max}, got "${raw}"\n\n${usage}`);
+  try {
+    return numberOption(raw, name, { min, max, integer: true });
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${usage}`);
     process.exit(2);
   }
-  return value;
 }
 
 let values;

@@ -5,17 +5,17 @@
  * what tells two settings apart (it is how the defaults of functions/apply.ts were chosen).
  */
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import type { ApplyHandlerOptions } from '../../functions/apply.ts';
-import { startLocalCloud } from '../local/cloud.ts';
+import { startLocalCloud, type LocalApplyOptions } from '../local/cloud.ts';
 import { startDynamoLocal, startSqsEmulator, type Emulator } from '../local/emulators.ts';
 import { HttpClient } from './http.ts';
 import { closedLoop, openLoop } from './load.ts';
-import { lagSamples, Meter } from './meter.ts';
-import { putThroughApi, uncountedStores, waitForConvergence } from './run.ts';
-import { median, round, summarize } from './stats.ts';
+import { Meter } from './meter.ts';
+import type { LagRegion } from './report.ts';
+import { lagByRegion, putThroughApi, uncountedStores, waitForConvergence } from './run.ts';
+import { median, round } from './stats.ts';
 
 /** What a variant may set: the apply function's options and its local event source's. */
-export type LagVariant = ApplyHandlerOptions & { pollers?: number; batchSize?: number };
+export type LagVariant = LocalApplyOptions;
 
 const variantBounds: Record<keyof LagVariant, { min: number; max: number; integer: boolean }> = {
   pullAfterQueuedMs: { min: 0, max: Number.POSITIVE_INFINITY, integer: false },
@@ -64,8 +64,8 @@ export interface LagRun {
   round: number;
   variant: number;
   achievedPerSecond: number;
-  /** Per replica region. */
-  regions: { region: string; p50Ms: number | null; p99Ms: number | null; maxMs: number | null; unapplied: number }[];
+  /** Per replica region, as the full benchmark reports it. */
+  regions: LagRegion[];
   worstP99Ms: number | null;
   /**
    * This process's event loop during the phase (it runs the API, the SQS emulator, the apply
@@ -114,12 +114,8 @@ export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[
           // The histogram is in ns and includes the 10 ms resolution itself.
           const loop = { utilization: round(utilization, 2), delayP99Ms: round(Math.max(0, delay.percentile(99) / 1e6 - 10), 1) };
           await waitForConvergence(stores, cloud.config.shardCount, 60_000);
-          const { samples, unapplied } = lagSamples(meter.entries(phase.startMs, phase.endMs), cloud.config.replicaRegions);
+          const regions = lagByRegion(meter.entries(phase.startMs, phase.endMs), cloud.config.replicaRegions);
           meter.trackEntries(undefined, cloud.config.homeRegion);
-          const regions = cloud.config.replicaRegions.map((region) => {
-            const lags = summarize(samples.filter((sample) => sample.region === region).map((sample) => sample.lagMs));
-            return { region, p50Ms: lags.p50Ms, p99Ms: lags.p99Ms, maxMs: lags.maxMs, unapplied: unapplied[region] ?? 0 };
-          });
           const p99s = regions.map((region) => region.p99Ms);
           const run: LagRun = {
             round: roundIndex + 1,

@@ -1018,7 +1018,7 @@ async function runEtcd(
   }
 }
 
-function lagByRegion(entries: ReturnType<Meter['entries']>, regions: readonly string[]): LagRegion[] {
+export function lagByRegion(entries: ReturnType<Meter['entries']>, regions: readonly string[]): LagRegion[] {
   const { samples, unapplied } = lagSamples(entries, regions);
   return regions.map((region) => {
     const mine = samples.filter((sample) => sample.region === region);

@@ -30,6 +30,9 @@ import { startDynamoLocal, startSqsEmulator, type Emulator } from './emulators.t
 import { serveApi, TokenBucket, type ApiServer, type LocalRoute } from './http-server.ts';
 import { ensureTables } from './tables.ts';
 
+/** A replica apply function's settings, and its local event source's concurrent poll loops and batch size (defaults 2 and 10). */
+export type LocalApplyOptions = ApplyHandlerOptions & { pollers?: number; batchSize?: number };
+
 export interface LocalCloudOptions {
   /** Home API port; DynamoDB Local listens on +20 and the SQS emulator on +21. 0 picks free ports (tests). */
   basePort?: number;
@@ -59,8 +62,8 @@ export interface LocalCloudOptions {
   bearerToken?: string | undefined;
   /** Requests per second each region's API accepts before answering 429 (burst: twice that). Default 2000. */
   rateLimitPerSecond?: number;
-  /** The replica apply functions' settings (defaults: the Lambda's) and their event sources' concurrent poll loops and batch size (defaults 2 and 10). */
-  apply?: ApplyHandlerOptions & { pollers?: number; batchSize?: number };
+  /** The replica apply functions' settings (defaults: the Lambda's) and their event sources'. */
+  apply?: LocalApplyOptions;
   log?: (line: string) => void;
 }
 
