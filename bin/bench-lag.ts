@@ -14,8 +14,9 @@ const usage = `usage: npm run bench:lag -- [--rate <writes/s>] [--seconds <s>] [
   --seconds <s>   length of each lag phase, 5–600 (default 20)
   --rounds <n>    how many times each variant runs, 1–20 (default 3); the variants take turns
   <variant>       a JSON object of apply settings; '{}' is the defaults. Settings: pullAfterQueuedMs,
-                  pullEveryMs, pullBackoffFactor (functions/apply.ts), pollers, batchSize (the local
-                  event source). Example: '{}' '{"pullEveryMs":100,"pullBackoffFactor":1}'
+                  pullEveryMs, pullBackoffFactor (functions/apply.ts), packItemsMax
+                  (lib/service/replica-applier.ts), pollers, batchSize (the local event source).
+                  Example: '{}' '{"pullEveryMs":100,"pullBackoffFactor":1}'
 
 Each run starts a fresh 8-shard cluster with 2 replica regions on one DynamoDB Local and SQS
 emulator, warms it (40 s on the first run, 5 s after), lets the replicas catch up, then writes

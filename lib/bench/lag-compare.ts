@@ -23,6 +23,7 @@ const variantBounds: Record<keyof LagVariant, { min: number; max: number; intege
   pullBackoffFactor: { min: 0, max: 100, integer: false },
   pollers: { min: 1, max: 10, integer: true },
   batchSize: { min: 1, max: 10, integer: true },
+  packItemsMax: { min: 3, max: 100, integer: true },
 };
 
 /** Parses one variant argument (a JSON object, `{}` = the defaults); throws a message that says what to fix. */

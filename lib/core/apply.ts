@@ -118,10 +118,11 @@ export function chunkRuns(entries: readonly LogEntry[]): LogEntry[][] {
 }
 
 /**
- * Packs runs of several shards into as few transactions as their items (≤ 100) and bytes allow,
- * in the given order; a run is never split (`chunkRuns` already made each fit alone).
+ * Packs runs of several shards into as few transactions as their items (≤ `itemsMax`, at most
+ * the 100 of one transaction) and bytes allow, in the given order; a run is never split
+ * (`chunkRuns` already made each fit alone), so a run bigger than `itemsMax` gets a pack of its own.
  */
-export function packRuns<T extends { entries: readonly LogEntry[] }>(runs: readonly T[]): T[][] {
+export function packRuns<T extends { entries: readonly LogEntry[] }>(runs: readonly T[], itemsMax = 100): T[][] {
   const packs: T[][] = [];
   let pack: T[] = [];
   let items = 0;
@@ -129,7 +130,7 @@ export function packRuns<T extends { entries: readonly LogEntry[] }>(runs: reado
   for (const run of runs) {
     const runItems = runItemsMax(run.entries.length);
     const runBytes = run.entries.reduce((sum, entry) => sum + transactionBytesOf(entry.ops), 0);
-    if (pack.length > 0 && (items + runItems > 100 || bytes + runBytes > limits.transactionBytesMax)) {
+    if (pack.length > 0 && (items + runItems > itemsMax || bytes + runBytes > limits.transactionBytesMax)) {
       packs.push(pack);
       pack = [];
       items = 0;

@@ -11,7 +11,7 @@ import { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import { makeSqsClient } from '../adapters/aws/clients.ts';
 import { createRegionService } from '../service/factory.ts';
 import type { KvService } from '../service/kv-service.ts';
-import { ReplicaApplier } from '../service/replica-applier.ts';
+import { ReplicaApplier, type ReplicaApplierOptions } from '../service/replica-applier.ts';
 import { createEventSource, type EventSource, type FaultSettings } from './event-source.ts';
 import { ensureReplicationQueue, type ReplicationQueue } from './queues.ts';
 import { cutOffRegion, isCutOff, localCredentials, makeDynamoClient, reconnectRegion } from '../adapters/aws/clients.ts';
@@ -30,8 +30,12 @@ import { startDynamoLocal, startSqsEmulator, type Emulator } from './emulators.t
 import { serveApi, TokenBucket, type ApiServer, type LocalRoute } from './http-server.ts';
 import { ensureTables } from './tables.ts';
 
-/** A replica apply function's settings, and its local event source's concurrent poll loops and batch size (defaults 2 and 10). */
-export type LocalApplyOptions = ApplyHandlerOptions & { pollers?: number; batchSize?: number };
+/**
+ * A replica apply function's settings, its applier's items per shared transaction
+ * (`packItemsMax`, lib/service/replica-applier.ts), and its local event source's concurrent poll
+ * loops and batch size (defaults 2 and 10).
+ */
+export type LocalApplyOptions = ApplyHandlerOptions & ReplicaApplierOptions & { pollers?: number; batchSize?: number };
 
 export interface LocalCloudOptions {
   /** Home API port; DynamoDB Local listens on +20 and the SQS emulator on +21. 0 picks free ports (tests). */
@@ -552,7 +556,7 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
         const home = new DynamoStore(homeClient, config.tables, config.shardCount);
         const replicaClient = makeDynamoClient({ region, endpoint: config.dynamoEndpoint });
         const replica = new DynamoReplicaStore(replicaClient, config.tables);
-        const applier = new ReplicaApplier(replica, home, clock);
+        const applier = new ReplicaApplier(replica, home, clock, options.apply?.packItemsMax === undefined ? {} : { packItemsMax: options.apply.packItemsMax });
         const queue = queues.get(region) as ReplicationQueue;
         const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
         wiringClosers.push(() => {

@@ -546,6 +546,37 @@ describe('Class: ReplicaApplier', () => {
       return { home, replica, view, putHome, applier: new ReplicaApplier(replica, home, systemClock()), destroy };
     }
 
+    it('spreads a pull over transactions of at most packItemsMax items, all of them applied', async () => {
+      // Prepare: shards 10..13, each 5 entries (11 items) behind the home head; packs of 25 items hold two runs.
+      const pair = await freshPair();
+      const applier = new ReplicaApplier(pair.replica, pair.home, systemClock(), { packItemsMax: 25 });
+      const chains = new Map([10, 11, 12, 13].map((shard) => [shard, sealChain(shard, workload(5, ['m', 'n']))]));
+      for (const chain of chains.values()) await pair.putHome(chain);
+
+      // Act
+      const outcomes = await applier.pullAll([13, 11, 12, 10]);
+
+      // Assess
+      expect(outcomes).toEqual(new Map([[10, 5], [11, 5], [12, 5], [13, 5]]));
+      expect(pair.replica.shared.sort((a, b) => (a[0] ?? 0) - (b[0] ?? 0))).toEqual([[10, 11], [12, 13]]);
+      for (const [shard, chain] of chains) {
+        expect(await pair.view.readLog(shard, 1, 100)).toEqual(chain);
+        expect(await pair.replica.readProgress(shard)).toMatchObject({ appliedIndex: 5, appliedHash: at(chain, 4).hash });
+      }
+      pair.destroy();
+    });
+
+    it('refuses a packItemsMax that cannot hold a run of one entry or exceeds a transaction', async () => {
+      // Prepare
+      const pair = await freshPair();
+
+      // Assess
+      for (const packItemsMax of [2, 101, 40.5]) {
+        expect(() => new ReplicaApplier(pair.replica, pair.home, systemClock(), { packItemsMax })).toThrow(/packItemsMax must be an integer in 3\.\.100/);
+      }
+      pair.destroy();
+    });
+
     it('applies the shards that continue what it knows in one transaction, and a shard with a gap on its own', async () => {
       // Prepare: shards 1..4 applied up to 2; then 3..5 arrive for 1..3, and 5 alone for shard 4.
       const pair = await freshPair();

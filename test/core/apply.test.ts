@@ -288,6 +288,18 @@ describe('Function: packRuns', () => {
     for (const pack of packs) expect(pack.reduce((sum, run) => sum + runItemsMax(run.entries.length), 0)).toBeLessThanOrEqual(100);
   });
 
+  it('keeps each transaction within a smaller item bound, a run bigger than the bound on its own', () => {
+    // Prepare: 3, 7, 9, 3 and 61 items against a bound of 20.
+    const runs = [runOf(1, 1), runOf(2, 3), runOf(3, 4), runOf(4, 1), runOf(5, 30)];
+
+    // Act
+    const packs = packRuns(runs, 20);
+
+    // Assess
+    expect(packs.map((pack) => pack.map((run) => run.shard))).toEqual([[1, 2, 3], [4], [5]]);
+    for (const pack of packs.slice(0, 2)) expect(pack.reduce((sum, run) => sum + runItemsMax(run.entries.length), 0)).toBeLessThanOrEqual(20);
+  });
+
   it('returns no transaction for no runs', () => {
     // Assess
     expect(packRuns([])).toEqual([]);

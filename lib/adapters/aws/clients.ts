@@ -160,6 +160,15 @@ function addObserver(stack: Stack, service: AwsRequestRecord['service'], region:
   );
 }
 
+/**
+ * epochkv never gives the SDK a logger (it logs with Powertools), but the SDK's logger middleware
+ * still runs every input and output through its sensitive-data filter for the no-op default:
+ * 2.8% of the benchmark process's CPU in a profile at 200 writes/s. Removing it changes nothing else.
+ */
+function removeSdkLogger(stack: Stack): void {
+  (stack as DynamoDBClient['middlewareStack']).remove('loggerMiddleware');
+}
+
 export function makeDynamoClient({ region, endpoint, from }: ClientOptions): DynamoDBDocumentClient {
   const client = new DynamoDBClient({
     region,
@@ -168,6 +177,7 @@ export function makeDynamoClient({ region, endpoint, from }: ClientOptions): Dyn
     maxAttempts: 3,
     ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }),
   });
+  removeSdkLogger(client.middlewareStack);
   addObserver(client.middlewareStack, 'dynamodb', region);
   addPartition(client.middlewareStack, region, from, endpoint);
   return DynamoDBDocumentClient.from(client, {
@@ -179,6 +189,7 @@ export function makeDynamoClient({ region, endpoint, from }: ClientOptions): Dyn
 /** SQS client for a region; on the local cloud it points at the emulator with the local key. */
 export function makeSqsClient({ region, endpoint, from }: ClientOptions): SQSClient {
   const client = new SQSClient({ region, maxAttempts: 3, ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }) });
+  removeSdkLogger(client.middlewareStack);
   addObserver(client.middlewareStack, 'sqs', region);
   addPartition(client.middlewareStack, region, from, endpoint);
   return client;
