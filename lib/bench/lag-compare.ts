@@ -7,6 +7,7 @@
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { startLocalCloud, type LocalApplyOptions } from '../local/cloud.ts';
 import { startDynamoLocal, startSqsEmulator, type Emulator } from '../local/emulators.ts';
+import { packItemsBounds } from '../service/replica-applier.ts';
 import { HttpClient } from './http.ts';
 import { closedLoop, openLoop } from './load.ts';
 import { Meter } from './meter.ts';
@@ -23,7 +24,7 @@ const variantBounds: Record<keyof LagVariant, { min: number; max: number; intege
   pullBackoffFactor: { min: 0, max: 100, integer: false },
   pollers: { min: 1, max: 10, integer: true },
   batchSize: { min: 1, max: 10, integer: true },
-  packItemsMax: { min: 3, max: 100, integer: true },
+  packItemsMax: { ...packItemsBounds, integer: true },
 };
 
 /** Parses one variant argument (a JSON object, `{}` = the defaults); throws a message that says what to fix. */

@@ -94,9 +94,12 @@ export function runItemsMax(entryCount: number): number {
   return 1 + 2 * entryCount;
 }
 
-/** Largest run that fits one TransactWriteItems (100 items). */
+/** Items one TransactWriteItems takes. */
+export const transactionItemsMax = 100;
+
+/** Largest run that fits one TransactWriteItems. */
 export const runEntriesMax = 49;
-assert(runItemsMax(runEntriesMax) <= 100, 'a replica apply run must fit one transaction');
+assert(runItemsMax(runEntriesMax) <= transactionItemsMax, 'a replica apply run must fit one transaction');
 
 /** Splits verified consecutive entries into runs that each fit one transaction (items and bytes). */
 export function chunkRuns(entries: readonly LogEntry[]): LogEntry[][] {
@@ -122,7 +125,7 @@ export function chunkRuns(entries: readonly LogEntry[]): LogEntry[][] {
  * the 100 of one transaction) and bytes allow, in the given order; a run is never split
  * (`chunkRuns` already made each fit alone), so a run bigger than `itemsMax` gets a pack of its own.
  */
-export function packRuns<T extends { entries: readonly LogEntry[] }>(runs: readonly T[], itemsMax = 100): T[][] {
+export function packRuns<T extends { entries: readonly LogEntry[] }>(runs: readonly T[], itemsMax = transactionItemsMax): T[][] {
   const packs: T[][] = [];
   let pack: T[] = [];
   let items = 0;

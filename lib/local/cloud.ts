@@ -556,7 +556,7 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
         const home = new DynamoStore(homeClient, config.tables, config.shardCount);
         const replicaClient = makeDynamoClient({ region, endpoint: config.dynamoEndpoint });
         const replica = new DynamoReplicaStore(replicaClient, config.tables);
-        const applier = new ReplicaApplier(replica, home, clock, options.apply?.packItemsMax === undefined ? {} : { packItemsMax: options.apply.packItemsMax });
+        const applier = new ReplicaApplier(replica, home, clock, options.apply);
         const queue = queues.get(region) as ReplicationQueue;
         const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
         wiringClosers.push(() => {

@@ -45,8 +45,6 @@ export interface DynamoLocalOptions {
   dbPath?: string;
   /** Called with each line DynamoDB Local prints (its banner, errors). */
   onOutput?: (line: string) => void;
-  /** Extra JVM options, before `-jar`. */
-  jvmArgs?: readonly string[];
 }
 
 /**
@@ -57,7 +55,7 @@ export interface DynamoLocalOptions {
 export async function startDynamoLocal(options: DynamoLocalOptions = {}): Promise<Emulator & { process: ChildProcess }> {
   const port = options.port ?? (await freePort());
   const directory = dynamoLocalDirectory();
-  const args = [`-Djava.library.path=${path.join(directory, 'DynamoDBLocal_lib')}`, '-Xss1m', ...(options.jvmArgs ?? []), '-jar', path.join(directory, 'DynamoDBLocal.jar'), '-port', String(port), '-disableTelemetry'];
+  const args = [`-Djava.library.path=${path.join(directory, 'DynamoDBLocal_lib')}`, '-Xss1m', '-jar', path.join(directory, 'DynamoDBLocal.jar'), '-port', String(port), '-disableTelemetry'];
   if (options.dbPath === undefined) {
     args.push('-inMemory');
   } else {

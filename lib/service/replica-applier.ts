@@ -1,7 +1,7 @@
 import { ProgressMovedError, type DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import type { Clock } from '../clock.ts';
 import { AssertionError } from '../core/assert.ts';
-import { chunkRuns, decideApply, isFencedOff, packRuns, runEntriesMax, type ReplicaProgress } from '../core/apply.ts';
+import { chunkRuns, decideApply, isFencedOff, packRuns, runEntriesMax, runItemsMax, transactionItemsMax, type ReplicaProgress } from '../core/apply.ts';
 import { verifyChain, type LogEntry } from '../core/log.ts';
 import type { Store } from '../ports/store.ts';
 
@@ -17,9 +17,11 @@ const movedAttemptsMax = 5;
  * (README, "Comparing apply settings"). Items cost the same on AWS however they are packed.
  */
 export const packItemsMaxDefault = 40;
+/** What `packItemsMax` may be: a run of one entry, up to a whole transaction. */
+export const packItemsBounds = { min: runItemsMax(1), max: transactionItemsMax } as const;
 
 export interface ReplicaApplierOptions {
-  /** Items per shared apply transaction, 3..100; default `packItemsMaxDefault`. */
+  /** Items per shared apply transaction, within `packItemsBounds`; default `packItemsMaxDefault`. */
   packItemsMax?: number;
 }
 
@@ -108,15 +110,19 @@ export class ReplicaApplier {
     options: ReplicaApplierOptions = {},
   ) {
     const packItemsMax = options.packItemsMax ?? packItemsMaxDefault;
-    if (!Number.isInteger(packItemsMax) || packItemsMax < 3 || packItemsMax > 100) throw new RangeError(`packItemsMax must be an integer in 3..100 (a run of one entry is 3 items; a transaction holds 100), got ${packItemsMax}`);
+    const { min, max } = packItemsBounds;
+    if (!Number.isInteger(packItemsMax) || packItemsMax < min || packItemsMax > max) {
+      throw new RangeError(`packItemsMax must be an integer in ${min}..${max} (a run of one entry is ${min} items; a transaction holds ${max}), got ${packItemsMax}`);
+    }
     this.#packItemsMax = packItemsMax;
   }
 
   /**
    * Delivers the messages of several shards (one queue batch): the shards whose messages
    * continue the progress this applier knows go in shared transactions — one for the whole
-   * batch when it fits in `packItemsMax` items, else several in parallel — instead of one each; the others, and any whose shared transaction
-   * failed, go through `deliver` one shard at a time. Each shard gets its result or its error.
+   * batch when it fits in `packItemsMax` items, else several in parallel — instead of one each;
+   * the others, and any whose shared transaction failed, go through `deliver` one shard at a
+   * time. Each shard gets its result or its error.
    */
   async deliverAll(groups: ReadonlyMap<number, readonly LogEntry[]>): Promise<Map<number, DeliveryResult | DeliveryError>> {
     const outcomes = new Map<number, DeliveryResult | DeliveryError>();
