@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 
 let ticksPerSecond: number | undefined;
 function clockTicks(): number {
@@ -69,6 +69,36 @@ export function cpuMeter(processes: CpuProcesses): { stop(): Record<string, numb
       }
       for (const name of Object.keys(out)) out[name] = Math.round((out[name] as number) * 100) / 100;
       return out;
+    },
+  };
+}
+
+/** How busy this process's event loop was over a phase. */
+export interface EventLoopLoad {
+  /** The share of the phase the loop spent running callbacks (Node's event loop utilization), 0..1. */
+  utilization: number;
+  /** How late a timer due every 10 ms fired, p99, in ms: how long a callback waited for the loop. */
+  delayP99Ms: number;
+}
+
+const delayResolutionMs = 10;
+
+/**
+ * Measures this process's event loop between the call and `stop()`. In the benchmark it is
+ * the loop of the API, the SQS emulator, the apply pollers and the load generator: when it is
+ * busy all the time, every step of a write and of an apply waits for it.
+ */
+export function eventLoopMeter(): { stop(): EventLoopLoad } {
+  const delay = monitorEventLoopDelay({ resolution: delayResolutionMs });
+  delay.enable();
+  const before = performance.eventLoopUtilization();
+  return {
+    stop() {
+      const utilization = performance.eventLoopUtilization(before).utilization;
+      delay.disable();
+      // The histogram is in ns and includes the resolution itself.
+      const delayP99Ms = Math.max(0, delay.percentile(99) / 1e6 - delayResolutionMs);
+      return { utilization: Math.round(utilization * 100) / 100, delayP99Ms: Math.round(delayP99Ms * 10) / 10 };
     },
   };
 }

@@ -4,10 +4,10 @@
  * from run to run on a busy 2-core machine; alternating the variants and comparing medians is
  * what tells two settings apart (it is how the defaults of functions/apply.ts were chosen).
  */
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { startLocalCloud, type LocalApplyOptions } from '../local/cloud.ts';
 import { startDynamoLocal, startSqsEmulator, type Emulator } from '../local/emulators.ts';
 import { packItemsBounds } from '../service/replica-applier.ts';
+import { eventLoopMeter, type EventLoopLoad } from './cpu.ts';
 import { HttpClient } from './http.ts';
 import { closedLoop, openLoop } from './load.ts';
 import { Meter } from './meter.ts';
@@ -69,12 +69,8 @@ export interface LagRun {
   /** Per replica region, as the full benchmark reports it. */
   regions: LagRegion[];
   worstP99Ms: number | null;
-  /**
-   * This process's event loop during the phase (it runs the API, the SQS emulator, the apply
-   * pollers and the load): the share of time it was busy, and the p99 of how late a 10 ms timer
-   * fired — time every request, apply included, may wait for its turn.
-   */
-  loop: { utilization: number; delayP99Ms: number };
+  /** This process's event loop during the phase (the API, the SQS emulator, the apply pollers, the load). */
+  loop: EventLoopLoad;
 }
 
 /** Runs every variant once per round, in turn, each on a fresh cluster; resolves with every run and prints a summary. */
@@ -107,14 +103,9 @@ export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[
           await waitForConvergence(stores, cloud.config.shardCount, 60_000);
           await openLoop({ label: 'settle', ratePerSecond: options.ratePerSecond, durationMs: 3_000, maxInFlight: 256, op: (sequence) => put(`settle-${sequence % 1000}`) });
           meter.trackEntries(prefix, cloud.config.homeRegion);
-          const delay = monitorEventLoopDelay({ resolution: 10 });
-          delay.enable();
-          const utilizationBefore = performance.eventLoopUtilization();
+          const loopMeter = eventLoopMeter();
           const phase = await openLoop({ label: 'lag', ratePerSecond: options.ratePerSecond, durationMs: options.seconds * 1000, maxInFlight: 256, op: (sequence) => put(`lag-${(sequence * 7919) % 10_000}`) });
-          const utilization = performance.eventLoopUtilization(utilizationBefore).utilization;
-          delay.disable();
-          // The histogram is in ns and includes the 10 ms resolution itself.
-          const loop = { utilization: round(utilization, 2), delayP99Ms: round(Math.max(0, delay.percentile(99) / 1e6 - 10), 1) };
+          const loop = loopMeter.stop();
           await waitForConvergence(stores, cloud.config.shardCount, 60_000);
           const regions = lagByRegion(meter.entries(phase.startMs, phase.endMs), cloud.config.replicaRegions);
           meter.trackEntries(undefined, cloud.config.homeRegion);

@@ -3,6 +3,7 @@
  * Pure: everything here is a function of the report.
  */
 import type { CostLine } from './cost.ts';
+import type { EventLoopLoad } from './cpu.ts';
 import type { LatencySummary } from './stats.ts';
 import type { ChartData } from './svg.ts';
 import type { ProfileSummary } from './profile.ts';
@@ -184,6 +185,8 @@ export interface BenchReport {
     writes: CellSummary;
     skipped: number;
     regions: LagRegion[];
+    /** The machine during the phase: cores per process group, and the benchmark process's event loop (absent in older reports). */
+    machine?: { cores: Record<string, number>; eventLoop: EventLoopLoad };
     cdf: Record<string, [number, number][]>;
     /** The same at a light load, for comparison. */
     light: { ratePerSecond: number; achievedPerSecond: number; regions: LagRegion[] };
@@ -209,6 +212,20 @@ const errorsText = (errors: Record<string, number>) =>
     .join(', ');
 
 /** A table as aligned text (first column left, the others right). */
+/**
+ * What the machine did during the lag phase. Queueing grows steeply as a machine nears full use,
+ * so a lag measured on a saturated machine says more about the machine than about the pull cadence.
+ */
+export function lagMachineNote(machine: { cores: Record<string, number>; eventLoop: EventLoopLoad }, cpus: number): string {
+  const { cores, eventLoop } = machine;
+  const parts = Object.entries(cores)
+    .filter(([name]) => name !== 'machine')
+    .map(([name, used]) => `${name} ${fixed(used, 2)}`)
+    .join(', ');
+  const busy = cores.machine === undefined ? '' : `${fixed(cores.machine, 2)} of ${cpus} cores busy (${parts})`;
+  return `The machine during the phase: ${busy === '' ? `cores ${parts}` : busy}. The benchmark process's event loop (API, SQS emulator, apply pollers, load generator) was busy ${fixed(eventLoop.utilization * 100, 0)}% of the time and a timer due every 10 ms fired ${fixed(eventLoop.delayP99Ms)} ms late at p99: that is how long a step of a write or of an apply may wait for its turn.`;
+}
+
 export function textTable(headers: string[], rows: string[][]): string[] {
   const widths = headers.map((header, column) => Math.max(header.length, ...rows.map((row) => (row[column] ?? '').length)));
   const line = (cells: string[]) => cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[column] as number) : cell.padStart(widths[column] as number))).join('  ');
@@ -356,6 +373,7 @@ function sections(report: BenchReport): Section[] {
     ]),
     notes: [
       `Writes during the phase: p50 ${fixed(report.lag.writes.p50Ms)} ms, p99 ${fixed(report.lag.writes.p99Ms)} ms.`,
+      ...(report.lag.machine === undefined ? [] : [lagMachineNote(report.lag.machine, report.machine.cpus)]),
       `At a light load (${fixed(report.lag.light.achievedPerSecond)} writes/s): ${report.lag.light.regions.map((region) => `${region.region} p50 ${fixed(region.p50Ms)} ms, p99 ${fixed(region.p99Ms)} ms, max ${fixed(region.maxMs)} ms`).join('; ')}.`,
       'Locally the SQS emulator hands out at most one message per message group (shard) per receive, so the queue alone brings a replica at most one entry per shard per round trip (receive, apply transaction, delete); AWS hands out up to ten per group. The apply handler applies a batch\'s shards in one shared transaction, and pulls from the home log (one read per shard, runs shared too) every shard whose message waited 50 ms in the queue, at most every 50 ms per shard: "via repair" counts the entries that came that way.',
       'Measured in one process on one clock: commit = the fenced transaction returned; ship = the region\'s queue accepted it; queue = until the apply poller received it; apply = until its apply transaction returned.',

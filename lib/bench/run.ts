@@ -36,7 +36,7 @@ import {
   type BackgroundMeasurement,
   type MeasuredPhase,
 } from './cost.ts';
-import { cpuMeter } from './cpu.ts';
+import { cpuMeter, eventLoopMeter } from './cpu.ts';
 import { EtcdCluster, etcdInstallHint, findEtcd } from './etcd.ts';
 import { failureCode, HttpClient } from './http.ts';
 import { closedLoop, openLoop, type Outcome, type PhaseResult } from './load.ts';
@@ -595,6 +595,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       const batchesBefore = applyBatches();
       const pollersBefore = pollerStats();
       const begunMs = performance.now();
+      const cores = cpuMeter(cpuGroups);
+      const loopMeter = eventLoopMeter();
       const phase = await openLoop({
         label,
         ratePerSecond,
@@ -603,6 +605,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         progress: print,
         op: (sequence) => putThroughApi(http, cloud.apiUrl, `lag${valueBytes}-${Math.floor(random() * keySpace)}`, pool[sequence % pool.length] as string),
       });
+      const machine = { cores: cores.stop(), eventLoop: loopMeter.stop() };
       const convergedMs = await waitForConvergence(stores, config.shardCount, 60_000);
       const pollersAfter = pollerStats();
       const pollerSeconds = (performance.now() - begunMs) / 1000;
@@ -625,7 +628,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         applyBatches: Object.fromEntries(Object.keys(batchesAfter).map((region) => [region, (batchesAfter[region] ?? 0) - (batchesBefore[region] ?? 0)])),
         meanLatencyMs: phase.latency.meanMs ?? 0,
       };
-      return { phase, convergedMs, entries, measured, pollers };
+      return { phase, convergedMs, entries, measured, pollers, machine };
     };
     const halfLoad = Math.max(1, round(maxWrite100 / 2, 1));
     const lagRate = options.lagRatePerSecond ?? halfLoad;
@@ -638,6 +641,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     for (const region of lagRegions) {
       print(`lag ${region.region}: p50 ${region.p50Ms} p99 ${region.p99Ms} max ${region.maxMs} ms over ${region.entries} entries (ship ${region.meanShipMs ?? '—'}, queue ${region.meanQueueMs ?? '—'}, apply ${region.meanApplyMs ?? '—'} ms mean; ${region.viaRepair} via repair; ${region.unapplied} not applied)`);
     }
+    print(`lag phase: cores ${JSON.stringify(lag.machine.cores)}; this process's event loop busy ${lag.machine.eventLoop.utilization}, a 10 ms timer late by ${lag.machine.eventLoop.delayP99Ms} ms at p99`);
     const lightRate = Math.min(10, lagRate);
     print(`\nreplication lag at light load: ${lightRate} writes/s for ${p.lightLagMs / 1000} s`);
     const light = await steadyPhase(100, lightRate, p.lightLagMs, 'light writes 100 B');
@@ -858,6 +862,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         writes: cell(lag.phase),
         skipped: lag.phase.skipped,
         regions: lagRegions,
+        machine: lag.machine,
         cdf: lagCdf,
         light: { ratePerSecond: lightRate, achievedPerSecond: round(light.phase.opsPerSecond, 1), regions: lightRegions },
       },

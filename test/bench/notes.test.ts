@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { LagRegion } from '../../lib/bench/report.ts';
+import { eventLoopMeter } from '../../lib/bench/cpu.ts';
+import { lagMachineNote, type LagRegion } from '../../lib/bench/report.ts';
 import { profileNotes } from '../../lib/bench/run.ts';
 
 const region = (overrides: Partial<LagRegion>): LagRegion => ({
@@ -31,5 +32,30 @@ describe('benchmark notes on the lag', () => {
     const [note] = notesOf([region({ meanQueueMs: null, meanApplyMs: null, viaRepair: 100, poller: null })]);
     expect(note).toContain('no entry reached the poller before a pull applied it; 100 of 100 entries applied by pull repair');
     expect(note).not.toContain('null');
+  });
+});
+
+describe('the machine during the lag phase', () => {
+  it('says how many cores were busy, per process group, and how busy and late the event loop was', () => {
+    const note = lagMachineNote({ cores: { 'bench+api': 0.62, 'dynamodb-local': 1.02, nodes: 0.18, machine: 1.88, others: 0.06 }, eventLoop: { utilization: 0.99, delayP99Ms: 33.7 } }, 2);
+    expect(note).toContain('1.88 of 2 cores busy (bench+api 0.62, dynamodb-local 1.02, nodes 0.18, others 0.06)');
+    expect(note).toContain('busy 99% of the time');
+    expect(note).toContain('fired 33.7 ms late at p99');
+  });
+
+  it('lists the process groups alone where the machine total is unknown (no /proc)', () => {
+    const note = lagMachineNote({ cores: { 'bench+api': 0.5 }, eventLoop: { utilization: 0.4, delayP99Ms: 2 } }, 8);
+    expect(note).toContain('The machine during the phase: cores bench+api 0.50.');
+    expect(note).not.toContain('of 8 cores');
+  });
+
+  it('measures a blocked event loop as busy', () => {
+    const meter = eventLoopMeter();
+    const blockedUntilMs = performance.now() + 100;
+    // Synchronous work: the loop runs no other callback meanwhile.
+    while (performance.now() < blockedUntilMs);
+    const load = meter.stop();
+    expect(load.utilization).toBeGreaterThanOrEqual(0.9);
+    expect(load.delayP99Ms).toBeGreaterThanOrEqual(0);
   });
 });
