@@ -188,7 +188,17 @@ export function makeDynamoClient({ region, endpoint, from }: ClientOptions): Dyn
 
 /** SQS client for a region; on the local cloud it points at the emulator with the local key. */
 export function makeSqsClient({ region, endpoint, from }: ClientOptions): SQSClient {
-  const client = new SQSClient({ region, maxAttempts: 3, ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }) });
+  const client = new SQSClient({
+    region,
+    maxAttempts: 3,
+    // Resolve the middleware stack once per command class instead of on every call: a
+    // SendMessageBatch cost this process 0.61–0.68 ms of CPU with it against 0.86–0.97 ms without
+    // (client and in-process SQS emulator together). Every middleware is added below, before
+    // the first request, and none later, as caching requires. (The DynamoDB document client
+    // refuses this option.)
+    cacheMiddleware: true,
+    ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }),
+  });
   removeSdkLogger(client.middlewareStack);
   addObserver(client.middlewareStack, 'sqs', region);
   addPartition(client.middlewareStack, region, from, endpoint);
