@@ -1,5 +1,6 @@
 import { DeleteMessageBatchCommand, GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import { PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { PutCommand } from '@aws-sdk/lib-dynamodb';
+import type { DocumentClient } from '../adapters/aws/document-client.ts';
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { makeDynamoClient, makeSqsClient } from '../adapters/aws/clients.ts';
 import { DynamoStore, fromLogEntry } from '../adapters/aws/dynamo-store.ts';
@@ -71,7 +72,7 @@ export class PromotionRefusedError extends Error {
 
 interface RegionHandle {
   region: string;
-  dynamo: DynamoDBDocumentClient;
+  dynamo: DocumentClient;
   store: DynamoStore;
   replica: DynamoReplicaStore;
   sqs: SQSClient;

@@ -1,4 +1,5 @@
-import { PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { PutCommand } from '@aws-sdk/lib-dynamodb';
+import type { DocumentClient } from '../../lib/adapters/aws/document-client.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeDynamoClient } from '../../lib/adapters/aws/clients.ts';
 import { DynamoStore, fromLogEntry } from '../../lib/adapters/aws/dynamo-store.ts';
@@ -77,8 +78,8 @@ let prefix: string;
 let tables: TableNames;
 let endpoint: string;
 let homeStore: DynamoStore;
-let homeClient: DynamoDBDocumentClient;
-let replicaClient: DynamoDBDocumentClient;
+let homeClient: DocumentClient;
+let replicaClient: DocumentClient;
 let replicaStore: DynamoReplicaStore;
 /** The replica's tables read through the home store's adapter: same schema in every region. */
 let replicaView: DynamoStore;
@@ -451,7 +452,7 @@ describe('Class: ReplicaApplier', () => {
     class InterleavedReplicaStore extends DynamoReplicaStore {
       #interleave: (() => Promise<unknown>) | undefined;
 
-      constructor(client: DynamoDBDocumentClient, names: TableNames, interleave: () => Promise<unknown>) {
+      constructor(client: DocumentClient, names: TableNames, interleave: () => Promise<unknown>) {
         super(client, names);
         this.#interleave = interleave;
       }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { PutCommand } from '@aws-sdk/lib-dynamodb';
+import type { DocumentClient } from '../../lib/adapters/aws/document-client.ts';
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApplyHandler } from '../../functions/apply.ts';
@@ -72,8 +73,8 @@ const eventOf = (records: SQSRecord[]): SQSEvent => ({ Records: records });
 
 let tables: TableNames;
 let tablePrefix: string;
-let homeClient: DynamoDBDocumentClient;
-let replicaClient: DynamoDBDocumentClient;
+let homeClient: DocumentClient;
+let replicaClient: DocumentClient;
 let home: CountingStore;
 let replica: DynamoReplicaStore;
 /** The replica's tables read through the store adapter: same schema in every region. */

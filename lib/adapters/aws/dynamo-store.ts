@@ -7,8 +7,8 @@ import {
   QueryCommand,
   TransactWriteCommand,
   UpdateCommand,
-  type DynamoDBDocumentClient,
 } from '@aws-sdk/lib-dynamodb';
+import type { DocumentClient } from './document-client.ts';
 import { backoffMs, sleep } from '../../clock.ts';
 import { assert } from '../../core/assert.ts';
 import { limits } from '../../core/limits.ts';
@@ -129,7 +129,7 @@ function kvRefusal({ change, precondition }: NonNullable<CommitRequest['kv']>, c
  * Every item of one partition of the `control` table (all leases, all heartbeats, ...), with a
  * consistent read, page by page.
  */
-export async function queryPartition(client: DynamoDBDocumentClient, table: string, partition: string): Promise<Item[]> {
+export async function queryPartition(client: DocumentClient, table: string, partition: string): Promise<Item[]> {
   const items: Item[] = [];
   let startKey: Item | undefined;
   do {
@@ -177,7 +177,7 @@ function oldVersion(error: TransactionCanceledException, position: number): numb
 /** The home region's `control`, `log` and `kv` tables on DynamoDB (or DynamoDB Local). */
 export class DynamoStore implements Store {
   constructor(
-    private readonly client: DynamoDBDocumentClient,
+    private readonly client: DocumentClient,
     private readonly tables: TableNames,
     private readonly shardCount: number,
     /**

@@ -1,5 +1,6 @@
 import { ConditionalCheckFailedException, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
-import { GetCommand, PutCommand, TransactWriteCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { GetCommand, PutCommand, TransactWriteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import type { DocumentClient } from './document-client.ts';
 import { assert } from '../../core/assert.ts';
 import { chunkRuns, emptyProgress, isFencedOff, netEffects, runItemsMax, type ReplicaFence, type ReplicaProgress } from '../../core/apply.ts';
 import type { LogEntry } from '../../core/log.ts';
@@ -45,7 +46,7 @@ function toProgress(item: Record<string, unknown> | undefined): StoredProgress {
  */
 export class DynamoReplicaStore {
   constructor(
-    private readonly client: DynamoDBDocumentClient,
+    private readonly client: DocumentClient,
     private readonly tables: TableNames,
   ) {}
 
