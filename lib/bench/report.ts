@@ -211,7 +211,6 @@ const errorsText = (errors: Record<string, number>) =>
     .map(([code, count]) => `${code} ×${count}`)
     .join(', ');
 
-/** A table as aligned text (first column left, the others right). */
 /**
  * What the machine did during the lag phase. Queueing grows steeply as a machine nears full use,
  * so a lag measured on a saturated machine says more about the machine than about the pull cadence.
@@ -226,6 +225,7 @@ export function lagMachineNote(machine: { cores: Record<string, number>; eventLo
   return `The machine during the phase: ${busy === '' ? `cores ${parts}` : busy}. The benchmark process's event loop (API, SQS emulator, apply pollers, load generator) was busy ${fixed(eventLoop.utilization * 100, 0)}% of the time and a timer due every 10 ms fired ${fixed(eventLoop.delayP99Ms)} ms late at p99: that is how long a step of a write or of an apply may wait for its turn.`;
 }
 
+/** A table as aligned text (first column left, the others right). */
 export function textTable(headers: string[], rows: string[][]): string[] {
   const widths = headers.map((header, column) => Math.max(header.length, ...rows.map((row) => (row[column] ?? '').length)));
   const line = (cells: string[]) => cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[column] as number) : cell.padStart(widths[column] as number))).join('  ');
