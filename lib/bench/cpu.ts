@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 
 let ticksPerSecond: number | undefined;
@@ -26,6 +26,31 @@ export function processCpuSeconds(pid: number): number | undefined {
   }
 }
 
+/**
+ * CPU seconds (user + system) of the threads of a process whose name matches, from
+ * /proc/<pid>/task; undefined where there is no /proc or no such process.
+ */
+export function threadCpuSeconds(pid: number, name: RegExp): number | undefined {
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  let seconds = 0;
+  for (const task of tasks) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8');
+      if (!name.test(stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')))) continue;
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      seconds += (Number(fields[11]) + Number(fields[12])) / clockTicks();
+    } catch {
+      // The thread ended meanwhile: its time is gone with it.
+    }
+  }
+  return seconds;
+}
+
 /** Whole-machine busy CPU seconds (all cores) from /proc/stat. */
 function machineBusySeconds(): number | undefined {
   try {
@@ -41,16 +66,21 @@ function machineBusySeconds(): number | undefined {
 
 export type CpuProcesses = () => Record<string, number[]>;
 
+/** Threads of one process measured on their own, named `<group> <what>` (e.g. `dynamodb-local JIT`). */
+export type CpuThreads = Record<string, { pid: number; threads: RegExp }>;
+
 /**
  * Cores used per named group of processes between `start()` and `stop()`: the benchmark
  * process itself (`bench+api`: load generator, API, apply pollers, replica heartbeats),
- * DynamoDB Local's JVM, the node processes, and the whole machine (others included).
+ * DynamoDB Local's JVM, the node processes, and the whole machine (others included); and the
+ * share of some threads (`parts`), which are in their process's figure already.
  */
-export function cpuMeter(processes: CpuProcesses): { stop(): Record<string, number> } {
+export function cpuMeter(processes: CpuProcesses, parts: CpuThreads = {}): { stop(): Record<string, number> } {
   const startedMs = performance.now();
   const self = process.cpuUsage();
   const groups = processes();
   const before = Object.fromEntries(Object.entries(groups).map(([name, pids]) => [name, pids.map((pid) => processCpuSeconds(pid) ?? 0)]));
+  const partsBefore = Object.fromEntries(Object.entries(parts).map(([name, { pid, threads }]) => [name, threadCpuSeconds(pid, threads)]));
   const machine = machineBusySeconds();
   return {
     stop() {
@@ -66,6 +96,11 @@ export function cpuMeter(processes: CpuProcesses): { stop(): Record<string, numb
         out.machine = (machineAfter - machine) / seconds;
         // Everything else on the machine (other users' processes): the noise in the figures.
         out.others = Math.max(0, out.machine - Object.entries(out).filter(([name]) => name !== 'machine').reduce((sum, [, cores]) => sum + cores, 0));
+      }
+      for (const [name, { pid, threads }] of Object.entries(parts)) {
+        const spent = threadCpuSeconds(pid, threads);
+        const earlier = partsBefore[name];
+        if (spent !== undefined && earlier !== undefined) out[name] = Math.max(0, spent - earlier) / seconds;
       }
       for (const name of Object.keys(out)) out[name] = Math.round((out[name] as number) * 100) / 100;
       return out;

@@ -217,9 +217,18 @@ const errorsText = (errors: Record<string, number>) =>
  */
 export function lagMachineNote(machine: { cores: Record<string, number>; eventLoop: EventLoopLoad }, cpus: number): string {
   const { cores, eventLoop } = machine;
-  const parts = Object.entries(cores)
-    .filter(([name]) => name !== 'machine')
-    .map(([name, used]) => `${name} ${fixed(used, 2)}`)
+  // A figure named `<group> <what>` is a share of its group's (threads of that process): shown inside it.
+  const isPart = (name: string) => name.includes(' ') && Object.hasOwn(cores, name.slice(0, name.indexOf(' ')));
+  const within = (group: string) =>
+    Object.entries(cores)
+      .filter(([name]) => isPart(name) && name.startsWith(`${group} `))
+      .map(([name, used]) => `${name.slice(group.length + 1)} ${fixed(used, 2)}`);
+  const parts = Object.keys(cores)
+    .filter((name) => name !== 'machine' && !isPart(name))
+    .map((name) => {
+      const inner = within(name);
+      return `${name} ${fixed(cores[name] as number, 2)}${inner.length > 0 ? ` (${inner.join(', ')})` : ''}`;
+    })
     .join(', ');
   const busy = cores.machine === undefined ? '' : `${fixed(cores.machine, 2)} of ${cpus} cores busy (${parts})`;
   return `The machine during the phase: ${busy === '' ? `cores ${parts}` : busy}. The benchmark process's event loop (API, SQS emulator, apply pollers, load generator) was busy ${fixed(eventLoop.utilization * 100, 0)}% of the time and a timer due every 10 ms fired ${fixed(eventLoop.delayP99Ms)} ms late at p99: that is how long a step of a write or of an apply may wait for its turn.`;

@@ -391,6 +391,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     const config = cloud.config;
     const stores = uncountedStores(cloud);
     cleanups.push(async () => stores.destroy());
+    // HotSpot names its compiler threads "C1 CompilerThread0", "C2 CompilerThread0" (cut to 15 characters by Linux).
+    const jitThreads = /^C[12] CompilerThre/;
     const cpuGroups = () => ({ 'dynamodb-local': [jvm], nodes: cloud.nodes().map((node) => node.pid).filter((pid): pid is number => pid !== undefined) });
     print(`bench: cluster ${mainPrefix}: ${config.shardCount} shards led by ${config.nodeIds.join(', ')}; replicas ${config.replicaRegions.join(', ')}`);
 
@@ -595,7 +597,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       const batchesBefore = applyBatches();
       const pollersBefore = pollerStats();
       const begunMs = performance.now();
-      const cores = cpuMeter(cpuGroups);
+      const cores = cpuMeter(cpuGroups, { 'dynamodb-local JIT': { pid: jvm, threads: jitThreads } });
       const loopMeter = eventLoopMeter();
       const phase = await openLoop({
         label,

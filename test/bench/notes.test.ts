@@ -1,5 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { eventLoopMeter } from '../../lib/bench/cpu.ts';
+import { cpuMeter, eventLoopMeter, threadCpuSeconds } from '../../lib/bench/cpu.ts';
 import { lagMachineNote, type LagRegion } from '../../lib/bench/report.ts';
 import { profileNotes } from '../../lib/bench/run.ts';
 
@@ -36,6 +37,11 @@ describe('benchmark notes on the lag', () => {
 });
 
 describe('the machine during the lag phase', () => {
+  it('shows a share of threads inside its process group, not as a group of its own', () => {
+    const note = lagMachineNote({ cores: { 'bench+api': 0.62, 'dynamodb-local': 1.02, 'dynamodb-local JIT': 0.21, nodes: 0.18, machine: 1.88, others: 0.06 }, eventLoop: { utilization: 0.99, delayP99Ms: 33.7 } }, 2);
+    expect(note).toContain('1.88 of 2 cores busy (bench+api 0.62, dynamodb-local 1.02 (JIT 0.21), nodes 0.18, others 0.06)');
+  });
+
   it('says how many cores were busy, per process group, and how busy and late the event loop was', () => {
     const note = lagMachineNote({ cores: { 'bench+api': 0.62, 'dynamodb-local': 1.02, nodes: 0.18, machine: 1.88, others: 0.06 }, eventLoop: { utilization: 0.99, delayP99Ms: 33.7 } }, 2);
     expect(note).toContain('1.88 of 2 cores busy (bench+api 0.62, dynamodb-local 1.02, nodes 0.18, others 0.06)');
@@ -57,5 +63,18 @@ describe('the machine during the lag phase', () => {
     const load = meter.stop();
     expect(load.utilization).toBeGreaterThanOrEqual(0.9);
     expect(load.delayP99Ms).toBeGreaterThanOrEqual(0);
+  });
+
+  it.runIf(process.platform === 'linux')('counts the CPU of the threads whose name matches, inside its process and not in others', () => {
+    // This process's main thread is named after the process ("node" or the test runner's name).
+    const main = new RegExp(`^${readFileSync('/proc/self/comm', 'utf8').trim().slice(0, 15).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
+    const meter = cpuMeter(() => ({}), { 'self main': { pid: process.pid, threads: main }, 'self none': { pid: process.pid, threads: /^no such thread$/ } });
+    const busyUntilMs = performance.now() + 300;
+    while (performance.now() < busyUntilMs);
+    const cores = meter.stop();
+    expect(cores['self main']).toBeGreaterThan(0.5);
+    expect(cores['self none']).toBe(0);
+    expect(threadCpuSeconds(process.pid, main)).toBeGreaterThan(0);
+    expect(threadCpuSeconds(2 ** 22 + 7, main)).toBeUndefined();
   });
 });
