@@ -75,7 +75,7 @@ export interface EventSource {
   /** The seed of the fault RNG: pass it back in `options.seed` to replay the same faults. */
   readonly seed: number;
   start(): void;
-  /** Ends the poll loops and waits for the batches in flight; no batch is handled after it resolves. */
+  /** Ends the poll loops and waits for the batches and deletes in flight; no batch is handled after it resolves. */
   stop(): Promise<void>;
   running(): boolean;
   setFaults(faults: Partial<FaultSettings>): FaultSettings;
@@ -134,6 +134,8 @@ export function createEventSource(options: EventSourceOptions): EventSource {
   let stopping = false;
   // Each resolves one loop's backoff pause early when stop() is called.
   const wakers = new Set<() => void>();
+  // Deletes the poll loops sent and did not wait for (handleBatch); stop() waits for them.
+  const deletesInFlight = new Set<Promise<void>>();
 
   async function pause(durationMs: number): Promise<void> {
     let wake: (() => void) | undefined;
@@ -245,8 +247,19 @@ export function createEventSource(options: EventSourceOptions): EventSource {
     const succeeded = kept.filter((message) => !failedIds.has(messageIdOf(message)));
     counters.failed += kept.length - succeeded.length;
     if (succeeded.length > 0) {
-      const deletedCount = await deleteMessages(succeeded);
-      counters.deleted += deletedCount;
+      // Not awaited: the loop's next receive goes out while the delete is on its way, as a
+      // pipelined poller's would. SQS keeps the batch's groups locked until the delete lands, so
+      // that receive cannot get their next messages any earlier; a long poll waiting for them is
+      // answered when the delete unlocks them. It saves the receive a round trip.
+      const deleting: Promise<void> = deleteMessages(succeeded)
+        .then(
+          (deletedCount) => {
+            counters.deleted += deletedCount;
+          },
+          (error: unknown) => log(`event source ${label}: delete of ${succeeded.length} messages failed, they will be redelivered: ${String(error)}`),
+        )
+        .finally(() => deletesInFlight.delete(deleting));
+      deletesInFlight.add(deleting);
     }
   }
 
@@ -312,6 +325,7 @@ export function createEventSource(options: EventSourceOptions): EventSource {
       // A long poll in progress is not aborted: an aborted receive would still take the
       // messages on the server and hide them for a visibility timeout. It ends within waitTimeS.
       await loop;
+      await Promise.all([...deletesInFlight]);
     },
     running() {
       return loop !== undefined && !stopping;

@@ -10,7 +10,7 @@ import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
 import { AssertionError } from '../../lib/core/assert.ts';
 import { createEventSource, type EventSource, type EventSourceOptions } from '../../lib/local/event-source.ts';
-import { makeSqsClient } from '../../lib/adapters/aws/clients.ts';
+import { makeSqsClient, observeAwsRequests, type AwsRequestRecord } from '../../lib/adapters/aws/clients.ts';
 import { ensureReplicationQueue, replicationQueueNames, type ReplicationQueue } from '../../lib/local/queues.ts';
 import { region, uniquePrefix, waitUntil } from '../support.ts';
 
@@ -457,6 +457,45 @@ describe('Function: createEventSource', () => {
     await waitUntil('the pollers to count the deletes', () => (source.stats().deleted === 3 ? true : undefined), 5_000);
     expect(source.stats()).toMatchObject({ received: 3, deleted: 3, failed: 0 });
     expect(() => createEventSource({ client: queue.client, queueUrl: queue.queueUrl, region: queue.region, pollers: 0, handler: async () => {} })).toThrow(AssertionError);
+  });
+
+  it('sends its next receive while the last batch\'s delete is on its way, and hands out a group\'s next message only after that delete', async () => {
+    // Prepare: one group of 6 messages, handed out one per receive.
+    const queue = await freshQueue('pipelined');
+    await sendInOrder(queue.client, queue.queueUrl, [1, 2, 3, 4, 5, 6].map((index) => ({ group: 'a', body: `a-${index}` })));
+    const requests: AwsRequestRecord[] = [];
+    const stopObserving = observeAwsRequests((record) => {
+      if (record.input.QueueUrl === queue.queueUrl && (record.operation === 'ReceiveMessage' || record.operation === 'DeleteMessageBatch')) requests.push(record);
+    });
+    const handlerStartsMs: number[] = [];
+    const handled: string[] = [];
+
+    // Act
+    const source = startSource({
+      client: queue.client,
+      queueUrl: queue.queueUrl,
+      region: queue.region,
+      pollers: 1,
+      handler: async (event) => {
+        handlerStartsMs.push(performance.now());
+        handled.push(...event.Records.map((record) => record.body));
+      },
+    });
+    await waitUntil('every message to be handled', () => (handled.length === 6 ? true : undefined), 10_000);
+    await source.stop();
+    stopObserving();
+
+    // Assess: in order; a receive went out before some delete had settled; and each handler call
+    // came after the delete of the batch before it was sent (SQS answers it when that delete lands).
+    expect(handled).toEqual(['a-1', 'a-2', 'a-3', 'a-4', 'a-5', 'a-6']);
+    const deletes = requests.filter((record) => record.operation === 'DeleteMessageBatch');
+    const receives = requests.filter((record) => record.operation === 'ReceiveMessage');
+    expect(deletes).toHaveLength(6);
+    expect(deletes.some((del) => receives.some((receive) => receive.startMs >= del.startMs && receive.startMs < del.endMs))).toBe(true);
+    for (const [position, startMs] of handlerStartsMs.entries()) {
+      if (position > 0) expect(startMs).toBeGreaterThan((deletes[position - 1] as AwsRequestRecord).startMs);
+    }
+    expect(source.stats()).toMatchObject({ received: 6, deleted: 6, failed: 0 });
   });
 
   it('keeps each group in order with four pollers and handlers of varying duration', async () => {
