@@ -14,21 +14,30 @@ function clockTicks(): number {
   return ticksPerSecond;
 }
 
-/** CPU seconds (user + system) a process has used, from /proc; undefined where there is no /proc or no such process. */
-export function processCpuSeconds(pid: number): number | undefined {
+/**
+ * The name and CPU seconds (user + system) in a /proc `stat` file (of a process or of one of
+ * its threads); undefined when it cannot be read (no /proc, or the process or thread is gone).
+ */
+function readStat(path: string): { name: string; cpuSeconds: number } | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name is in parentheses and may contain spaces: fields start after the last ')'.
+    const stat = readFileSync(path, 'utf8');
+    // The name is in parentheses and may contain spaces: fields start after the last ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / clockTicks();
+    return { name: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), cpuSeconds: (Number(fields[11]) + Number(fields[12])) / clockTicks() };
   } catch {
     return undefined;
   }
 }
 
+/** CPU seconds (user + system) a process has used, from /proc; undefined where there is no /proc or no such process. */
+export function processCpuSeconds(pid: number): number | undefined {
+  return readStat(`/proc/${pid}/stat`)?.cpuSeconds;
+}
+
 /**
  * CPU seconds (user + system) of the threads of a process whose name matches, from
- * /proc/<pid>/task; undefined where there is no /proc or no such process.
+ * /proc/<pid>/task; undefined where there is no /proc or no such process. A thread that ended
+ * meanwhile is not counted (its time is gone with it).
  */
 export function threadCpuSeconds(pid: number, name: RegExp): number | undefined {
   let tasks: string[];
@@ -37,18 +46,10 @@ export function threadCpuSeconds(pid: number, name: RegExp): number | undefined 
   } catch {
     return undefined;
   }
-  let seconds = 0;
-  for (const task of tasks) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8');
-      if (!name.test(stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')))) continue;
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      seconds += (Number(fields[11]) + Number(fields[12])) / clockTicks();
-    } catch {
-      // The thread ended meanwhile: its time is gone with it.
-    }
-  }
-  return seconds;
+  return tasks.reduce((seconds, task) => {
+    const stat = readStat(`/proc/${pid}/task/${task}/stat`);
+    return stat !== undefined && name.test(stat.name) ? seconds + stat.cpuSeconds : seconds;
+  }, 0);
 }
 
 /** Whole-machine busy CPU seconds (all cores) from /proc/stat. */

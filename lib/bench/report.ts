@@ -221,7 +221,7 @@ export function lagMachineNote(machine: { cores: Record<string, number>; eventLo
   const isPart = (name: string) => name.includes(' ') && Object.hasOwn(cores, name.slice(0, name.indexOf(' ')));
   const within = (group: string) =>
     Object.entries(cores)
-      .filter(([name]) => isPart(name) && name.startsWith(`${group} `))
+      .filter(([name]) => name.startsWith(`${group} `))
       .map(([name, used]) => `${name.slice(group.length + 1)} ${fixed(used, 2)}`);
   const parts = Object.keys(cores)
     .filter((name) => name !== 'machine' && !isPart(name))
