@@ -12,7 +12,8 @@ const usage = `usage: npm run bench:lag -- [--rate <writes/s>] [--seconds <s>] [
 
   --rate <n>      steady writes per second during each lag phase, 1–2000 (default 200)
   --seconds <s>   length of each lag phase, 5–600 (default 20)
-  --rounds <n>    how many times each variant runs, 1–20 (default 3); the variants take turns
+  --rounds <n>    how many times each variant runs, 1–20 (default 4); the variants take turns, their
+                  order rotated by one each round (a multiple of the number of variants balances it)
   <variant>       a JSON object of apply settings; '{}' is the defaults. Settings: pullAfterQueuedMs,
                   pullEveryMs, pullBackoffFactor (functions/apply.ts), packItemsMax
                   (lib/service/replica-applier.ts), pollers, batchSize (the local event source).
@@ -36,7 +37,7 @@ try {
     options: {
       rate: { type: 'string', default: '200' },
       seconds: { type: 'string', default: '20' },
-      rounds: { type: 'string', default: '3' },
+      rounds: { type: 'string', default: '4' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });

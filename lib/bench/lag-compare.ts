@@ -65,6 +65,8 @@ export interface LagCompareOptions {
 export interface LagRun {
   round: number;
   variant: number;
+  /** Where the run came in its round: 1 = first (`roundOrder`). */
+  position: number;
   achievedPerSecond: number;
   /** Per replica region, as the full benchmark reports it. */
   regions: LagRegion[];
@@ -73,7 +75,20 @@ export interface LagRun {
   loop: EventLoopLoad;
 }
 
-/** Runs every variant once per round, in turn, each on a fresh cluster; resolves with every run and prints a summary. */
+/**
+ * The order in which round `roundIndex` (from 0) runs `variantCount` variants: rotated by one
+ * each round (A B C, B C A, C A B, …; for two variants A B, B A). Runs on one pair of emulators
+ * do not cost the same over time (the first after a fresh engine is the slowest, and the machine
+ * drifts), and in a fixed order the variant that always runs later gets the drift: in earlier
+ * comparisons the variant that ran second won nearly every round, whichever it was (README,
+ * "Comparing apply settings"). Over a multiple of `variantCount` rounds each variant runs in each
+ * place equally often.
+ */
+export function roundOrder(variantCount: number, roundIndex: number): number[] {
+  return Array.from({ length: variantCount }, (_, place) => (place + roundIndex) % variantCount);
+}
+
+/** Runs every variant once per round, each on a fresh cluster, in the order `roundOrder` gives; resolves with every run and prints a summary. */
 export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[]> {
   const { print } = options;
   const http = new HttpClient(256);
@@ -91,7 +106,8 @@ export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[
   const value = 'v'.repeat(100);
   try {
     for (let roundIndex = 0; roundIndex < options.rounds; roundIndex += 1) {
-      for (const [variantIndex, variant] of options.variants.entries()) {
+      for (const [position, variantIndex] of roundOrder(options.variants.length, roundIndex).entries()) {
+        const variant = options.variants[variantIndex] as LagVariant;
         const prefix = `lagcmp-${runs.length + 1}-${Date.now().toString(36)}`;
         const cloud = await startLocalCloud({ basePort: 0, dynamoEndpoint: endpoints.dynamoEndpoint, sqsEndpoint: endpoints.sqsEndpoint, tablePrefix: prefix, shardCount: 8, rateLimitPerSecond: 1_000_000, log: () => {}, apply: variant });
         const stores = uncountedStores(cloud);
@@ -113,6 +129,7 @@ export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[
           const run: LagRun = {
             round: roundIndex + 1,
             variant: variantIndex,
+            position: position + 1,
             achievedPerSecond: round(phase.opsPerSecond, 1),
             regions,
             worstP99Ms: p99s.some((p99) => p99 === null) ? null : Math.max(...(p99s as number[])),
@@ -120,7 +137,7 @@ export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[
           };
           runs.push(run);
           print(
-            `round ${run.round} variant ${variantIndex} ${JSON.stringify(variant)} at ${run.achievedPerSecond}/s: ${regions.map((region) => `${region.region} p50 ${region.p50Ms} p99 ${region.p99Ms} max ${region.maxMs} ms${region.unapplied > 0 ? ` (${region.unapplied} not applied)` : ''}`).join('; ')}; event loop busy ${loop.utilization}, late p99 ${loop.delayP99Ms} ms`,
+            `round ${run.round} variant ${variantIndex} ${JSON.stringify(variant)} (run ${run.position} of the round) at ${run.achievedPerSecond}/s: ${regions.map((region) => `${region.region} p50 ${region.p50Ms} p99 ${region.p99Ms} max ${region.maxMs} ms (${region.viaRepair} of ${region.entries} via pull, ship ${region.meanShipMs ?? '—'} ms mean)${region.unapplied > 0 ? ` (${region.unapplied} not applied)` : ''}`).join('; ')}; event loop busy ${loop.utilization}, late p99 ${loop.delayP99Ms} ms`,
           );
         } finally {
           stores.destroy();
@@ -140,6 +157,15 @@ export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[
     const p50s = mine.map((run) => run.regions.reduce((sum, region) => sum + (region.p50Ms ?? 0), 0) / run.regions.length);
     const p99Median = median(p99s);
     print(`variant ${variantIndex} ${JSON.stringify(variant)}: p99 median ${p99Median === null ? '—' : round(p99Median, 1)} ms (runs: ${p99s.join(', ')}), p50 median ${round(median(p50s) ?? Number.NaN, 1)} ms`);
+  }
+  if (options.variants.length > 1 && options.rounds > 1) {
+    // The drift the rotating order cancels: what running earlier or later in a round was worth in this run.
+    const byPosition = options.variants.map((_, index) => {
+      const p99s = runs.filter((run) => run.position === index + 1 && run.worstP99Ms !== null).map((run) => run.worstP99Ms as number);
+      return `run ${index + 1} of a round ${round(median(p99s) ?? Number.NaN, 1)} ms (${p99s.length} runs)`;
+    });
+    print(`by position, every variant together (p99 median): ${byPosition.join(', ')}`);
+    if (options.rounds % options.variants.length !== 0) print(`${options.rounds} rounds of ${options.variants.length} variants: the order rotates each round, so some variants ran early more often than others; a multiple of ${options.variants.length} rounds balances it`);
   }
   return runs;
 }

@@ -1,5 +1,6 @@
 import { describe, expect, inject, it } from 'vitest';
-import { parseVariant, runLagCompare } from '../../lib/bench/lag-compare.ts';
+import { parseVariant, roundOrder, runLagCompare } from '../../lib/bench/lag-compare.ts';
+import { median, round } from '../../lib/bench/stats.ts';
 
 describe('bench:lag variants', () => {
   it('parses apply settings, with "Infinity" turning pulls off', () => {
@@ -18,21 +19,40 @@ describe('bench:lag variants', () => {
   });
 });
 
+describe('bench:lag order', () => {
+  it('rotates the variants by one each round, so each runs in each place equally often', () => {
+    expect([0, 1, 2, 3].map((round) => roundOrder(2, round))).toEqual([[0, 1], [1, 0], [0, 1], [1, 0]]);
+    const three = [0, 1, 2].map((round) => roundOrder(3, round));
+    expect(three).toEqual([[0, 1, 2], [1, 2, 0], [2, 0, 1]]);
+    for (let variant = 0; variant < 3; variant += 1) {
+      // Over three rounds, variant runs once in each place.
+      expect(three.map((order) => order.indexOf(variant)).sort()).toEqual([0, 1, 2]);
+    }
+    expect(roundOrder(1, 5)).toEqual([0]);
+  });
+});
+
 describe('bench:lag run', () => {
   it('measures the lag of each variant on a fresh cluster and prints a line per run and a median per variant', async () => {
     const lines: string[] = [];
     const runs = await runLagCompare({
       ratePerSecond: 40,
-      seconds: 3,
-      rounds: 1,
+      seconds: 2,
+      rounds: 2,
       variants: [{}, { pullEveryMs: 100 }],
       print: (line) => lines.push(line),
       emulators: { dynamoEndpoint: inject('dynamoEndpoint'), sqsEndpoint: inject('sqsEndpoint') },
       warmupMs: { first: 1_000, later: 500 },
     });
-    expect(runs.map((run) => run.variant)).toEqual([0, 1]);
+    // The second round runs the variants the other way round.
+    expect(runs.map((run) => [run.round, run.variant, run.position])).toEqual([
+      [1, 0, 1],
+      [1, 1, 2],
+      [2, 1, 1],
+      [2, 0, 2],
+    ]);
     for (const run of runs) {
-      // About 120 writes each: every one committed and applied in both replica regions.
+      // About 80 writes each: every one committed and applied in both replica regions.
       expect(run.achievedPerSecond).toBeGreaterThan(30);
       expect(run.regions.map((region) => region.region).sort()).toEqual(['ap-southeast-2', 'eu-west-1']);
       for (const region of run.regions) {
@@ -47,6 +67,9 @@ describe('bench:lag run', () => {
       expect(run.loop.delayP99Ms).toBeGreaterThanOrEqual(0);
     }
     expect(lines.filter((line) => line.startsWith('round 1 variant '))).toHaveLength(2);
-    expect(lines.find((line) => line.startsWith('variant 1 {"pullEveryMs":100}: p99 median'))).toContain(`runs: ${runs[1]?.worstP99Ms}`);
+    expect(lines.find((line) => line.startsWith('round 2 variant 1 {"pullEveryMs":100} (run 1 of the round)'))).toBeDefined();
+    expect(lines.find((line) => line.startsWith('variant 1 {"pullEveryMs":100}: p99 median'))).toContain(`runs: ${runs[1]?.worstP99Ms}, ${runs[2]?.worstP99Ms}`);
+    const firsts = runs.filter((run) => run.position === 1).map((run) => run.worstP99Ms as number);
+    expect(lines.find((line) => line.startsWith('by position'))).toContain(`run 1 of a round ${round(median(firsts) as number, 1)} ms (2 runs)`);
   }, 120_000);
 });
