@@ -137,7 +137,7 @@ export async function runLagCompare(options: LagCompareOptions): Promise<LagRun[
           };
           runs.push(run);
           print(
-            `round ${run.round} variant ${variantIndex} ${JSON.stringify(variant)} (run ${run.position} of the round) at ${run.achievedPerSecond}/s: ${regions.map((region) => `${region.region} p50 ${region.p50Ms} p99 ${region.p99Ms} max ${region.maxMs} ms (${region.viaRepair} of ${region.entries} via pull, ship ${region.meanShipMs ?? '—'} ms mean)${region.unapplied > 0 ? ` (${region.unapplied} not applied)` : ''}`).join('; ')}; event loop busy ${loop.utilization}, late p99 ${loop.delayP99Ms} ms`,
+            `round ${run.round} variant ${variantIndex} ${JSON.stringify(variant)} (run ${run.position} of the round) at ${run.achievedPerSecond}/s: ${regions.map((region) => `${region.region} p50 ${region.p50Ms} p99 ${region.p99Ms} max ${region.maxMs} ms (${region.viaRepair} of ${region.entries} via pull, ship ${region.meanShipMs ?? '—'} ms mean)${region.unapplied > 0 ? ` (${region.unapplied} applied where the meter saw no apply request: no lag figure)` : ''}`).join('; ')}; event loop busy ${loop.utilization}, late p99 ${loop.delayP99Ms} ms`,
           );
         } finally {
           stores.destroy();

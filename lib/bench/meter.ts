@@ -343,7 +343,13 @@ export class Meter {
   }
 }
 
-/** The lag samples of tracked entries for each replica region; entries not applied there are counted apart. */
+/**
+ * The lag samples of tracked entries for each replica region. Entries with no apply time there
+ * are counted apart: the benchmark waits for the replicas to catch up before it reads these, so
+ * they were applied, by a request the meter did not see succeed (presumably one that failed after
+ * a retry whose first attempt had landed: 2 of about 2,600 entries in one `bench:lag` run, none
+ * in any full run).
+ */
 export function lagSamples(entries: readonly EntryTimes[], regions: readonly string[]): { samples: LagSample[]; unapplied: Record<string, number> } {
   const samples: LagSample[] = [];
   const unapplied: Record<string, number> = Object.fromEntries(regions.map((region) => [region, 0]));

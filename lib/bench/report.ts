@@ -78,6 +78,7 @@ export interface ModeCell {
 export interface LagRegion {
   region: string;
   entries: number;
+  /** Entries applied (the replicas caught up) whose apply request the meter did not see succeed: no lag sample (meter.ts, `lagSamples`). */
   unapplied: number;
   p50Ms: number | null;
   p99Ms: number | null;
@@ -365,7 +366,7 @@ function sections(report: BenchReport): Section[] {
   }
   out.push({
     title: `Replication lag, commit → applied, at ${fixed(report.lag.achievedPerSecond)} writes/s (target ${fixed(report.lag.targetPerSecond)}/s = ${report.lag.halfLoadPerSecond === undefined || report.lag.halfLoadPerSecond === report.lag.targetPerSecond ? 'half the highest sustained write rate' : `set by --lag-rate; half the highest sustained write rate was ${fixed(report.lag.halfLoadPerSecond)}/s`})`,
-    headers: ['replica', 'entries', 'p50 ms', 'p99 ms', 'max ms', 'ship (mean)', 'queue (mean)', 'apply (mean)', 'applied/s', 'via repair', 'not applied', 'poller: msgs per receive'],
+    headers: ['replica', 'entries', 'p50 ms', 'p99 ms', 'max ms', 'ship (mean)', 'queue (mean)', 'apply (mean)', 'applied/s', 'via repair', 'applied unseen', 'poller: msgs per receive'],
     rows: report.lag.regions.map((region) => [
       region.region,
       String(region.entries),

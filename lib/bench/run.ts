@@ -641,7 +641,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     const { samples } = lagSamples(lag.entries, config.replicaRegions);
     const lagCdf = Object.fromEntries(config.replicaRegions.map((region) => [region, cdfPoints(samples.filter((sample) => sample.region === region).map((sample) => Math.max(0.1, sample.lagMs)))]));
     for (const region of lagRegions) {
-      print(`lag ${region.region}: p50 ${region.p50Ms} p99 ${region.p99Ms} max ${region.maxMs} ms over ${region.entries} entries (ship ${region.meanShipMs ?? '—'}, queue ${region.meanQueueMs ?? '—'}, apply ${region.meanApplyMs ?? '—'} ms mean; ${region.viaRepair} via repair; ${region.unapplied} not applied)`);
+      print(`lag ${region.region}: p50 ${region.p50Ms} p99 ${region.p99Ms} max ${region.maxMs} ms over ${region.entries} entries (ship ${region.meanShipMs ?? '—'}, queue ${region.meanQueueMs ?? '—'}, apply ${region.meanApplyMs ?? '—'} ms mean; ${region.viaRepair} via repair; ${region.unapplied} applied unseen)`);
     }
     print(`lag phase: cores ${JSON.stringify(lag.machine.cores)}; this process's event loop busy ${lag.machine.eventLoop.utilization}, a 10 ms timer late by ${lag.machine.eventLoop.delayP99Ms} ms at p99`);
     const lightRate = Math.min(10, lagRate);
