@@ -25,14 +25,14 @@ export interface ApplyHandlerOptions {
    * often the entries behind it would wait for that drain. Locally (one DynamoDB Local for every
    * region, on 2 cores) 50 ms with the factor below at 0 gave a lower replica lag than 100 ms
    * with factor 1 at the same load: p50 about a quarter lower in alternating runs of
-   * `npm run bench:lag` (README, "Comparing apply settings").
+   * `npm run bench:lag` (docs/benchmark-notes.md, "Comparing apply settings").
    */
   pullEveryMs?: number;
   /**
    * A pull that took T ms is not repeated for its shards within this factor × T either. Default
    * 0 (off): the next pull of a shard cannot start before its batch is handed back anyway, so a
    * slow pull already spaces the pulls out; keeping them apart by T (or T / 2) as well made the
-   * local lag worse (README, "Comparing apply settings"). A factor above 0 leaves a storage
+   * local lag worse (docs/benchmark-notes.md, "Comparing apply settings"). A factor above 0 leaves a storage
    * engine shared with the writers more room when pulls are slow.
    */
   pullBackoffFactor?: number;

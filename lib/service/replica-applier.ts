@@ -14,7 +14,7 @@ const movedAttemptsMax = 5;
  * beyond that go in further transactions, sent in parallel. Locally (one DynamoDB Local for every
  * region, on 2 cores) packs of at most 40 items gave a lower replica lag than packs of 100 in
  * every round of an alternating comparison at 200 writes/s, and packs of 20 a higher one
- * (README, "Comparing apply settings"). Items cost the same on AWS however they are packed.
+ * (docs/benchmark-notes.md, "Comparing apply settings"). Items cost the same on AWS however they are packed.
  */
 export const packItemsMaxDefault = 40;
 /** What `packItemsMax` may be: a run of one entry, up to a whole transaction. */
