@@ -32,8 +32,8 @@ export interface ApplyHandlerOptions {
    * A pull that took T ms is not repeated for its shards within this factor × T either. Default
    * 0 (off): the next pull of a shard cannot start before its batch is handed back anyway, so a
    * slow pull already spaces the pulls out; keeping them apart by T (or T / 2) as well made the
-   * local lag worse (docs/benchmark-notes.md, "Comparing apply settings"). A factor above 0 leaves a storage
-   * engine shared with the writers more room when pulls are slow.
+   * local lag worse (docs/benchmark-notes.md, "Comparing apply settings"). A factor above 0
+   * leaves a storage engine shared with the writers more room when pulls are slow.
    */
   pullBackoffFactor?: number;
 }

@@ -80,9 +80,9 @@ export interface LagRun {
  * each round (A B C, B C A, C A B, …; for two variants A B, B A). Runs on one pair of emulators
  * do not cost the same over time (the first after a fresh engine is the slowest, and the machine
  * drifts), and in a fixed order the variant that always runs later gets the drift: in earlier
- * comparisons the variant that ran second won nearly every round, whichever it was (docs/benchmark-notes.md,
- * "Comparing apply settings"). Over a multiple of `variantCount` rounds each variant runs in each
- * place equally often.
+ * comparisons the variant that ran second won nearly every round, whichever it was
+ * (docs/benchmark-notes.md, "Comparing apply settings"). Over a multiple of `variantCount`
+ * rounds each variant runs in each place equally often.
  */
 export function roundOrder(variantCount: number, roundIndex: number): number[] {
   return Array.from({ length: variantCount }, (_, place) => (place + roundIndex) % variantCount);
