@@ -4,17 +4,25 @@
  * transaction and against etcd when it is installed. Prints a table, writes JSON, Markdown and
  * an SVG chart under bench/results/. The last line of stdout is the summary.
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { BenchReport } from '../lib/bench/report.ts';
 import { runBench, writeReport } from '../lib/bench/run.ts';
+import { awsModelTable, runAwsModelBench } from '../lib/bench/aws-model.ts';
 import { numberOption } from '../lib/cli-options.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const usage = `usage: npm run bench -- [--quick] [--profile] [--no-etcd] [--results <dir>] [--no-save-latest] [--lag-rate <writes/s>] [--lag-seconds <s>]
+       npm run bench -- --aws-model [--quick] [--results <dir>]
        npm run bench -- --render <report.json>
+
+  --aws-model       the write path under Lambda's concurrency model against the one-process API,
+                    with the AWS latency model on: one shard at 1, 4, 16 and 64 writers, 8 shards at
+                    64 writers (5 s cells with --quick, 15 s without). Last line:
+                    bench-aws: shard_writes_per_s=… process_writes_per_s=… ratio_to_process=…
+                    failed_txn_per_write=… p50_ms=… p99_ms=… errors=…
 
   --quick           a 1–2 minute version: fewer cells, shorter phases, 2 failovers
   --profile         CPU-profile an extra write phase (always done in full runs)
@@ -35,6 +43,7 @@ try {
   values = parseArgs({
     options: {
       quick: { type: 'boolean', default: false },
+      'aws-model': { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       'no-etcd': { type: 'boolean', default: false },
       results: { type: 'string', default: 'bench/results' },
@@ -62,6 +71,23 @@ if (values.render !== undefined) {
   process.exit(0);
 }
 const quick = values.quick === true;
+if (values['aws-model'] === true) {
+  try {
+    const report = await runAwsModelBench({ quick, progress: (line) => console.log(line) });
+    const directory = values.results ?? 'bench/results';
+    mkdirSync(directory, { recursive: true });
+    const file = path.join(directory, `aws-model-${report.startedAt.replace(/[:.]/g, '-')}.json`);
+    writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+    console.log('');
+    for (const line of awsModelTable(report)) console.log(line);
+    console.log(`\nreport: ${file}`);
+    console.log(report.summaryLine);
+    process.exit(0);
+  } catch (error) {
+    console.error(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    process.exit(1);
+  }
+}
 let lagSeconds: number | undefined;
 let lagRatePerSecond: number | undefined;
 try {

@@ -3,6 +3,7 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { awsLatencyEnabled } from '../lib/local/aws-latency.ts';
 import { startLocalCloud } from '../lib/local/cloud.ts';
 import { isReplicationMode, replicationModes } from '../lib/core/replication.ts';
 
@@ -10,6 +11,7 @@ import { isReplicationMode, replicationModes } from '../lib/core/replication.ts'
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const usage = `usage: npm start -- [--in-memory] [--data <dir>] [--replication async|quorum|all]
+                    [--single-process] [--aws-latency]
 
 Starts the epochkv local cloud: DynamoDB Local and the SQS emulator on loopback, the
 home region's tables, three node processes (node-a, node-b, node-c) and the API.
@@ -20,12 +22,20 @@ home region's tables, three node processes (node-a, node-b, node-c) and the API.
                 what a write waits for before it is acknowledged (default async, or
                 EPOCHKV_REPLICATION): the home commit; a majority of regions; every
                 in-sync replica region
+  --single-process
+                one API service per region shared by every request, instead of
+                Lambda's model (default): one request per execution environment,
+                environments made on demand up to 1000 per function and region
+  --aws-latency delay every AWS SDK call by what it takes on AWS (DynamoDB and SQS
+                in the region, and the round trip between regions; figures and
+                sources in lib/local/aws-latency.ts and docs/aws-model.md)
   -h, --help    this text
 
 Environment: EPOCHKV_BASE_PORT (default 8080) sets the home API port; the replica
 regions' APIs listen on base+1 and base+2, DynamoDB Local on base+20 and the SQS
 emulator on base+21. EPOCHKV_TOKEN (16+ characters) requires Authorization: Bearer
-<token> on every request; EPOCHKV_RATE_LIMIT_RPS (default 2000) answers 429 beyond it.`;
+<token> on every request; EPOCHKV_RATE_LIMIT_RPS (default 2000) answers 429 beyond it;
+EPOCHKV_LOCAL_AWS_LATENCY=1 turns the AWS latency model on as --aws-latency does.`;
 
 let args;
 try {
@@ -34,6 +44,8 @@ try {
       'in-memory': { type: 'boolean', default: false },
       data: { type: 'string' },
       replication: { type: 'string' },
+      'single-process': { type: 'boolean', default: false },
+      'aws-latency': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   }).values;
@@ -75,7 +87,16 @@ console.log(`epochkv local cloud: starting DynamoDB Local (${dataDirectory === u
 const startedMs = Date.now();
 let cloud;
 try {
-  cloud = await startLocalCloud({ basePort, dataDirectory, bearerToken, replication, ...(rateLimitPerSecond === undefined ? {} : { rateLimitPerSecond }) });
+  cloud = await startLocalCloud({
+    basePort,
+    dataDirectory,
+    bearerToken,
+    replication,
+    singleProcess: args['single-process'],
+    // Without the flag the cloud keeps this process's setting, which EPOCHKV_LOCAL_AWS_LATENCY=1 turns on.
+    ...(args['aws-latency'] ? { awsLatency: true } : {}),
+    ...(rateLimitPerSecond === undefined ? {} : { rateLimitPerSecond }),
+  });
 } catch (error) {
   console.error(`epochkv local cloud failed to start: ${(error as Error).message}`);
   process.exit(1);
@@ -86,6 +107,13 @@ console.log(`sqs ${cloud.sqsEndpoint}`);
 console.log(`nodes ${config.nodeIds.join(' ')} (${config.shardCount} shards, leaseMs ${config.leaseMs}, tickMs ${config.tickMs})`);
 console.log(`home ${config.homeRegion}; replicas ${config.replicaRegions.join(' ') || '(none)'}; replication ${config.replication}`);
 for (const region of cloud.regions) console.log(`api ${region.region} ${region.apiUrl}`);
+const { apiModel } = cloud;
+console.log(
+  apiModel.kind === 'lambda'
+    ? `api model: lambda (one request per environment, up to ${apiModel.concurrencyMax} concurrent per function and region; GET /_local/lambda)`
+    : 'api model: single process (one service per region shares every request)',
+);
+console.log(`aws latency model: ${awsLatencyEnabled() ? 'on (lib/local/aws-latency.ts)' : 'off (emulators answer at loopback speed; --aws-latency to model AWS)'}`);
 console.log(`dashboard ${cloud.apiUrl}/${bearerToken === undefined ? '' : '#token=<EPOCHKV_TOKEN>'}`);
 if (bearerToken !== undefined) console.log('auth: every request needs Authorization: Bearer $EPOCHKV_TOKEN');
 // Ready means writable: wait (bounded) for a live leader on every shard, so the first write

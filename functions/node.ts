@@ -13,6 +13,8 @@ import { limits } from '../lib/core/limits.ts';
 import { nextInSync, type InSyncBounds } from '../lib/core/replication.ts';
 import { Shipper } from '../lib/adapters/aws/replication.ts';
 import { nodeTelemetry } from './telemetry.ts';
+import { IntakeCommitter, type IntakeStats } from '../lib/service/intake.ts';
+import { intakeStickMs } from '../lib/service/kv-service.ts';
 
 export interface NodeRunOptions {
   config: ClusterConfig;
@@ -37,6 +39,8 @@ export interface NodeRunSummary {
   errors: number;
   /** Set when the invocation ended because a promotion moved home to this region. */
   moved?: string | undefined;
+  /** The intake committers' work (the shard leader as single writer). */
+  intake?: IntakeStats | undefined;
 }
 
 /**
@@ -200,6 +204,48 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
     );
   };
 
+  // Leader duty: the shard's single writer. One intake committer per shard led, for its epoch.
+  const committers = new Map<number, IntakeCommitter>();
+  const syncCommitters = (): void => {
+    for (const [shard, committer] of committers) {
+      if (committer.stopped || election.epochOf(shard) !== committer.epoch) {
+        committer.stop();
+        committers.delete(shard);
+      }
+    }
+    for (const shard of election.leading()) {
+      const epoch = election.epochOf(shard);
+      if (epoch === undefined || committers.has(shard)) continue;
+      const committer = new IntakeCommitter({
+        store,
+        shard,
+        epoch,
+        clock,
+        log,
+        ship: options.shipper === undefined ? undefined : (entry) => void options.shipper?.ship(entry).catch((error: unknown) => log(`${node} shard ${shard}: ship of ${entry.index} failed: ${String(error)}`)),
+        idlePollMs: intakeIdlePollMs(config),
+        busyPollMs: intakeBusyPollMs,
+        // Longer than a writer keeps sending to the intake after its last contention (intakeStickMs).
+        busyForMs: 2 * intakeStickMs(config.tickMs),
+      });
+      committers.set(shard, committer);
+      void committer
+        .run()
+        .catch((error: unknown) => log(`${node} shard ${shard}: intake committer failed: ${String(error)}`))
+        .finally(() => {
+          committer.stop();
+          if (committers.get(shard) === committer) committers.delete(shard);
+          summary.intake = addIntakeStats(summary.intake, committer.stats);
+        });
+    }
+  };
+  let lastSweepMs = clock.monotonicMs();
+  const maybeSweepIntake = async (): Promise<void> => {
+    if (clock.monotonicMs() - lastSweepMs < intakeSweepEveryMs) return;
+    lastSweepMs = clock.monotonicMs();
+    await Promise.all(election.leading().map((shard) => store.sweepIntake(shard, clock.wallMs() - intakeSettledKeepMs)));
+  };
+
   // Leases are observed twice per tick but renewed (and heartbeats written) once per tick:
   // a takeover waits for a lease to stand still for leaseMs after it was first seen still,
   // so observing more often than renewing shortens failover by up to half a tick for the
@@ -248,7 +294,9 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
           }
         }),
       );
+      syncCommitters();
       if (fullTick) await maybeReship();
+      if (fullTick) await maybeSweepIntake();
     } catch (error) {
       summary.errors += 1;
       log(`${node} tick failed: ${String(error)}`);
@@ -261,7 +309,25 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
     waitMs = Math.min(waitMs, options.budgetMs - (clock.monotonicMs() - startedMs));
     if (waitMs > 0) await sleep(waitMs);
   }
+  for (const committer of committers.values()) committer.stop();
   return summary;
+}
+
+/** An idle intake is read twice a tick: a writer that found its shard busy waits at most that long for the leader. */
+function intakeIdlePollMs(config: ClusterConfig): number {
+  return Math.max(1, Math.floor(config.tickMs / 2));
+}
+
+/** A busy intake is read again this soon after a read came back empty. */
+const intakeBusyPollMs = 2;
+/** Settled intake items whose writer never came back for them are deleted after a minute. */
+const intakeSettledKeepMs = 60_000;
+const intakeSweepEveryMs = 10_000;
+
+function addIntakeStats(total: IntakeStats | undefined, more: IntakeStats): IntakeStats {
+  const sum: IntakeStats = { ...(total ?? { reads: 0, commits: 0, failedCommits: 0, committedWrites: 0, refusedWrites: 0, withdrawnWrites: 0 }) };
+  for (const name of Object.keys(sum) as (keyof IntakeStats)[]) sum[name] += more[name];
+  return sum;
 }
 
 /** The leader looks at replica progress every four ticks. */

@@ -25,6 +25,11 @@ export const env = {
   local: 'EPOCHKV_LOCAL',
   /** Test and fault-injection only: shifts this process's wall clock by this many ms. */
   clockSkewMs: 'EPOCHKV_CLOCK_SKEW_MS',
+  /**
+   * Local cloud only: `1` delays every AWS SDK call to an emulator as AWS would take
+   * (lib/local/aws-latency.ts). The local cloud sets it for the node processes it spawns.
+   */
+  localAwsLatency: 'EPOCHKV_LOCAL_AWS_LATENCY',
 } as const;
 
 export interface ClusterConfig {

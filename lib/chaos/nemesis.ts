@@ -72,7 +72,7 @@ export class Nemesis {
 
   /** Undoes every fault that may still be active: the end of a run. */
   async healAll(): Promise<void> {
-    this.cloud.homeService.beforeCommit = undefined;
+    this.cloud.setBeforeCommit(undefined);
     for (const node of this.cloud.nodes()) {
       if (node.state === 'paused') this.cloud.resume(node.id);
       if (node.state === 'killed' || node.state === 'exited') this.cloud.start(node.id);
@@ -116,18 +116,19 @@ export class Nemesis {
         let release!: () => void;
         const released = new Promise<void>((resolve) => (release = resolve));
         let held = 0;
-        cloud.homeService.beforeCommit = async (shard, epoch) => {
+        // Every home API service: in the Lambda model each execution environment has its own.
+        cloud.setBeforeCommit(async (shard, epoch) => {
           if (shard !== target.shard || epoch > target.epoch) return;
           held += 1;
           await released;
-        };
+        });
         const killedMs = Date.now();
         cloud.kill(target.leader);
         const failover = await timeToNewLeader(cloud, target.shard, target.epoch, killedMs, 6 * leaseMs);
         if (failover !== undefined) this.log.failoverMs.push(failover);
         // Give the new leader's writes a moment to land first.
         await sleep(between(200, 600, random));
-        cloud.homeService.beforeCommit = undefined;
+        cloud.setBeforeCommit(undefined);
         release();
         cloud.start(target.leader);
         return `held ${held} writes of shard ${target.shard} at epoch ${target.epoch} between lease read and commit while ${target.leader} was killed (new leader after ${failover ?? '?'} ms), then released them`;

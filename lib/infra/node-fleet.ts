@@ -40,16 +40,18 @@ export class NodeFleet extends Construct {
         config,
         handler: 'node',
         name: nodeId,
-        description: `epochkv node ${nodeId}: leases, heartbeats, leader markers, re-shipping (one scheduled invocation a minute)`,
+        description: `epochkv node ${nodeId}: leases, heartbeats, leader markers, the shards' write intakes, re-shipping (one scheduled invocation a minute)`,
         timeout: nodeTimeout,
         memorySizeMb: config.nodeMemoryMb,
         environment: { [env.nodeId]: nodeId },
         // A failed or late run is not retried: the next minute's run takes its place.
         asyncRetry: { retryAttempts: 0, maxEventAge: scheduleRate },
       });
-      // Leases and heartbeats live in `control`; leader markers are appended to `log`. Nodes never touch `kv`.
-      grantTableRead(handler.function, cluster.homeTables.control, cluster.homeTables.log);
-      grantTableTransactWrite(handler.function, cluster.homeTables.control, cluster.homeTables.log);
+      // Leases, heartbeats and the shards' write intakes live in `control`; leader markers go to
+      // `log`. A shard's leader is its single writer under load: it commits the intake's writes
+      // (log entries and kv items) in its own fenced transactions, so it writes `kv` too.
+      grantTableRead(handler.function, cluster.homeTables.control, cluster.homeTables.log, cluster.homeTables.kv);
+      grantTableTransactWrite(handler.function, cluster.homeTables.control, cluster.homeTables.log, cluster.homeTables.kv);
       // A leader re-ships a stuck replica's missing range to that replica's queue.
       for (const queue of cluster.replicaQueues) queue.grantSendMessages(handler.function);
       const rule = new events.Rule(this, `${nodeId}-schedule`, {

@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { createApiHandler } from '../../functions/api.ts';
 import { createApplyHandler, type ApplyHandlerOptions } from '../../functions/apply.ts';
 import { runReplicaHeartbeat } from '../../functions/replica-heartbeat.ts';
@@ -17,7 +18,7 @@ import { ensureReplicationQueue, type ReplicationQueue } from './queues.ts';
 import { cutOffRegion, isCutOff, localCredentials, makeDynamoClient, reconnectRegion } from '../adapters/aws/clients.ts';
 import type { ReplicationMode } from '../core/replication.ts';
 import { promoteRegion, PromotionRefusedError, type PromotionReport } from '../service/promotion.ts';
-import type { ClusterState } from '../ports/store.ts';
+import type { ClusterState, Store } from '../ports/store.ts';
 import type { ApiHandler } from '../../functions/api.ts';
 import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
 import { systemClock } from '../clock.ts';
@@ -26,7 +27,9 @@ import { waitUntil } from '../wait.ts';
 import { configToEnv, defaultNodeIds, env, validateConfig, type ClusterConfig } from '../config.ts';
 import { limits } from '../core/limits.ts';
 import { tableNames } from '../infra/schema.ts';
+import { awsLatencyEnabled, setAwsLatency } from './aws-latency.ts';
 import { startDynamoLocal, startSqsEmulator, type Emulator } from './emulators.ts';
+import { apiGatewayIntegration, concurrencyMaxDefault, LambdaPool, type LambdaEnvironmentInfo, type LambdaPoolStats } from './lambda-pool.ts';
 import { serveApi, TokenBucket, type ApiServer, type LocalRoute } from './http-server.ts';
 import { ensureTables } from './tables.ts';
 
@@ -68,7 +71,35 @@ export interface LocalCloudOptions {
   rateLimitPerSecond?: number;
   /** The replica apply functions' settings (defaults: the Lambda's) and their event sources'. */
   apply?: LocalApplyOptions;
+  /**
+   * One API service per region shared by every request (the model before Lambda's was played):
+   * no cold starts, one lease and head cache per region. Default false: each region's API and
+   * each replica's apply function run as Lambda does (lib/local/lambda-pool.ts), one request per
+   * execution environment, each environment with its own service and SDK clients.
+   */
+  singleProcess?: boolean;
+  /** Execution environments per function and region before Lambda throttles. Default 1000, the AWS account default. */
+  lambdaConcurrencyMax?: number;
+  /**
+   * Delay every AWS SDK call to the emulators as AWS would take (lib/local/aws-latency.ts), in
+   * this process and in the node processes. Default: on when EPOCHKV_LOCAL_AWS_LATENCY=1.
+   */
+  awsLatency?: boolean;
   log?: (line: string) => void;
+}
+
+/** How the API runs: as Lambda execution environments, or one shared service per region. */
+export type ApiModel = { kind: 'lambda'; concurrencyMax: number } | { kind: 'single-process' };
+
+/** A fault hook awaited by a home API service between its lease read and its commit (KvService.beforeCommit). */
+export type BeforeCommitHook = (shard: number, epoch: number) => Promise<void>;
+
+/** One function's execution environments in one region, as `GET /_local/lambda` shows them. */
+export interface LambdaFunctionReport {
+  function: 'api' | 'apply';
+  region: string;
+  stats: LambdaPoolStats;
+  environments: LambdaEnvironmentInfo[];
 }
 
 export type NodeState = 'running' | 'paused' | 'killed' | 'exited';
@@ -121,8 +152,30 @@ export interface LocalCloud {
   start(node: string, options?: { clockSkewMs?: number }): NodeControl;
   /** Stops and restarts the SQS emulator: every message in flight is lost (only when this cloud started it). */
   restartSqs(): Promise<void>;
-  /** The home region's API service, for fault hooks of the chaos suite. */
+  /** The AWS requests the running node processes have made so far, per operation (the benchmark counts the cluster's requests). */
+  nodeRequestCounts(): Promise<Record<string, { calls: number; failed: number }>>;
+  readonly apiModel: ApiModel;
+  /**
+   * A home API service. In single-process mode the one that serves every home request; in the
+   * Lambda model one the cloud keeps aside, serving none (each execution environment has its
+   * own): use `homeStore` to read the home tables and `setBeforeCommit` for fault hooks.
+   */
   readonly homeService: KvService;
+  /** The home region's tables (follows a promotion). */
+  readonly homeStore: Store;
+  /**
+   * Sets (or with undefined, clears) the fault hook of every home API service: each execution
+   * environment's that exists and each one started later (single-process: the one service).
+   */
+  setBeforeCommit(hook: BeforeCommitHook | undefined): void;
+  /**
+   * Kills one busy API execution environment of `region` (default: home) mid-request, as a
+   * crashed Lambda: its client gets API Gateway's 502 at once, a call it already sent may still
+   * land, it sends nothing more. Undefined when none is busy, or in single-process mode.
+   */
+  killApiEnvironment(region?: string): { region: string; environmentId: string } | undefined;
+  /** Every region's api and apply functions' execution environments ([] in single-process mode). */
+  lambdaFunctions(): LambdaFunctionReport[];
   /**
    * Until every shard has a live leader at the home region, as `/cluster` reports it (waiting
    * through a promotion's rewiring); throws after timeoutMs.
@@ -142,6 +195,8 @@ class NodeProcesses {
     private readonly config: ClusterConfig,
     private readonly invocationMs: number,
     private readonly log: (line: string) => void,
+    /** Further environment of every node process (the AWS latency model's switch). */
+    private readonly extraEnv: Record<string, string> = {},
   ) {
     for (const id of config.nodeIds) this.#children.set(id, { child: undefined, state: 'exited' });
   }
@@ -173,6 +228,7 @@ class NodeProcesses {
         ...configToEnv(this.config),
         EPOCHKV_LOCAL_INVOCATION_MS: String(this.invocationMs),
         [env.clockSkewMs]: String(options.clockSkewMs ?? 0),
+        ...this.extraEnv,
       },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
@@ -218,6 +274,45 @@ class NodeProcesses {
       this.log(`local: resumed ${id}`);
     }
     return this.#control(id);
+  }
+
+  /**
+   * The AWS requests each running node process has made, per operation, summed (a node
+   * process answers over its IPC channel; lib/local/node-process.ts). A node that does not
+   * answer within `timeoutMs` (paused, dying) is left out.
+   */
+  async requestCounts(timeoutMs = 2_000): Promise<Record<string, { calls: number; failed: number }>> {
+    const answers = await Promise.all(
+      [...this.#children.values()].map(async (entry) => {
+        const child = entry.child;
+        if (child === undefined || entry.state !== 'running' || !child.connected) return {};
+        return new Promise<Record<string, { calls: number; failed: number }>>((resolve) => {
+          const timer = setTimeout(() => finish({}), timeoutMs);
+          const onMessage = (message: unknown) => {
+            const answer = message as { type?: unknown; counts?: Record<string, { calls: number; failed: number }> } | null;
+            if (answer?.type === 'requestCounts' && answer.counts !== undefined) finish(answer.counts);
+          };
+          const finish = (counts: Record<string, { calls: number; failed: number }>) => {
+            clearTimeout(timer);
+            child.off('message', onMessage);
+            resolve(counts);
+          };
+          child.on('message', onMessage);
+          child.send({ type: 'requestCounts' }, (error) => {
+            if (error !== null) finish({});
+          });
+        });
+      }),
+    );
+    const sum: Record<string, { calls: number; failed: number }> = {};
+    for (const counts of answers) {
+      for (const [operation, { calls, failed }] of Object.entries(counts)) {
+        const total = (sum[operation] ??= { calls: 0, failed: 0 });
+        total.calls += calls;
+        total.failed += failed;
+      }
+    }
+    return sum;
   }
 
   async stopAll(): Promise<void> {
@@ -291,6 +386,18 @@ function dashboardPage(): string {
   dashboardHtml ??= readFileSync(path.join(here, 'dashboard.html'), 'utf8');
   return dashboardHtml;
 }
+
+/**
+ * The functions' timeouts, as deployed (lib/infra/api.ts `apiTimeout`, lib/infra/data.ts
+ * `applyTimeout`; not imported: those modules load the CDK).
+ */
+const apiFunctionTimeoutMs = 29_000;
+const applyFunctionTimeoutMs = 20_000;
+/**
+ * An execution environment idle this long is closed. AWS does not document when it reclaims
+ * one; this keeps a burst's environments (and their sockets) from staying forever.
+ */
+const environmentIdleReclaimMs = 5 * 60_000;
 
 /** Local queue settings: a short visibility timeout so a failed batch is retried within seconds. */
 const localVisibilityTimeoutS = 2;
@@ -424,6 +531,36 @@ async function regionRoute(controls: RegionControls, method: string, segments: s
   return { status: 404, body: { error: 'NotFound', message: 'use GET /_local/regions, POST /_local/regions/{region}/cut|heal or POST /_local/promote/{region}' } };
 }
 
+interface LambdaControls {
+  apiModel: ApiModel;
+  regions(): string[];
+  functions(): LambdaFunctionReport[];
+  killApiEnvironment(region: string): { region: string; environmentId: string } | undefined;
+}
+
+/**
+ * Lambda execution environments: `GET /_local/lambda` lists each region's api and apply
+ * functions' environments and stats; `POST /_local/lambda/{region}/kill` kills one busy api
+ * environment of the region mid-request (`killed` is null when none was busy).
+ */
+function lambdaRoute(controls: LambdaControls, method: string, segments: string[]): Awaited<ReturnType<LocalRoute>> {
+  if (segments.length === 0) {
+    if (method !== 'GET') return { status: 405, body: { error: 'MethodNotAllowed', message: 'use GET /_local/lambda' } };
+    return { status: 200, body: { model: controls.apiModel, functions: controls.functions() } };
+  }
+  const [region, verb] = segments;
+  if (segments.length !== 2 || verb !== 'kill') return { status: 404, body: { error: 'NotFound', message: 'use GET /_local/lambda or POST /_local/lambda/{region}/kill' } };
+  if (method !== 'POST') return { status: 405, body: { error: 'MethodNotAllowed', message: 'use POST /_local/lambda/{region}/kill' } };
+  const known = controls.regions();
+  if (!known.includes(region ?? '')) return { status: 404, body: { error: 'NotFound', message: `no region "${(region ?? '').slice(0, 40)}"; regions: ${known.join(', ')}` } };
+  if (controls.apiModel.kind !== 'lambda') {
+    return { status: 409, body: { error: 'SingleProcess', message: 'the API runs as one process per region (--single-process): there is no execution environment to kill' } };
+  }
+  const killed = controls.killApiEnvironment(region as string);
+  const report = controls.functions().find((entry) => entry.function === 'api' && entry.region === region);
+  return { status: 200, body: { region, killed: killed?.environmentId ?? null, ...(report === undefined ? {} : { stats: report.stats }) } };
+}
+
 export class UnknownRegionError extends Error {
   constructor(region: string, known: string[]) {
     super(`unknown region "${region}"; regions are ${known.join(', ')}`);
@@ -468,12 +605,46 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
   const replicas: LocalReplicaRegion[] = [];
   const regions: RegionEndpoint[] = [];
   /** What one wiring of the regions (see `wire`) runs; a promotion tears it down and wires again. */
-  let wiring: { background: AbortController; loops: Promise<unknown>[]; closers: (() => void)[]; handlers: Map<string, ApiHandler>; homeService: KvService } | undefined;
+  let wiring:
+    | {
+        background: AbortController;
+        loops: Promise<unknown>[];
+        closers: (() => void)[];
+        handlers: Map<string, ApiHandler>;
+        /** Single-process mode: the home region's one service. */
+        homeService: KvService | undefined;
+        /** Lambda model: each region's api function and each replica region's apply function. */
+        apiPools: Map<string, LambdaPool<APIGatewayProxyEvent, APIGatewayProxyResult>>;
+        applyPools: Map<string, LambdaPool<SQSEvent, SQSBatchResponse>>;
+        /** Lambda model: the home service `homeService` hands out, made on first use. */
+        spareHomeService: { service: KvService; close(): void } | undefined;
+      }
+    | undefined;
+  const apiModel: ApiModel = options.singleProcess === true ? { kind: 'single-process' } : { kind: 'lambda', concurrencyMax: options.lambdaConcurrencyMax ?? concurrencyMaxDefault };
+  // Every home API service that exists, so a fault hook reaches each (setBeforeCommit).
+  const homeServices = new Set<KvService>();
+  let beforeCommit: BeforeCommitHook | undefined;
+  // The latency model is process-wide: this cloud sets it for its lifetime and puts it back.
+  const awsLatencyBefore = awsLatencyEnabled();
+  const awsLatency = options.awsLatency ?? awsLatencyBefore;
+  setAwsLatency(awsLatency);
   let nodes: NodeProcesses | undefined;
   let sqsEmulator: Emulator | undefined;
   let cutOff: LocalCloud['cutOff'] = () => undefined;
   let heal: LocalCloud['heal'] = () => undefined;
   let promote: LocalCloud['promote'] = () => Promise.reject(new Error('the cloud is not started'));
+  // The home tables, for the cloud's own reads (/cluster-like waits, the dashboard's log).
+  const homeStores = new Map<string, DynamoStore>();
+  const homeStore = (): DynamoStore => {
+    let store = homeStores.get(config.homeRegion);
+    if (store === undefined) {
+      const client = makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint });
+      closers.push(() => client.destroy());
+      store = new DynamoStore(client, config.tables, config.shardCount);
+      homeStores.set(config.homeRegion, store);
+    }
+    return store;
+  };
   const cloudControls: RegionControls = {
     regions: () => regions,
     config: () => config,
@@ -489,7 +660,28 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     await Promise.all(replicas.map((replica) => replica.eventSource.stop()));
     await Promise.allSettled(current.loops);
     for (const close of current.closers) close();
+    current.spareHomeService?.close();
     replicas.length = 0;
+  };
+  const lambdaFunctions = (): LambdaFunctionReport[] => {
+    const current = wiring;
+    if (current === undefined) return [];
+    const report = (name: 'api' | 'apply', region: string, pool: Pick<LambdaPool<unknown, unknown>, 'stats' | 'environments'>): LambdaFunctionReport => ({
+      function: name,
+      region,
+      stats: pool.stats(),
+      environments: pool.environments(),
+    });
+    return [...[...current.apiPools].map(([region, pool]) => report('api', region, pool)), ...[...current.applyPools].map(([region, pool]) => report('apply', region, pool))];
+  };
+  const killApiEnvironment = (region: string) => {
+    const pool = wiring?.apiPools.get(region);
+    if (pool === undefined) return undefined;
+    const environments = pool.environments();
+    // A request mid-flight is the interesting crash; one still starting is the next best.
+    const target = environments.find((environment) => environment.state === 'busy') ?? environments.find((environment) => environment.state === 'starting');
+    if (target === undefined || !pool.kill(target.id)) return undefined;
+    return { region, environmentId: target.id };
   };
   const stop = async () => {
     // Cuts are process-wide (the clients' partition check): undo this cloud's.
@@ -500,6 +692,7 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     for (const close of closers) close();
     await sqsEmulator?.stop();
     for (const emulator of owned.reverse()) await emulator.stop();
+    setAwsLatency(awsLatencyBefore);
   };
   try {
     if (config.dynamoEndpoint === undefined) {
@@ -534,7 +727,7 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     const recorded = await adoptRecordedHome(config, [config.homeRegion, ...config.replicaRegions]);
     if (recorded !== undefined) log(`local: ${recorded.homeRegion} is home since a promotion (cluster epoch ${recorded.clusterEpoch}); replicas ${config.replicaRegions.join(', ') || '(none)'}`);
 
-    nodes = new NodeProcesses(config, options.invocationMs ?? 20_000, log);
+    nodes = new NodeProcesses(config, options.invocationMs ?? 20_000, log, { [env.localAwsLatency]: awsLatency ? '1' : '0' });
     for (const id of config.nodeIds) nodes.start(id);
 
     const clock = systemClock();
@@ -542,45 +735,83 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
 
     /**
      * Wires the regions for the current config: each replica region's apply function on its
-     * queue (a poller plays the event source mapping) and its replica heartbeat, and one API
-     * service per region, all in this process. Every client states the region it runs in, so
-     * a cut-off region is unreachable to the others.
+     * queue (a poller plays the event source mapping) and its replica heartbeat, and each
+     * region's API, all in this process. In the Lambda model (default) the api and apply
+     * functions run as Lambda execution environments (lib/local/lambda-pool.ts): an invocation
+     * gets an idle environment or a new one, each with its own services and SDK clients; in
+     * single-process mode one service per region serves every request. Every client states the
+     * region it runs in, so a cut-off region is unreachable to the others.
      */
     const wire = () => {
       const background = new AbortController();
       const loops: Promise<unknown>[] = [];
       const wiringClosers: (() => void)[] = [];
+      const apiPools = new Map<string, LambdaPool<APIGatewayProxyEvent, APIGatewayProxyResult>>();
+      const applyPools = new Map<string, LambdaPool<SQSEvent, SQSBatchResponse>>();
       for (const [position, region] of config.replicaRegions.entries()) {
         const regionConfig = { ...config, region };
-        const homeClient = makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint, from: region });
-        const home = new DynamoStore(homeClient, config.tables, config.shardCount);
-        const replicaClient = makeDynamoClient({ region, endpoint: config.dynamoEndpoint });
-        const replica = new DynamoReplicaStore(replicaClient, config.tables);
-        const applier = new ReplicaApplier(replica, home, clock, options.apply);
+        const regionLog = (line: string) => log(`${region} ${line}`);
+        // What the apply function's (and the heartbeat's) module scope makes: the home log and
+        // this region's replica, and the applier over them.
+        const makeApplier = (alive?: () => boolean) => {
+          const homeClient = makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint, from: region, alive });
+          const home = new DynamoStore(homeClient, config.tables, config.shardCount);
+          const replicaClient = makeDynamoClient({ region, endpoint: config.dynamoEndpoint, alive });
+          const replica = new DynamoReplicaStore(replicaClient, config.tables);
+          return {
+            home,
+            replica,
+            applier: new ReplicaApplier(replica, home, clock, options.apply),
+            close: () => {
+              homeClient.destroy();
+              replicaClient.destroy();
+            },
+          };
+        };
+        // The replica heartbeat is a function of its own; in single-process mode the apply
+        // handler shares its applier, as before the Lambda model.
+        const heartbeat = makeApplier();
+        wiringClosers.push(heartbeat.close);
+        let applyHandler: (event: SQSEvent) => Promise<SQSBatchResponse>;
+        if (apiModel.kind === 'lambda') {
+          const pool = new LambdaPool<SQSEvent, SQSBatchResponse>({
+            name: `apply-${region}`,
+            factory: (_environmentId, alive) => {
+              const made = makeApplier(alive);
+              return { handler: createApplyHandler(made.applier, regionLog, options.apply), close: made.close };
+            },
+            concurrencyMax: apiModel.concurrencyMax,
+            timeoutMs: applyFunctionTimeoutMs,
+            idleReclaimMs: environmentIdleReclaimMs,
+            log,
+          });
+          applyPools.set(region, pool);
+          wiringClosers.push(() => pool.close());
+          // A failed invocation throws: the event source leaves the whole batch for redelivery, as Lambda's does.
+          applyHandler = (event) => pool.invoke(event);
+        } else {
+          applyHandler = createApplyHandler(heartbeat.applier, regionLog, options.apply);
+        }
         const queue = queues.get(region) as ReplicationQueue;
         const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
-        wiringClosers.push(() => {
-          sqs.destroy();
-          homeClient.destroy();
-          replicaClient.destroy();
-        });
+        wiringClosers.push(() => sqs.destroy());
         const eventSource = createEventSource({
           client: sqs,
           queueUrl: queue.queueUrl,
           region,
-          handler: createApplyHandler(applier, (line) => log(`${region} ${line}`), options.apply),
+          handler: applyHandler,
           ...(options.apply?.pollers === undefined ? {} : { pollers: options.apply.pollers }),
           ...(options.apply?.batchSize === undefined ? {} : { batchSize: options.apply.batchSize }),
           visibilityTimeoutS: localVisibilityTimeoutS,
           seed: (options.faultSeed ?? 1) + position,
-          log: (line) => log(`${region} ${line}`),
+          log: regionLog,
         });
         eventSource.start();
         replicas.push({ region, eventSource, queue });
         loops.push(
           (async () => {
             while (!background.signal.aborted) {
-              await runReplicaHeartbeat({ config: regionConfig, replica, home, applier, budgetMs: 60_000, clock, log, signal: background.signal });
+              await runReplicaHeartbeat({ config: regionConfig, replica: heartbeat.replica, home: heartbeat.home, applier: heartbeat.applier, budgetMs: 60_000, clock, log, signal: background.signal });
             }
           })(),
         );
@@ -589,12 +820,45 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
       let homeService: KvService | undefined;
       for (const region of [config.homeRegion, ...config.replicaRegions]) {
         const regionConfig = { ...config, region };
-        const { service, close } = createRegionService(regionConfig, clock, log, { disableFencing: options.unsafeDisableFencing === true });
-        wiringClosers.push(close);
-        if (region === config.homeRegion) homeService = service;
-        handlers.set(region, createApiHandler({ config: regionConfig, clock, service }, log));
+        const isHome = region === config.homeRegion;
+        // What the api function's module scope makes (functions/api.ts `handler`).
+        const makeService = (alive?: () => boolean) => {
+          const made = createRegionService(regionConfig, clock, log, { disableFencing: options.unsafeDisableFencing === true }, { alive });
+          if (isHome) {
+            made.service.beforeCommit = beforeCommit;
+            homeServices.add(made.service);
+          }
+          return {
+            service: made.service,
+            close: () => {
+              homeServices.delete(made.service);
+              made.close();
+            },
+          };
+        };
+        if (apiModel.kind === 'lambda') {
+          const pool = new LambdaPool<APIGatewayProxyEvent, APIGatewayProxyResult>({
+            name: `api-${region}`,
+            factory: (_environmentId, alive) => {
+              const made = makeService(alive);
+              return { handler: createApiHandler({ config: regionConfig, clock, service: made.service }, log), close: made.close };
+            },
+            concurrencyMax: apiModel.concurrencyMax,
+            timeoutMs: apiFunctionTimeoutMs,
+            idleReclaimMs: environmentIdleReclaimMs,
+            log,
+          });
+          apiPools.set(region, pool);
+          wiringClosers.push(() => pool.close());
+          handlers.set(region, apiGatewayIntegration(pool, log));
+        } else {
+          const made = makeService();
+          wiringClosers.push(made.close);
+          if (isHome) homeService = made.service;
+          handlers.set(region, createApiHandler({ config: regionConfig, clock, service: made.service }, log));
+        }
       }
-      wiring = { background, loops, closers: wiringClosers, handlers, homeService: homeService as KvService };
+      wiring = { background, loops, closers: wiringClosers, handlers, homeService, apiPools, applyPools, spareHomeService: undefined };
       for (const endpoint of regions) {
         endpoint.role = endpoint.region === config.homeRegion ? 'home' : config.replicaRegions.includes(endpoint.region) ? 'replica' : 'detached';
       }
@@ -602,17 +866,6 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     wire();
     const processes = nodes;
     const meter = new RequestMeter();
-    const homeStores = new Map<string, DynamoStore>();
-    const homeStore = () => {
-      let store = homeStores.get(config.homeRegion);
-      if (store === undefined) {
-        const client = makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint });
-        closers.push(() => client.destroy());
-        store = new DynamoStore(client, config.tables, config.shardCount);
-        homeStores.set(config.homeRegion, store);
-      }
-      return store;
-    };
     const endpointOf = (region: string): RegionEndpoint => {
       const endpoint = regions.find((candidate) => candidate.region === region);
       if (endpoint === undefined) throw new UnknownRegionError(region, regions.map((candidate) => candidate.region));
@@ -674,8 +927,15 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
         promoting = false;
       }
     };
+    const lambdaControls: LambdaControls = {
+      apiModel,
+      regions: () => regions.map((endpoint) => endpoint.region),
+      functions: () => lambdaFunctions(),
+      killApiEnvironment: (region) => killApiEnvironment(region),
+    };
     const localRoute: LocalRoute = async (method, segments, body, query) => {
       if (segments[0] === 'replication') return replicationRoute(replicas, method, segments.slice(1), body);
+      if (segments[0] === 'lambda') return lambdaRoute(lambdaControls, method, segments.slice(1));
       if (segments[0] === 'regions' || segments[0] === 'promote') return regionRoute(cloudControls, method, segments, body);
       if (segments[0] === 'metrics' && segments.length === 1) return { status: 200, body: meter.series(Date.now()) };
       if (segments[0] === 'log' && segments.length === 1) return { status: 200, body: { entries: await recentEntries(homeStore(), config.shardCount, Number(query.get('limit') ?? 25)) } };
@@ -743,17 +1003,31 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     pause: (id) => processes.pause(id),
     resume: (id) => processes.resume(id),
     start: (id, startOptions) => processes.start(id, startOptions),
+    nodeRequestCounts: () => processes.requestCounts(),
+    apiModel,
     get homeService() {
-      if (wiring === undefined) throw new Error('the cloud is being rewired (a promotion is running)');
-      return wiring.homeService;
+      const current = wiring;
+      if (current === undefined) throw new Error('the cloud is being rewired (a promotion is running)');
+      if (current.homeService !== undefined) return current.homeService;
+      current.spareHomeService ??= createRegionService({ ...config, region: config.homeRegion }, systemClock(), log, { disableFencing: options.unsafeDisableFencing === true });
+      return current.spareHomeService.service;
     },
+    get homeStore() {
+      return homeStore();
+    },
+    setBeforeCommit(hook) {
+      beforeCommit = hook;
+      for (const service of homeServices) service.beforeCommit = hook;
+    },
+    killApiEnvironment: (region) => killApiEnvironment(region ?? config.homeRegion),
+    lambdaFunctions: () => lambdaFunctions(),
     async waitForLeaders(timeoutMs) {
       await waitUntil(
         'a live leader for every shard',
         async () => {
           // A promotion is rewiring: wait for it.
           if (wiring === undefined) return undefined;
-          return (await clusterStatus(wiring.homeService.store, config, systemClock())).shards.every((shard) => shard.live) ? true : undefined;
+          return (await clusterStatus(homeStore(), config, systemClock())).shards.every((shard) => shard.live) ? true : undefined;
         },
         timeoutMs,
         50,

@@ -5,7 +5,7 @@
  * each running a lease longer than that, so consecutive invocations overlap and hand the
  * node's leases over exactly as on AWS (only shorter).
  */
-import { makeDynamoClient } from '../adapters/aws/clients.ts';
+import { makeDynamoClient, observeAwsRequests } from '../adapters/aws/clients.ts';
 import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
 import { Shipper } from '../adapters/aws/replication.ts';
 import { sleep, systemClock } from '../clock.ts';
@@ -22,7 +22,7 @@ if (node === undefined) {
 const config = configFromEnv();
 const clock = systemClock();
 const store = new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
-const shipper = config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log: (line) => process.stdout.write(`${line}\n`) });
+const shipper = config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, from: config.region, log: (line) => process.stdout.write(`${line}\n`) });
 const stop = new AbortController();
 const running = new Set<Promise<unknown>>();
 
@@ -33,6 +33,18 @@ process.on('SIGINT', shutdown);
 process.on('disconnect', shutdown);
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
+
+// The benchmark counts every AWS request of the cluster, the leaders' commits included: the
+// parent asks over the IPC channel, the node answers with its counts per operation.
+const requestCounts: Record<string, { calls: number; failed: number }> = {};
+observeAwsRequests((record) => {
+  const counts = (requestCounts[record.operation] ??= { calls: 0, failed: 0 });
+  counts.calls += 1;
+  if (record.error !== undefined) counts.failed += 1;
+});
+process.on('message', (message: unknown) => {
+  if ((message as { type?: unknown } | null)?.type === 'requestCounts') process.send?.({ type: 'requestCounts', counts: requestCounts });
+});
 
 while (!stop.signal.aborted) {
   const incarnation = newIncarnation(clock);

@@ -111,3 +111,10 @@ export class ReplicationUnmetError extends EpochKvError {
     super(message, 503, 'ReplicationUnmet');
   }
 }
+
+/** An intake write its writer took back before the leader committed it (leader side only). */
+export class WithdrawnError extends EpochKvError {
+  constructor(readonly shard: number, readonly id: string) {
+    super(`shard ${shard}: intake write ${id} was withdrawn`, 409, 'Withdrawn');
+  }
+}

@@ -31,7 +31,34 @@ export interface CommitRequest {
   /** The sealed entry at head + 1, under the epoch the lease check asserts. */
   entry: LogEntry;
   kv: { change: KvChange; precondition: Precondition } | undefined;
+  /**
+   * The intake item the write came from (leader commits): marked committed in the same
+   * transaction, on condition that it is still pending, so a write is committed at most once
+   * and never after its writer withdrew it.
+   */
+  intake?: { id: string } | undefined;
 }
+
+/**
+ * A write handed to its shard's leader: the API deposits it in the shard's intake and waits
+ * for its outcome; the leader commits the intake in groups (see lib/service/intake.ts).
+ */
+export interface IntakeWrite {
+  shard: number;
+  /** Its place in the shard's intake: the deposit time, zero-padded, then the request id. */
+  id: string;
+  requestId: string;
+  change: KvChange;
+  precondition: Precondition;
+  /** The depositor's wall clock: orders the intake (fairness only; nothing depends on it). */
+  depositedAtMs: number;
+}
+
+/** What became of an intake write. */
+export type IntakeOutcome =
+  | { state: 'pending' }
+  | { state: 'committed'; index: number; epoch: number; prevHash: string; hash: string; committedAtMs: number }
+  | { state: 'refused'; code: string; message: string; currentVersion: number | undefined };
 
 export type GroupCommitOutcome = { committed: true } | { committed: false; refused: Map<number, EpochKvError> };
 
@@ -139,6 +166,23 @@ export interface Store {
    * and committed without them.
    */
   commitGroup(requests: CommitRequest[]): Promise<GroupCommitOutcome>;
+  /** Puts a write in its shard's intake (pending). */
+  depositIntake(write: IntakeWrite): Promise<void>;
+  /** The shard's pending intake writes, oldest first, at most `limit` (strongly consistent). */
+  readIntake(shard: number, limit: number): Promise<IntakeWrite[]>;
+  /** The outcome of one intake write (strongly consistent); undefined when it is gone. */
+  readIntakeOutcome(shard: number, id: string): Promise<IntakeOutcome | undefined>;
+  /** Marks a pending intake write refused (its condition failed); false when it was not pending. */
+  refuseIntake(shard: number, id: string, refusal: { code: string; message: string; currentVersion: number | undefined }): Promise<boolean>;
+  /**
+   * Takes a write back out of the intake if it is still pending: 'withdrawn' means it never was
+   * and never will be committed; otherwise its outcome (undefined when it is gone).
+   */
+  withdrawIntake(shard: number, id: string): Promise<'withdrawn' | IntakeOutcome | undefined>;
+  /** Forgets a settled intake write (its writer read the outcome). */
+  deleteIntake(shard: number, id: string): Promise<void>;
+  /** Deletes settled intake writes settled before `settledBeforeMs` (writers that never came back); returns how many. */
+  sweepIntake(shard: number, settledBeforeMs: number): Promise<number>;
   getItem(shard: number, key: string, consistent: boolean): Promise<KvItem | undefined>;
   /** Keys starting with `prefix` in key order across all shards, after `after` (exclusive). */
   list(prefix: string, limit: number, after: string | undefined, consistent: boolean): Promise<ListPage>;

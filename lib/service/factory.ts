@@ -16,18 +16,31 @@ export function createRegionService(
   log: (line: string) => void,
   /** TEST ONLY (local cloud): writes without the epoch check, to show the fault suite catches it. */
   unsafe: { disableFencing?: boolean } = {},
+  /**
+   * Local cloud only: `alive` of the Lambda execution environment the service runs in (see
+   * ClientOptions.alive); once it answers false, no client of the service sends anything.
+   */
+  clients: { alive?: () => boolean } = {},
 ): { service: KvService; close(): void } {
   const unsafeDisableFencing = config.local && unsafe.disableFencing === true;
-  const home = new DynamoStore(makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint, from: config.region }), config.tables, config.shardCount, { unsafeDisableFencing });
+  const { alive } = clients;
+  const homeClient = makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint, from: config.region, alive });
+  const home = new DynamoStore(homeClient, config.tables, config.shardCount, { unsafeDisableFencing });
   const shipper =
-    config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log, from: config.region });
+    config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log, from: config.region, alive });
   let local;
+  let localClient: ReturnType<typeof makeDynamoClient> | undefined;
   if (config.region !== config.homeRegion) {
-    const client = makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint });
-    local = { store: new DynamoStore(client, config.tables, config.shardCount), progress: new DynamoReplicaStore(client, config.tables) };
+    localClient = makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint, alive });
+    local = { store: new DynamoStore(localClient, config.tables, config.shardCount), progress: new DynamoReplicaStore(localClient, config.tables) };
   }
   return {
     service: new KvService(home, config, clock, { shipper, local, log }),
-    close: () => shipper?.destroy(),
+    // The local cloud makes and closes a service per Lambda execution environment: free its sockets too.
+    close: () => {
+      shipper?.destroy();
+      homeClient.destroy();
+      localClient?.destroy();
+    },
   };
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { backoffMs, sleep, within, type Clock } from '../clock.ts';
+import { pickGroup } from '../core/group.ts';
 import { limits } from '../core/limits.ts';
 import type { LeaseRecord } from '../core/lease.ts';
 import { sealEntry, transactionBytesOf, type LogEntry, type Operation } from '../core/log.ts';
@@ -23,7 +24,7 @@ import {
   ValidationError,
   VersionConflictError,
 } from '../ports/errors.ts';
-import type { KvChange, KvItem, ListPage, LogHead, Precondition, Store } from '../ports/store.ts';
+import type { IntakeOutcome, KvChange, KvItem, ListPage, LogHead, Precondition, Store } from '../ports/store.ts';
 
 /** How often a watch re-reads the log while there is nothing new. */
 const watchPollMs = 100;
@@ -49,7 +50,17 @@ export interface ServiceOptions {
   replication?: ReplicationMode;
   /** Every replica region (quorum counts them all); default: the shipper's. */
   replicaRegions?: string[];
+  /**
+   * 'intake' (default): a write commits itself while its shard is quiet and is handed to the
+   * shard's leader once the shard is busy (lib/service/intake.ts); 'leader': every async write
+   * goes to the leader; 'direct': every write races for the next index itself, as before.
+   * The last two are kept for comparisons and tests.
+   */
+  writePath?: WritePath;
 }
+
+export type WritePath = 'intake' | 'leader' | 'direct';
+export const writePaths: readonly WritePath[] = ['intake', 'leader', 'direct'];
 
 export interface WriteOptions {
   /** Stronger than the cluster's mode for this write; a weaker one is refused (400). */
@@ -72,6 +83,22 @@ export interface ReadResult {
   /** Which copy answered: the home table or this region's replica. */
   servedBy: 'home' | 'replica';
 }
+
+/** How long a shard counts as busy for an API instance after its last sign of other writers (the leader polls fast twice as long). */
+export function intakeStickMs(tickMs: number): number {
+  return Math.max(1_000, 4 * tickMs);
+}
+
+/**
+ * Lost direct races before a write goes to its shard's leader instead. One: the head a direct
+ * write uses was read or written within a tick, so losing the race means another writer wrote
+ * in that tick.
+ */
+const directRacesBeforeIntake = 1;
+/** Bounds of the wait between looks at an intake write's outcome; the first look comes after ~0.8 of a recent round trip. */
+const intakePollMsMin = 3;
+const intakePollMsMax = 25;
+const intakeRoundTripMsInitial = 30;
 
 /** How long a session read waits for the local replica to reach the token, polling every 20 ms. */
 const sessionWaitMs = 500;
@@ -103,37 +130,20 @@ interface Queued {
   reject: (error: unknown) => void;
 }
 
-/**
- * Takes the next group off the front of a shard's queue: writes of the first one's epoch, of
- * distinct keys (a transaction touches an item once, and a later write of a key must see the
- * earlier one's outcome), within the transaction's item and byte bounds. A write left behind
- * keeps its place, and so does every later write of its key.
- */
+/** Takes the next group off the front of a shard's queue (see pickGroup); the rest keep their places. */
 function takeGroup(queue: Queued[]): Queued[] {
-  const first = queue[0];
-  if (first === undefined) return [];
-  const group: Queued[] = [];
-  const keys = new Set<string>();
-  let bytes = 0;
-  const left: Queued[] = [];
-  for (const queued of queue) {
-    const { write } = queued;
-    const fits =
-      group.length < limits.commitGroupWritesMax &&
-      write.epoch === first.write.epoch &&
-      !keys.has(write.change.key) &&
-      (group.length === 0 || bytes + transactionBytesOf([write.operation]) <= limits.transactionBytesMax);
-    // Taken or left, the key is spoken for: a later write of it must not pass this one.
-    keys.add(write.change.key);
-    if (fits) {
-      group.push(queued);
-      bytes += transactionBytesOf([write.operation]);
-    } else {
-      left.push(queued);
-    }
-  }
+  const { group, left } = pickGroup(
+    queue,
+    ({ write }) => ({ key: write.change.key, epoch: write.epoch, bytes: transactionBytesOf([write.operation]) }),
+    { writesMax: limits.commitGroupWritesMax, bytesMax: limits.transactionBytesMax },
+  );
   queue.splice(0, queue.length, ...left);
   return group;
+}
+
+interface CachedHead {
+  head: LogHead | undefined;
+  readAtMs: number;
 }
 
 interface CachedLease {
@@ -150,7 +160,12 @@ export class KvService {
   readonly #leases = new Map<number, CachedLease>();
   /** A lease re-read in flight per shard: concurrent writers of a shard share it. */
   readonly #leaseReads = new Map<number, Promise<CachedLease>>();
-  readonly #heads = new Map<number, LogHead | undefined>();
+  /** The head this instance last read or wrote per shard; trusted for a tick (others write too). */
+  readonly #heads = new Map<number, CachedHead>();
+  /** Until when (monotonic ms) a shard counts as busy here: its writes go through the leader's intake. */
+  readonly #busyUntilMs = new Map<number, number>();
+  /** Recent intake round trips per shard (ms, smoothed): when to look for the outcome. */
+  readonly #intakeRoundTripMs = new Map<number, number>();
   /** Writes waiting for their shard's committer in this instance; a shard has a queue while its committer runs (see #enqueue). */
   readonly #pendingWrites = new Map<number, Queued[]>();
   readonly #inSyncSets = new Map<number, { regions: string[]; readAtMs: number }>();
@@ -234,7 +249,12 @@ export class KvService {
     const shard = this.shardOf(change.key);
     const requestId = randomUUID();
     const operation: Operation = change.type === 'put' ? { type: 'put', key: change.key, value: change.value } : { type: 'delete', key: change.key };
+    // quorum/all writes stay on the direct path: their durability guards need the entry before it is sent.
+    const writePath = this.options.writePath ?? 'intake';
+    const intake = mode === 'async' && writePath !== 'direct';
+    if (intake && (writePath === 'leader' || this.#isBusy(shard))) return this.#writeThroughIntake(shard, change, precondition, requestId);
     let lastRace: EpochKvError | undefined;
+    let races = 0;
     for (let attempt = 0; attempt < limits.writeAttemptsMax; attempt += 1) {
       if (attempt > 0) await sleep(backoffMs(attempt, limits.retryBackoffMsBase, limits.retryBackoffMsMax, this.random));
       const lease = await this.#liveLease(shard);
@@ -251,6 +271,12 @@ export class KvService {
           lastRace = error;
         } else if (error instanceof HeadConflictError || error instanceof TransactionRaceError) {
           lastRace = error;
+          races += 1;
+          // Other writers are at the shard: hand the write to its leader rather than race again.
+          if (intake && races >= directRacesBeforeIntake) {
+            this.#markBusy(shard);
+            return this.#writeThroughIntake(shard, change, precondition, requestId);
+          }
         } else if (error instanceof EpochKvError) {
           // A refused condition tells the key's current state as surely as a read does.
           if (error instanceof VersionConflictError) await this.#durability.check(shard, change.key, error.currentVersion, 'refusal');
@@ -284,6 +310,79 @@ export class KvService {
     throw new RetriesExhaustedError(
       `the write to "${change.key}" lost ${limits.writeAttemptsMax} races in a row (${lastRace?.code ?? 'unknown'}) and was not applied; retry`,
     );
+  }
+
+  #isBusy(shard: number): boolean {
+    return this.clock.monotonicMs() < (this.#busyUntilMs.get(shard) ?? Number.NEGATIVE_INFINITY);
+  }
+
+  /**
+   * The shard stays busy for this instance a while past its last sign of other writers: long
+   * against an intake round trip, so a writer under contention does not probe the direct path
+   * (and lose a race) on every write; short enough that a shard gone quiet is written directly again.
+   */
+  #markBusy(shard: number): void {
+    this.#busyUntilMs.set(shard, this.clock.monotonicMs() + intakeStickMs(this.options.tickMs));
+  }
+
+  /**
+   * The write as the shard's leader commits it: deposit it in the shard's intake, then look for
+   * its outcome until it is committed or refused. Past the wait (a failover that takes too
+   * long) the write is withdrawn — a conditional delete that wins only while it is still
+   * pending — so the answer is definite: committed, refused, or not applied.
+   */
+  async #writeThroughIntake(shard: number, change: KvChange, precondition: Precondition, requestId: string): Promise<WriteResult> {
+    // No leader known: answer 503 NoLeader as a direct write would (after the same short wait).
+    await this.#liveLease(shard);
+    this.#markBusy(shard);
+    const depositedAtMs = this.clock.wallMs();
+    const id = `${String(Math.floor(depositedAtMs)).padStart(15, '0')}#${requestId}`;
+    const startMs = this.clock.monotonicMs();
+    try {
+      await this.store.depositIntake({ shard, id, requestId, change, precondition, depositedAtMs });
+    } catch (error) {
+      // The deposit may have landed: take it back, or learn its outcome.
+      return this.#settleIntake(shard, id, change, await this.store.withdrawIntake(shard, id).catch(() => { throw new OutcomeUnknownError(`the write to "${change.key}" may or may not have been applied: ${String(error)}`); }));
+    }
+    const roundTripMs = this.#intakeRoundTripMs.get(shard) ?? intakeRoundTripMsInitial;
+    const deadlineMs = startMs + this.#intakeWaitMs();
+    let waitMs = Math.min(intakePollMsMax * 4, Math.max(intakePollMsMin, Math.round(roundTripMs * 0.8)));
+    for (;;) {
+      await sleep(waitMs);
+      const outcome = await this.store.readIntakeOutcome(shard, id);
+      if (outcome === undefined || outcome.state !== 'pending') {
+        const tookMs = this.clock.monotonicMs() - startMs;
+        this.#intakeRoundTripMs.set(shard, 0.8 * roundTripMs + 0.2 * tookMs);
+        // Busy from the last sign of contention: a write that waited long must not make the next one probe the direct path.
+        this.#markBusy(shard);
+        return this.#settleIntake(shard, id, change, outcome);
+      }
+      if (this.clock.monotonicMs() >= deadlineMs) return this.#settleIntake(shard, id, change, await this.store.withdrawIntake(shard, id));
+      waitMs = Math.min(intakePollMsMax, Math.max(intakePollMsMin, Math.round(roundTripMs / 4)));
+    }
+  }
+
+  /** The answer to an intake write, from its settled outcome (or its withdrawal). */
+  #settleIntake(shard: number, id: string, change: KvChange, outcome: IntakeOutcome | 'withdrawn' | undefined): WriteResult {
+    if (outcome === 'withdrawn') {
+      throw new RetriesExhaustedError(`the leader of shard ${shard} did not take the write to "${change.key}" within ${this.#intakeWaitMs()} ms; it was withdrawn and not applied; retry`);
+    }
+    if (outcome === undefined) throw new OutcomeUnknownError(`the write to "${change.key}" may or may not have been applied: its intake record is gone`);
+    if (outcome.state === 'pending') throw new OutcomeUnknownError(`the write to "${change.key}" is still pending at its shard's leader`);
+    // Read once: the record has served its purpose (a writer that never comes back leaves it to the leader's sweep).
+    void this.store.deleteIntake(shard, id).catch(() => undefined);
+    if (outcome.state === 'refused') {
+      if (outcome.code === 'NotFound') throw new NotFoundError(outcome.message);
+      throw new VersionConflictError(outcome.message, outcome.currentVersion);
+    }
+    this.#heads.set(shard, { head: { index: outcome.index, hash: outcome.hash }, readAtMs: this.clock.monotonicMs() });
+    // The leader ships what it commits, in log order: this writer sent nothing itself.
+    return { key: change.key, shard, version: outcome.index, epoch: outcome.epoch, index: outcome.index, replication: { mode: 'async', acceptedBy: [] } };
+  }
+
+  /** How long an intake write waits for its leader: through a failover (a lease and a few ticks), within API Gateway's 29 s. */
+  #intakeWaitMs(): number {
+    return Math.min(limits.intakeWaitMsMax, 2 * this.options.leaseMs + 4 * this.options.tickMs);
   }
 
   /**
@@ -320,7 +419,8 @@ export class KvService {
   async #commitGroup(shard: number, group: Queued[], queue: Queued[]): Promise<void> {
     let head: LogHead | undefined;
     try {
-      head = this.#heads.has(shard) ? this.#heads.get(shard) : await this.store.readHead(shard);
+      const cached = this.#heads.get(shard);
+      head = cached !== undefined && this.clock.monotonicMs() - cached.readAtMs <= this.options.tickMs ? cached.head : await this.store.readHead(shard);
     } catch (error) {
       for (const queued of group) queued.reject(error);
       return;
@@ -364,7 +464,7 @@ export class KvService {
       for (const queued of group) queued.reject(error);
       return;
     }
-    if (previous !== undefined) this.#heads.set(shard, { index: previous.index, hash: previous.hash });
+    if (previous !== undefined) this.#heads.set(shard, { head: { index: previous.index, hash: previous.hash }, readAtMs: this.clock.monotonicMs() });
     for (const [position, queued] of group.entries()) {
       const { entry } = requests[position]!;
       // Queued for sending in log order before the shard's next group commits, so sends keep log order.

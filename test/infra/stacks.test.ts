@@ -338,7 +338,7 @@ describe('Least privilege', () => {
     expect(needed.filter((action) => !granted.has(action))).toEqual([]);
   });
 
-  it('lets only the API (every region) and the nodes write the home log; only the API writes home kv; apply never writes home tables', () => {
+  it('lets only the API (every region) and the nodes (shard leaders committing their intake) write the home log and kv; apply never writes home tables', () => {
     const { config } = cluster;
     const dataRegion = (stackName: string) => regions().find((region) => stackNames.data(config, region) === stackName);
     const grants = tableGrants(
@@ -353,9 +353,10 @@ describe('Least privilege', () => {
     const nodes = config.nodeIds.map((id) => `${config.prefix}-${id}@${config.homeRegion}`);
     const heartbeats = config.replicaRegions.map((region) => `${config.prefix}-replica-heartbeat@${region}`);
     const transactWrite = dynamoActions.transactWrite;
-    // The fenced append: a TransactWriteItems of ConditionCheck(control) + Put(log) + Put/Delete(kv).
+    // The fenced append: a TransactWriteItems of ConditionCheck(control) + Put(log) + Put/Delete(kv),
+    // sent by the API (a quiet shard) or by the shard's leader (its intake, with Update(control)).
     expect(writersOf(home('log'), transactWrite)).toEqual([...apis, ...nodes].sort());
-    expect(writersOf(home('kv'), transactWrite)).toEqual([...apis].sort());
+    expect(writersOf(home('kv'), transactWrite)).toEqual([...apis, ...nodes].sort());
     expect(writersOf(home('control'), ['dynamodb:ConditionCheckItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'])).toEqual([...apis, ...nodes].sort());
     // Replica heartbeats only write their progress reports into home control: PutItem and
     // BatchWriteItem, held to the reports' partition.
@@ -363,8 +364,8 @@ describe('Least privilege', () => {
     expect(writersOf(home('control'), ['dynamodb:PutItem'])).toEqual([...apis, ...nodes].sort());
     expect(writersOf(home('control'), [`dynamodb:PutItem${inReports}`])).toEqual([...heartbeats].sort());
     for (const heartbeat of heartbeats) expect([...(grants.get(home('control'))?.get(heartbeat) ?? [])].sort()).toEqual([`dynamodb:BatchWriteItem${inReports}`, `dynamodb:PutItem${inReports}`]);
-    // Nodes never touch kv; nobody gets Scan, batch or admin actions on any table.
-    expect(writersOf(home('kv'), dynamoActions.read)).toEqual(apis.sort());
+    // Nobody gets Scan, batch or admin actions on any table.
+    expect(writersOf(home('kv'), dynamoActions.read)).toEqual([...apis, ...nodes].sort());
     const allowed = new Set<string>([...dynamoActions.read, ...dynamoActions.transactWrite]);
     for (const [table, byGrantee] of grants) {
       for (const [grantee, actions] of byGrantee) {

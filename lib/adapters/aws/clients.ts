@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SQSClient } from '@aws-sdk/client-sqs';
+import { awsCallMs, awsLatencyEnabled } from '../../local/aws-latency.ts';
 import { CachedDocumentClient, documentInputOf, type DocumentClient } from './document-client.ts';
 
 /**
@@ -18,6 +19,12 @@ export interface ClientOptions {
    * region is cut off (see cutOffRegion).
    */
   from?: string | undefined;
+  /**
+   * Local cloud only: whether the Lambda execution environment that owns this client still
+   * exists. Once it returns false every call throws `EnvironmentKilledError` before it is sent
+   * (a crashed environment makes no more calls); a call already sent is not recalled.
+   */
+  alive?: (() => boolean) | undefined;
 }
 
 /** Regions the local cloud has cut off: their tables and queues are unreachable from other regions and vice versa. */
@@ -56,6 +63,41 @@ function addPartition(stack: Stack, region: string, from: string | undefined, en
       return next(args);
     },
     { step: 'initialize', priority: 'low', name: 'epochkvRegionPartition', override: true },
+  );
+}
+
+/** A call made by a client whose Lambda execution environment the local cloud killed (see ClientOptions.alive). */
+export class EnvironmentKilledError extends Error {
+  override name = 'EnvironmentKilledError';
+  readonly $metadata = { attempts: 1 };
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * LOCAL CLOUD ONLY, per attempt (the deserialize step runs once for every send the retry
+ * strategy makes): the AWS latency model (lib/local/aws-latency.ts), when it is on, and the kill
+ * switch of the environment that owns the client. Half the modelled time passes before the
+ * request leaves and half after the answer is back, so a write lands at the emulator about when
+ * it would land at AWS. The environment is checked after the first half, right before sending:
+ * an environment killed meanwhile sends nothing more.
+ */
+function addLocalCallModel(stack: Stack, service: AwsRequestRecord['service'], { region, endpoint, from, alive }: ClientOptions): void {
+  if (endpoint === undefined) return;
+  const caller = from ?? region;
+  (stack as DynamoDBClient['middlewareStack']).add(
+    (next, context) => async (args) => {
+      const delayMs = awsLatencyEnabled() ? awsCallMs(service, operationOf(context.commandName), caller, region) : 0;
+      const outboundMs = Math.floor(delayMs / 2);
+      if (outboundMs > 0) await sleep(outboundMs);
+      if (alive !== undefined && !alive()) {
+        throw new EnvironmentKilledError(`the Lambda execution environment of this ${service} client was killed: ${operationOf(context.commandName)} to ${region} is not sent`);
+      }
+      const result = await next(args);
+      if (delayMs - outboundMs > 0) await sleep(delayMs - outboundMs);
+      return result;
+    },
+    { step: 'deserialize', priority: 'low', name: 'epochkvLocalCallModel', override: true },
   );
 }
 
@@ -185,10 +227,12 @@ function clientConfig(region: string, endpoint: string | undefined) {
 }
 
 /** The middleware epochkv adds, all of it here: with a cached stack, nothing may be added after the first request. */
-function prepareStack(stack: Stack, service: AwsRequestRecord['service'], { region, endpoint, from }: ClientOptions): void {
+function prepareStack(stack: Stack, service: AwsRequestRecord['service'], options: ClientOptions): void {
+  const { region, endpoint, from } = options;
   removeSdkLogger(stack);
   addObserver(stack, service, region);
   addPartition(stack, region, from, endpoint);
+  addLocalCallModel(stack, service, options);
 }
 
 /** DynamoDB client for a region (see CachedDocumentClient); on the local cloud it points at DynamoDB Local with the local key. */

@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { ConditionalCheckFailedException, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
 import {
   BatchWriteCommand,
+  DeleteCommand,
   GetCommand,
   PutCommand,
   QueryCommand,
@@ -22,8 +24,9 @@ import {
   StaleEpochError,
   TransactionRaceError,
   VersionConflictError,
+  WithdrawnError,
 } from '../../ports/errors.ts';
-import type { ClusterState, CommitRequest, GroupCommitOutcome, HeartbeatItem, InSyncSet, KvItem, LeaseExpectation, ListPage, LogHead, ReplicaReport, Store } from '../../ports/store.ts';
+import type { ClusterState, CommitRequest, GroupCommitOutcome, HeartbeatItem, InSyncSet, IntakeOutcome, IntakeWrite, KvItem, LeaseExpectation, ListPage, LogHead, ReplicaReport, Store } from '../../ports/store.ts';
 
 /** BatchWriteItem takes at most 25 items per request. */
 const batchWriteItemsMax = 25;
@@ -34,6 +37,48 @@ const nodePartition = 'node';
 const replicaPartition = replicaReportPartition;
 const inSyncPartition = 'insync';
 const clusterKey = { pk: 'cluster', sk: 'home' };
+
+/** One control partition per shard's intake: the leader reads it with one consistent Query. */
+function intakePartition(shard: number): string {
+  return `intake#${leaseSortKey(shard)}`;
+}
+
+/** Pages of the intake a leader reads per drain at most (settled items not yet deleted come first). */
+const intakePagesMax = 4;
+
+const intakeNames = { '#state': 'state' };
+
+function toIntakeWrite(item: Item): IntakeWrite {
+  const key = String(item.key);
+  return {
+    shard: Number(item.shard),
+    id: String(item.sk),
+    requestId: String(item.requestId),
+    change: item.type === 'delete' ? { type: 'delete', key } : { type: 'put', key, value: toBytes(item.value) },
+    precondition: {
+      ifVersion: typeof item.ifVersion === 'number' ? item.ifVersion : undefined,
+      ifAbsent: item.ifAbsent === true,
+    },
+    depositedAtMs: Number(item.depositedAtMs),
+  };
+}
+
+function toIntakeOutcome(item: Item): IntakeOutcome {
+  if (item.state === 'committed') {
+    return {
+      state: 'committed',
+      index: Number(item.index),
+      epoch: Number(item.epoch),
+      prevHash: String(item.prevHash),
+      hash: String(item.hash),
+      committedAtMs: Number(item.committedAtMs),
+    };
+  }
+  if (item.state === 'refused') {
+    return { state: 'refused', code: String(item.code), message: String(item.message), currentVersion: typeof item.currentVersion === 'number' ? item.currentVersion : undefined };
+  }
+  return { state: 'pending' };
+}
 
 /** Sort keys of leases are zero-padded so the one Query returns them in shard order. */
 function leaseSortKey(shard: number): string {
@@ -560,16 +605,19 @@ export class DynamoStore implements Store {
         ExpressionAttributeValues: { ':epoch': epoch },
       },
     }));
-    /** Where each request's log put and kv change sit in the transaction. */
-    const positions: { log: number; kv: number | undefined }[] = [];
-    for (const { entry, kv } of requests) {
+    /** Where each request's log put, kv change and intake mark sit in the transaction. */
+    const positions: { log: number; kv: number | undefined; intake: number | undefined }[] = [];
+    for (const { entry, kv, intake } of requests) {
       const log = items.length;
       items.push({
         // The log index is the compare-and-swap that serializes writers of one shard.
         Put: { TableName: this.tables.log, Item: fromLogEntry(entry), ConditionExpression: 'attribute_not_exists(#index)', ExpressionAttributeNames: { '#index': 'index' } },
       });
-      positions.push({ log, kv: kv === undefined ? undefined : items.length });
+      const kvAt = kv === undefined ? undefined : items.length;
       if (kv !== undefined) items.push(this.#kvChange(entry, kv));
+      const intakeAt = intake === undefined ? undefined : items.length;
+      if (intake !== undefined) items.push(this.#intakeCommitted(entry, intake.id));
+      positions.push({ log, kv: kvAt, intake: intakeAt });
     }
     try {
       // The token makes the SDK's own retry of a timed-out commit idempotent: DynamoDB then
@@ -585,13 +633,161 @@ export class DynamoStore implements Store {
       const stale = positions.findIndex((position) => failed(position.log));
       if (stale >= 0) throw new HeadConflictError(shard, requests[stale]?.entry.index ?? first.entry.index);
       const refused = new Map<number, EpochKvError>();
-      for (const [position, { kv }] of requests.entries()) {
+      for (const [position, { kv, intake }] of requests.entries()) {
         const at = positions[position]?.kv;
-        if (kv !== undefined && at !== undefined && failed(at)) refused.set(position, kvRefusal(kv, oldVersion(error, at)));
+        // A write taken back by its writer is not committed; its kv condition means nothing then.
+        const intakeAt = positions[position]?.intake;
+        if (intake !== undefined && failed(intakeAt)) refused.set(position, new WithdrawnError(shard, intake.id));
+        else if (kv !== undefined && at !== undefined && failed(at)) refused.set(position, kvRefusal(kv, oldVersion(error, at)));
       }
       if (refused.size > 0) return { committed: false, refused };
       throw new TransactionRaceError(`shard ${shard}: write raced another transaction (${codes.join(', ')})`);
     }
+  }
+
+  /** The intake item of a leader-committed write: committed at the entry, if it is still pending. */
+  #intakeCommitted(entry: LogEntry, id: string): TransactItems[number] {
+    return {
+      Update: {
+        TableName: this.tables.control,
+        Key: { pk: intakePartition(entry.shard), sk: id },
+        // The value is in the log and the kv item now; the outcome is all the writer needs.
+        UpdateExpression: 'SET #state = :committed, #index = :index, #epoch = :epoch, #prevHash = :prevHash, #hash = :hash, #committedAtMs = :at, #settledAtMs = :at REMOVE #value',
+        ConditionExpression: '#state = :pending',
+        ExpressionAttributeNames: { ...intakeNames, '#index': 'index', '#epoch': 'epoch', '#prevHash': 'prevHash', '#hash': 'hash', '#committedAtMs': 'committedAtMs', '#settledAtMs': 'settledAtMs', '#value': 'value' },
+        ExpressionAttributeValues: { ':committed': 'committed', ':pending': 'pending', ':index': entry.index, ':epoch': entry.epoch, ':prevHash': entry.prevHash, ':hash': entry.hash, ':at': entry.committedAtMs },
+      },
+    };
+  }
+
+  async depositIntake(write: IntakeWrite): Promise<void> {
+    const { change, precondition } = write;
+    await this.client.send(
+      new PutCommand({
+        TableName: this.tables.control,
+        Item: {
+          pk: intakePartition(write.shard),
+          sk: write.id,
+          shard: write.shard,
+          requestId: write.requestId,
+          type: change.type,
+          key: change.key,
+          ...(change.type === 'put' ? { value: change.value } : {}),
+          ...(precondition.ifVersion === undefined ? {} : { ifVersion: precondition.ifVersion }),
+          ...(precondition.ifAbsent === true ? { ifAbsent: true } : {}),
+          depositedAtMs: write.depositedAtMs,
+          state: 'pending',
+        },
+        // An id names one deposit: never overwrite another's (or a settled one).
+        ConditionExpression: 'attribute_not_exists(#pk)',
+        ExpressionAttributeNames: { '#pk': 'pk' },
+      }),
+    );
+  }
+
+  async readIntake(shard: number, limit: number): Promise<IntakeWrite[]> {
+    const writes: IntakeWrite[] = [];
+    let startKey: Item | undefined;
+    for (let page = 0; page < intakePagesMax; page += 1) {
+      const result = await this.client.send(
+        new QueryCommand({
+          TableName: this.tables.control,
+          KeyConditionExpression: '#pk = :pk',
+          FilterExpression: '#state = :pending',
+          ExpressionAttributeNames: { '#pk': 'pk', ...intakeNames },
+          ExpressionAttributeValues: { ':pk': intakePartition(shard), ':pending': 'pending' },
+          ConsistentRead: true,
+          // The filter applies after the page is read: settled items not yet deleted count against it.
+          Limit: 100,
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      writes.push(...(result.Items ?? []).map(toIntakeWrite));
+      startKey = result.LastEvaluatedKey;
+      if (startKey === undefined || writes.length >= limit) break;
+    }
+    return writes.slice(0, limit);
+  }
+
+  async readIntakeOutcome(shard: number, id: string): Promise<IntakeOutcome | undefined> {
+    const result = await this.client.send(
+      new GetCommand({
+        TableName: this.tables.control,
+        Key: { pk: intakePartition(shard), sk: id },
+        ConsistentRead: true,
+        ProjectionExpression: '#state, #index, #epoch, #prevHash, #hash, #committedAtMs, #code, #message, #currentVersion',
+        ExpressionAttributeNames: { ...intakeNames, '#index': 'index', '#epoch': 'epoch', '#prevHash': 'prevHash', '#hash': 'hash', '#committedAtMs': 'committedAtMs', '#code': 'code', '#message': 'message', '#currentVersion': 'currentVersion' },
+      }),
+    );
+    return result.Item === undefined ? undefined : toIntakeOutcome(result.Item);
+  }
+
+  async refuseIntake(shard: number, id: string, refusal: { code: string; message: string; currentVersion: number | undefined }): Promise<boolean> {
+    try {
+      await this.client.send(
+        new UpdateCommand({
+          TableName: this.tables.control,
+          Key: { pk: intakePartition(shard), sk: id },
+          UpdateExpression: `SET #state = :refused, #code = :code, #message = :message, #settledAtMs = :now${refusal.currentVersion === undefined ? '' : ', #currentVersion = :current'} REMOVE #value`,
+          ConditionExpression: '#state = :pending',
+          ExpressionAttributeNames: { ...intakeNames, '#code': 'code', '#message': 'message', '#settledAtMs': 'settledAtMs', '#value': 'value', ...(refusal.currentVersion === undefined ? {} : { '#currentVersion': 'currentVersion' }) },
+          ExpressionAttributeValues: {
+            ':refused': 'refused',
+            ':pending': 'pending',
+            ':code': refusal.code,
+            ':message': refusal.message,
+            ':now': Date.now(),
+            ...(refusal.currentVersion === undefined ? {} : { ':current': refusal.currentVersion }),
+          },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) return false;
+      throw error;
+    }
+  }
+
+  async withdrawIntake(shard: number, id: string): Promise<'withdrawn' | IntakeOutcome | undefined> {
+    try {
+      await this.client.send(
+        new DeleteCommand({
+          TableName: this.tables.control,
+          Key: { pk: intakePartition(shard), sk: id },
+          ConditionExpression: '#state = :pending',
+          ExpressionAttributeNames: intakeNames,
+          ExpressionAttributeValues: { ':pending': 'pending' },
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
+      );
+      return 'withdrawn';
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      const old = error.Item;
+      if (old === undefined) return undefined;
+      return toIntakeOutcome(unmarshall(old));
+    }
+  }
+
+  async deleteIntake(shard: number, id: string): Promise<void> {
+    await this.client.send(new DeleteCommand({ TableName: this.tables.control, Key: { pk: intakePartition(shard), sk: id } }));
+  }
+
+  async sweepIntake(shard: number, settledBeforeMs: number): Promise<number> {
+    const result = await this.client.send(
+      new QueryCommand({
+        TableName: this.tables.control,
+        KeyConditionExpression: '#pk = :pk',
+        FilterExpression: '#state <> :pending AND #settledAtMs < :before',
+        ProjectionExpression: '#pk, #sk',
+        ExpressionAttributeNames: { '#pk': 'pk', '#sk': 'sk', ...intakeNames, '#settledAtMs': 'settledAtMs' },
+        ExpressionAttributeValues: { ':pk': intakePartition(shard), ':pending': 'pending', ':before': settledBeforeMs },
+        Limit: 100,
+      }),
+    );
+    const stale = result.Items ?? [];
+    await Promise.all(stale.map((item) => this.client.send(new DeleteCommand({ TableName: this.tables.control, Key: { pk: item.pk, sk: item.sk } }))));
+    return stale.length;
   }
 
   /** The kv item's put or delete at the entry's index, under the caller's condition. */

@@ -106,9 +106,23 @@ export class Shipper {
   readonly #targets: Target[];
 
   constructor(
-    private readonly options: { prefix: string; regions: string[]; endpoint?: string | undefined; log?: (line: string) => void; from?: string | undefined },
+    private readonly options: {
+      prefix: string;
+      regions: string[];
+      endpoint?: string | undefined;
+      log?: (line: string) => void;
+      from?: string | undefined;
+      /** Local cloud only: see ClientOptions.alive. */
+      alive?: (() => boolean) | undefined;
+    },
   ) {
-    this.#targets = options.regions.map((region) => ({ region, client: makeSqsClient({ region, endpoint: options.endpoint, from: options.from }), queueUrl: undefined, pending: [], timer: undefined }));
+    this.#targets = options.regions.map((region) => ({
+      region,
+      client: makeSqsClient({ region, endpoint: options.endpoint, from: options.from, alive: options.alive }),
+      queueUrl: undefined,
+      pending: [],
+      timer: undefined,
+    }));
   }
 
   regions(): string[] {

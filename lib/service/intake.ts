@@ -1,0 +1,164 @@
+import { backoffMs, sleep, type Clock } from '../clock.ts';
+import { pickGroup } from '../core/group.ts';
+import { limits } from '../core/limits.ts';
+import { sealEntry, transactionBytesOf, type LogEntry, type Operation } from '../core/log.ts';
+import { HeadConflictError, StaleEpochError, TransactionRaceError, VersionConflictError, WithdrawnError } from '../ports/errors.ts';
+import type { CommitRequest, IntakeWrite, LogHead, Store } from '../ports/store.ts';
+
+/**
+ * The shard leader as the shard's single writer.
+ *
+ * On Lambda every API execution environment serves one request at a time, so concurrent writers
+ * of a shard cannot share an in-process group commit: each would race for the next log index,
+ * and most would lose (docs/aws-model.md has the figures). Instead, a writer that finds its
+ * shard busy deposits its write in the shard's intake (items of the home `control` table) and
+ * waits for the outcome; the shard's leader drains the intake in groups, each ONE fenced
+ * transaction (the lease-epoch check, then per write its log entry, kv change and intake mark),
+ * so one transaction per shard is in flight at a time however many writers there are.
+ *
+ * Exactly once: the intake mark is conditional on the write still being pending, in the same
+ * transaction as its log entry, so no write is committed twice (by two leaders, or after a
+ * timeout) and none after its writer withdrew it.
+ */
+
+export interface IntakeCommitterOptions {
+  store: Store;
+  shard: number;
+  /** The leader's epoch: every group is committed under it; a stale one ends the committer. */
+  epoch: number;
+  clock: Clock;
+  log: (line: string) => void;
+  /** Sends a committed entry to the replica queues (in log order; not awaited). */
+  ship?: ((entry: LogEntry) => void) | undefined;
+  /** How often an idle intake is read. */
+  idlePollMs: number;
+  /** How often a busy intake is read when a read came back empty. */
+  busyPollMs: number;
+  /** An intake that had writes this recently counts as busy. */
+  busyForMs: number;
+  random?: () => number;
+}
+
+export interface IntakeStats {
+  /** Intake reads (consistent Queries). */
+  reads: number;
+  /** Transactions sent, and how many DynamoDB refused (lost races, refused conditions, withdrawn writes). */
+  commits: number;
+  failedCommits: number;
+  committedWrites: number;
+  refusedWrites: number;
+  withdrawnWrites: number;
+}
+
+/** Intake writes read per drain: enough for the next group and then some. */
+const intakeReadMax = 100;
+
+/** The bytes a leader-committed write adds to its transaction: log entry, kv item and the intake mark. */
+function intakeBytesOf(write: IntakeWrite): number {
+  return transactionBytesOf([operationOf(write)]) + limits.itemOverheadBytesMax + 3 * write.change.key.length;
+}
+
+function operationOf(write: IntakeWrite): Operation {
+  const { change } = write;
+  return change.type === 'put' ? { type: 'put', key: change.key, value: change.value } : { type: 'delete', key: change.key };
+}
+
+/** Drains one shard's intake for one leader epoch, until stopped or fenced. */
+export class IntakeCommitter {
+  readonly stats: IntakeStats = { reads: 0, commits: 0, failedCommits: 0, committedWrites: 0, refusedWrites: 0, withdrawnWrites: 0 };
+  readonly #stop = new AbortController();
+
+  constructor(private readonly options: IntakeCommitterOptions) {}
+
+  get epoch(): number {
+    return this.options.epoch;
+  }
+
+  stop(): void {
+    this.#stop.abort();
+  }
+
+  get stopped(): boolean {
+    return this.#stop.signal.aborted;
+  }
+
+  /** Runs until stopped ('stopped') or until the lease moved to another epoch ('stale'). */
+  async run(): Promise<'stopped' | 'stale'> {
+    const { store, shard, epoch, clock } = this.options;
+    const random = this.options.random ?? Math.random;
+    let head: LogHead | undefined = await store.readHead(shard);
+    let busyUntilMs = Number.NEGATIVE_INFINITY;
+    let failures = 0;
+    while (!this.stopped) {
+      this.stats.reads += 1;
+      let pending: IntakeWrite[];
+      try {
+        pending = await store.readIntake(shard, intakeReadMax);
+      } catch (error) {
+        this.options.log(`shard ${shard} epoch ${epoch}: intake read failed: ${String(error)}`);
+        await sleep(this.options.idlePollMs);
+        continue;
+      }
+      if (pending.length === 0) {
+        await sleep(clock.monotonicMs() < busyUntilMs ? this.options.busyPollMs : this.options.idlePollMs);
+        continue;
+      }
+      busyUntilMs = clock.monotonicMs() + this.options.busyForMs;
+      const { group } = pickGroup(pending, (write) => ({ key: write.change.key, epoch, bytes: intakeBytesOf(write) }), {
+        writesMax: limits.intakeGroupWritesMax,
+        bytesMax: limits.transactionBytesMax,
+      });
+      let previous = head;
+      const requests: CommitRequest[] = group.map((write) => {
+        const entry = sealEntry(previous, {
+          shard,
+          index: (previous?.index ?? 0) + 1,
+          epoch,
+          ops: [operationOf(write)],
+          requestId: write.requestId,
+          committedAtMs: clock.wallMs(),
+        });
+        previous = entry;
+        return { entry, kv: { change: write.change, precondition: write.precondition }, intake: { id: write.id } };
+      });
+      try {
+        this.stats.commits += 1;
+        const outcome = await store.commitGroup(requests);
+        if (!outcome.committed) {
+          this.stats.failedCommits += 1;
+          // Nothing committed: settle the refused writes; the others go in the next group, at the same head.
+          await Promise.all(
+            [...outcome.refused.entries()].map(async ([position, refusal]) => {
+              const write = group[position]!;
+              if (refusal instanceof WithdrawnError) {
+                this.stats.withdrawnWrites += 1;
+                return;
+              }
+              this.stats.refusedWrites += 1;
+              const currentVersion = refusal instanceof VersionConflictError ? refusal.currentVersion : undefined;
+              await store.refuseIntake(shard, write.id, { code: refusal.code, message: refusal.message, currentVersion });
+            }),
+          );
+          continue;
+        }
+        failures = 0;
+        head = previous;
+        this.stats.committedWrites += requests.length;
+        for (const { entry } of requests) this.options.ship?.(entry);
+      } catch (error) {
+        this.stats.failedCommits += 1;
+        if (error instanceof StaleEpochError) return 'stale';
+        failures += 1;
+        // IdempotentParameterMismatch: another committer of this epoch (an overlapping invocation) sent the same group first.
+        if (!(error instanceof HeadConflictError || error instanceof TransactionRaceError || (error as { name?: string }).name === 'IdempotentParameterMismatchException')) {
+          this.options.log(`shard ${shard} epoch ${epoch}: intake commit failed: ${String(error)}`);
+        }
+        // Another writer moved the head (a direct write), or the outcome is unknown: the log
+        // tells where it is now. Any of our writes that landed are marked, so not read again.
+        await sleep(backoffMs(failures, limits.retryBackoffMsBase, limits.retryBackoffMsMax, random));
+        head = await store.readHead(shard).catch(() => head);
+      }
+    }
+    return 'stopped';
+  }
+}
