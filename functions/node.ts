@@ -319,7 +319,7 @@ function intakeIdlePollMs(config: ClusterConfig): number {
 }
 
 /** A busy intake is read again this soon after a read came back empty. */
-const intakeBusyPollMs = 2;
+const intakeBusyPollMs = 5;
 /** Settled intake items whose writer never came back for them are deleted after a minute. */
 const intakeSettledKeepMs = 60_000;
 const intakeSweepEveryMs = 10_000;

@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { observeAwsRequests } from '../adapters/aws/clients.ts';
 import { shardOf } from '../core/shard.ts';
 import { startLocalCloud, type LocalCloud } from '../local/cloud.ts';
+import { startDynamoLocal, startSqsEmulator } from '../local/emulators.ts';
 import { failureCode, HttpClient } from './http.ts';
 import { closedLoop, type Progress } from './load.ts';
 import { round } from './stats.ts';
@@ -103,7 +104,7 @@ async function clusterCounts(cloud: LocalCloud, local: Counts): Promise<Counts> 
   return add(local, await cloud.nodeRequestCounts());
 }
 
-async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs: number, warmupMs: number, progress: Progress): Promise<AwsModelResult[]> {
+async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs: number, warmupMs: number, progress: Progress, emulators: { dynamoEndpoint: string; sqsEndpoint: string }): Promise<AwsModelResult[]> {
   const local: Counts = {};
   const stopObserving = observeAwsRequests((record) => {
     const counts = (local[record.operation] ??= { calls: 0, failed: 0 });
@@ -112,6 +113,9 @@ async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs:
   });
   const cloud = await startLocalCloud({
     basePort: 0,
+    dynamoEndpoint: emulators.dynamoEndpoint,
+    sqsEndpoint: emulators.sqsEndpoint,
+    tablePrefix: `bench-aws-${model}-${Date.now().toString(36)}`,
     replicaRegions: [],
     shardCount,
     singleProcess: model === 'process',
@@ -125,6 +129,17 @@ async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs:
   try {
     await cloud.waitForLeaders(30_000);
     const value = new Uint8Array(valueBytes).fill(120);
+    // Unmeasured: the JVM of DynamoDB Local compiles its hot paths in the first seconds of load.
+    const warmKeys = keyTable({ keys: '8 shards', writers: 16 }, 16);
+    await closedLoop({
+      label: `${model} warmup`,
+      concurrency: 16,
+      durationMs: warmupMs * 3,
+      op: async (worker, sequence) => {
+        const answer = await client.request('PUT', `${cloud.apiUrl}/kv/${encodeURIComponent(`warm/${warmKeys[worker]![sequence % keysPerWriter]!}`)}`, { body: value, timeoutMs: 30_000 }).catch(() => undefined);
+        return answer?.status === 200 ? { ok: true } : { ok: false, code: 'warmup' };
+      },
+    });
     for (const cell of cells) {
       const keys = keyTable(cell, cell.writers);
       const before = await clusterCounts(cloud, local);
@@ -209,9 +224,17 @@ export async function runAwsModelBench(options: { quick: boolean; progress: Prog
   const warmupMs = options.quick ? 1_000 : 2_000;
   const startedAt = new Date().toISOString();
   const results: AwsModelResult[] = [];
-  for (const model of options.models ?? (['process', 'lambda'] as const)) {
-    options.progress(`${model === 'process' ? 'one-process API' : "Lambda's model"}: ${awsModelCells.length} cells of ${cellSeconds} s (AWS latency model on)`);
-    results.push(...(await runModel(model, awsModelCells, cellSeconds * 1_000, warmupMs, options.progress)));
+  // One DynamoDB Local (in memory) and SQS emulator for both models: the same warm engine.
+  const dynamo = await startDynamoLocal({});
+  const sqs = await startSqsEmulator({ port: 0 });
+  try {
+    for (const model of options.models ?? (['process', 'lambda'] as const)) {
+      options.progress(`${model === 'process' ? 'one-process API' : "Lambda's model"}: ${awsModelCells.length} cells of ${cellSeconds} s (AWS latency model on)`);
+      results.push(...(await runModel(model, awsModelCells, cellSeconds * 1_000, warmupMs, options.progress, { dynamoEndpoint: dynamo.endpoint, sqsEndpoint: sqs.endpoint })));
+    }
+  } finally {
+    await sqs.stop();
+    await dynamo.stop();
   }
   return { startedAt, quick: options.quick, cellSeconds, shardCount, results, summaryLine: awsModelSummary(results) };
 }

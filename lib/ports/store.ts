@@ -15,6 +15,11 @@ export interface KvItem {
 export interface LogHead {
   index: number;
   hash: string;
+  /**
+   * Set when the shard's leader committed the head entry from its intake, with the leader's
+   * commit time: a sign, for a writer about to race for the next index, that the shard is busy.
+   */
+  leaderCommittedAtMs?: number | undefined;
 }
 
 export type KvChange = { type: 'put'; key: string; value: Uint8Array } | { type: 'delete'; key: string };
@@ -36,7 +41,7 @@ export interface CommitRequest {
    * transaction, on condition that it is still pending, so a write is committed at most once
    * and never after its writer withdrew it.
    */
-  intake?: { id: string } | undefined;
+  intake?: { id: string; /** Other writes were waiting in the intake with it: a sign of a busy shard, passed on to writers. */ contended: boolean } | undefined;
 }
 
 /**
@@ -57,7 +62,7 @@ export interface IntakeWrite {
 /** What became of an intake write. */
 export type IntakeOutcome =
   | { state: 'pending' }
-  | { state: 'committed'; index: number; epoch: number; prevHash: string; hash: string; committedAtMs: number }
+  | { state: 'committed'; index: number; epoch: number; prevHash: string; hash: string; committedAtMs: number; contended: boolean }
   | { state: 'refused'; code: string; message: string; currentVersion: number | undefined };
 
 export type GroupCommitOutcome = { committed: true } | { committed: false; refused: Map<number, EpochKvError> };

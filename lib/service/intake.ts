@@ -89,25 +89,43 @@ export class IntakeCommitter {
     let head: LogHead | undefined = await store.readHead(shard);
     let busyUntilMs = Number.NEGATIVE_INFINITY;
     let failures = 0;
-    while (!this.stopped) {
+    let emptyReads = 0;
+    // The next read of the intake, sent while a group's transaction is in flight (it overlaps
+    // the commit's latency), and the ids of that group, which it may still see as pending.
+    let prefetched: Promise<IntakeWrite[]> | undefined;
+    let inFlight = new Set<string>();
+    const read = (): Promise<IntakeWrite[]> => {
       this.stats.reads += 1;
+      return store.readIntake(shard, intakeReadMax);
+    };
+    while (!this.stopped) {
       let pending: IntakeWrite[];
       try {
-        pending = await store.readIntake(shard, intakeReadMax);
+        pending = (await (prefetched ?? read())).filter((write) => !inFlight.has(write.id));
       } catch (error) {
         this.options.log(`shard ${shard} epoch ${epoch}: intake read failed: ${String(error)}`);
+        prefetched = undefined;
         await sleep(this.options.idlePollMs);
         continue;
       }
+      prefetched = undefined;
+      inFlight = new Set();
       if (pending.length === 0) {
-        await sleep(clock.monotonicMs() < busyUntilMs ? this.options.busyPollMs : this.options.idlePollMs);
+        // Busy: look again soon, backing off while the intake stays empty (each look is a read).
+        const busy = clock.monotonicMs() < busyUntilMs;
+        await sleep(busy ? Math.min(this.options.idlePollMs, this.options.busyPollMs * 2 ** Math.min(emptyReads, 10)) : this.options.idlePollMs);
+        emptyReads += 1;
         continue;
       }
+      emptyReads = 0;
       busyUntilMs = clock.monotonicMs() + this.options.busyForMs;
       const { group } = pickGroup(pending, (write) => ({ key: write.change.key, epoch, bytes: intakeBytesOf(write) }), {
         writesMax: limits.intakeGroupWritesMax,
         bytesMax: limits.transactionBytesMax,
       });
+      // More than one write waiting: several writers at the shard. Writers learn it from their
+      // outcome and from the head entry, and keep coming to the intake meanwhile.
+      const contended = pending.length > 1;
       let previous = head;
       const requests: CommitRequest[] = group.map((write) => {
         const entry = sealEntry(previous, {
@@ -119,11 +137,18 @@ export class IntakeCommitter {
           committedAtMs: clock.wallMs(),
         });
         previous = entry;
-        return { entry, kv: { change: write.change, precondition: write.precondition }, intake: { id: write.id } };
+        return { entry, kv: { change: write.change, precondition: write.precondition }, intake: { id: write.id, contended } };
       });
       try {
         this.stats.commits += 1;
-        const outcome = await store.commitGroup(requests);
+        const committing = store.commitGroup(requests);
+        // Writes beyond this group wait for the next; read them now, not after the commit.
+        if (pending.length > group.length) {
+          inFlight = new Set(group.map((write) => write.id));
+          prefetched = read();
+          prefetched.catch(() => undefined);
+        }
+        const outcome = await committing;
         if (!outcome.committed) {
           this.stats.failedCommits += 1;
           // Nothing committed: settle the refused writes; the others go in the next group, at the same head.
@@ -139,6 +164,9 @@ export class IntakeCommitter {
               await store.refuseIntake(shard, write.id, { code: refusal.code, message: refusal.message, currentVersion });
             }),
           );
+          // The prefetch may predate the refusals: read again.
+          prefetched = undefined;
+          inFlight = new Set();
           continue;
         }
         failures = 0;
@@ -147,6 +175,9 @@ export class IntakeCommitter {
         for (const { entry } of requests) this.options.ship?.(entry);
       } catch (error) {
         this.stats.failedCommits += 1;
+        // Whatever the prefetch saw, a group that may or may not have landed is re-read (its marks tell).
+        prefetched = undefined;
+        inFlight = new Set();
         if (error instanceof StaleEpochError) return 'stale';
         failures += 1;
         // IdempotentParameterMismatch: another committer of this epoch (an overlapping invocation) sent the same group first.

@@ -95,10 +95,11 @@ export function intakeStickMs(tickMs: number): number {
  * in that tick.
  */
 const directRacesBeforeIntake = 1;
-/** Bounds of the wait between looks at an intake write's outcome; the first look comes after ~0.8 of a recent round trip. */
+/** Bounds of the wait between looks at an intake write's outcome; the first look comes after the leader's recent commit delay. */
 const intakePollMsMin = 3;
-const intakePollMsMax = 25;
-const intakeRoundTripMsInitial = 30;
+const intakePollMsMax = 100;
+const intakeCommitDelayMsInitial = 20;
+const intakeWaitFirstMsMax = 1_000;
 
 /** How long a session read waits for the local replica to reach the token, polling every 20 ms. */
 const sessionWaitMs = 500;
@@ -164,8 +165,8 @@ export class KvService {
   readonly #heads = new Map<number, CachedHead>();
   /** Until when (monotonic ms) a shard counts as busy here: its writes go through the leader's intake. */
   readonly #busyUntilMs = new Map<number, number>();
-  /** Recent intake round trips per shard (ms, smoothed): when to look for the outcome. */
-  readonly #intakeRoundTripMs = new Map<number, number>();
+  /** How long the leader recently took to seal an intake write after its deposit, per shard (ms, smoothed): when to look for the outcome. */
+  readonly #intakeCommitDelayMs = new Map<number, number>();
   /** Writes waiting for their shard's committer in this instance; a shard has a queue while its committer runs (see #enqueue). */
   readonly #pendingWrites = new Map<number, Queued[]>();
   readonly #inSyncSets = new Map<number, { regions: string[]; readAtMs: number }>();
@@ -252,7 +253,7 @@ export class KvService {
     // quorum/all writes stay on the direct path: their durability guards need the entry before it is sent.
     const writePath = this.options.writePath ?? 'intake';
     const intake = mode === 'async' && writePath !== 'direct';
-    if (intake && (writePath === 'leader' || this.#isBusy(shard))) return this.#writeThroughIntake(shard, change, precondition, requestId);
+    if (intake && (writePath === 'leader' || this.#isBusy(shard) || (await this.#leaderIsCommitting(shard)))) return this.#writeThroughIntake(shard, change, precondition, requestId);
     let lastRace: EpochKvError | undefined;
     let races = 0;
     for (let attempt = 0; attempt < limits.writeAttemptsMax; attempt += 1) {
@@ -312,6 +313,24 @@ export class KvService {
     );
   }
 
+  /**
+   * Whether the shard's leader committed the head entry from its intake lately: the shard is
+   * busy and a direct write would race the leader. Reads the head only when this instance's copy
+   * is older than a tick — the read a direct write makes anyway, cached for it.
+   */
+  async #leaderIsCommitting(shard: number): Promise<boolean> {
+    let cached = this.#heads.get(shard);
+    if (cached === undefined || this.clock.monotonicMs() - cached.readAtMs > this.options.tickMs) {
+      cached = { head: await this.store.readHead(shard), readAtMs: this.clock.monotonicMs() };
+      this.#heads.set(shard, cached);
+    }
+    const committedAtMs = cached.head?.leaderCommittedAtMs;
+    // Wall clocks of two machines: a skew only makes this guess early or late (liveness, never safety).
+    if (committedAtMs === undefined || this.clock.wallMs() - committedAtMs > intakeStickMs(this.options.tickMs)) return false;
+    this.#markBusy(shard);
+    return true;
+  }
+
   #isBusy(shard: number): boolean {
     return this.clock.monotonicMs() < (this.#busyUntilMs.get(shard) ?? Number.NEGATIVE_INFINITY);
   }
@@ -334,7 +353,6 @@ export class KvService {
   async #writeThroughIntake(shard: number, change: KvChange, precondition: Precondition, requestId: string): Promise<WriteResult> {
     // No leader known: answer 503 NoLeader as a direct write would (after the same short wait).
     await this.#liveLease(shard);
-    this.#markBusy(shard);
     const depositedAtMs = this.clock.wallMs();
     const id = `${String(Math.floor(depositedAtMs)).padStart(15, '0')}#${requestId}`;
     const startMs = this.clock.monotonicMs();
@@ -344,21 +362,28 @@ export class KvService {
       // The deposit may have landed: take it back, or learn its outcome.
       return this.#settleIntake(shard, id, change, await this.store.withdrawIntake(shard, id).catch(() => { throw new OutcomeUnknownError(`the write to "${change.key}" may or may not have been applied: ${String(error)}`); }));
     }
-    const roundTripMs = this.#intakeRoundTripMs.get(shard) ?? intakeRoundTripMsInitial;
+    const commitDelayMs = this.#intakeCommitDelayMs.get(shard) ?? intakeCommitDelayMsInitial;
     const deadlineMs = startMs + this.#intakeWaitMs();
-    let waitMs = Math.min(intakePollMsMax * 4, Math.max(intakePollMsMin, Math.round(roundTripMs * 0.8)));
+    // The first look when the write is likely committed, then a few looks per recent delay.
+    let waitMs = Math.min(intakeWaitFirstMsMax, Math.max(intakePollMsMin, Math.round(commitDelayMs + intakePollMsMin)));
     for (;;) {
       await sleep(waitMs);
       const outcome = await this.store.readIntakeOutcome(shard, id);
       if (outcome === undefined || outcome.state !== 'pending') {
-        const tookMs = this.clock.monotonicMs() - startMs;
-        this.#intakeRoundTripMs.set(shard, 0.8 * roundTripMs + 0.2 * tookMs);
-        // Busy from the last sign of contention: a write that waited long must not make the next one probe the direct path.
-        this.#markBusy(shard);
+        if (outcome?.state === 'committed') {
+          // How long the leader took, from its seal time: not from when we looked (that would
+          // feed our own waits back into the next ones). Two clocks, so bounded by what we saw.
+          const tookMs = this.clock.monotonicMs() - startMs;
+          const sampleMs = Math.min(tookMs, Math.max(0, outcome.committedAtMs - depositedAtMs));
+          this.#intakeCommitDelayMs.set(shard, 0.8 * commitDelayMs + 0.2 * sampleMs);
+        }
+        // Busy from the last sign of contention (not from the deposit: a write that waited long
+        // must not make the next probe the direct path; a lone writer must not stay here).
+        if (outcome?.state === 'committed' && outcome.contended) this.#markBusy(shard);
         return this.#settleIntake(shard, id, change, outcome);
       }
       if (this.clock.monotonicMs() >= deadlineMs) return this.#settleIntake(shard, id, change, await this.store.withdrawIntake(shard, id));
-      waitMs = Math.min(intakePollMsMax, Math.max(intakePollMsMin, Math.round(roundTripMs / 4)));
+      waitMs = Math.min(intakePollMsMax, Math.max(intakePollMsMin, Math.round(commitDelayMs / 4)));
     }
   }
 

@@ -72,6 +72,7 @@ function toIntakeOutcome(item: Item): IntakeOutcome {
       prevHash: String(item.prevHash),
       hash: String(item.hash),
       committedAtMs: Number(item.committedAtMs),
+      contended: item.contended === true,
     };
   }
   if (item.state === 'refused') {
@@ -538,15 +539,16 @@ export class DynamoStore implements Store {
         TableName: this.tables.log,
         KeyConditionExpression: '#shard = :shard',
         ExpressionAttributeValues: { ':shard': shard },
-        ProjectionExpression: '#index, #hash',
-        ExpressionAttributeNames: { '#shard': 'shard', '#index': 'index', '#hash': 'hash' },
+        ProjectionExpression: '#index, #hash, #leaderCommittedAtMs',
+        ExpressionAttributeNames: { '#shard': 'shard', '#index': 'index', '#hash': 'hash', '#leaderCommittedAtMs': 'leaderCommittedAtMs' },
         ScanIndexForward: false,
         Limit: 1,
         ConsistentRead: true,
       }),
     );
     const item = result.Items?.[0];
-    return item === undefined ? undefined : { index: Number(item.index), hash: String(item.hash) };
+    if (item === undefined) return undefined;
+    return { index: Number(item.index), hash: String(item.hash), ...(typeof item.leaderCommittedAtMs === 'number' ? { leaderCommittedAtMs: item.leaderCommittedAtMs } : {}) };
   }
 
   async readLogEntry(shard: number, index: number): Promise<LogEntry | undefined> {
@@ -610,13 +612,19 @@ export class DynamoStore implements Store {
     for (const { entry, kv, intake } of requests) {
       const log = items.length;
       items.push({
-        // The log index is the compare-and-swap that serializes writers of one shard.
-        Put: { TableName: this.tables.log, Item: fromLogEntry(entry), ConditionExpression: 'attribute_not_exists(#index)', ExpressionAttributeNames: { '#index': 'index' } },
+        // The log index is the compare-and-swap that serializes writers of one shard. A leader's
+        // commit is marked (outside the entry and its hash) so writers reading the head see a busy shard.
+        Put: {
+          TableName: this.tables.log,
+          Item: { ...fromLogEntry(entry), ...(intake?.contended === true ? { leaderCommittedAtMs: entry.committedAtMs } : {}) },
+          ConditionExpression: 'attribute_not_exists(#index)',
+          ExpressionAttributeNames: { '#index': 'index' },
+        },
       });
       const kvAt = kv === undefined ? undefined : items.length;
       if (kv !== undefined) items.push(this.#kvChange(entry, kv));
       const intakeAt = intake === undefined ? undefined : items.length;
-      if (intake !== undefined) items.push(this.#intakeCommitted(entry, intake.id));
+      if (intake !== undefined) items.push(this.#intakeCommitted(entry, intake.id, intake.contended));
       positions.push({ log, kv: kvAt, intake: intakeAt });
     }
     try {
@@ -646,16 +654,16 @@ export class DynamoStore implements Store {
   }
 
   /** The intake item of a leader-committed write: committed at the entry, if it is still pending. */
-  #intakeCommitted(entry: LogEntry, id: string): TransactItems[number] {
+  #intakeCommitted(entry: LogEntry, id: string, contended: boolean): TransactItems[number] {
     return {
       Update: {
         TableName: this.tables.control,
         Key: { pk: intakePartition(entry.shard), sk: id },
         // The value is in the log and the kv item now; the outcome is all the writer needs.
-        UpdateExpression: 'SET #state = :committed, #index = :index, #epoch = :epoch, #prevHash = :prevHash, #hash = :hash, #committedAtMs = :at, #settledAtMs = :at REMOVE #value',
+        UpdateExpression: 'SET #state = :committed, #index = :index, #epoch = :epoch, #prevHash = :prevHash, #hash = :hash, #committedAtMs = :at, #settledAtMs = :at, #contended = :contended REMOVE #value',
         ConditionExpression: '#state = :pending',
-        ExpressionAttributeNames: { ...intakeNames, '#index': 'index', '#epoch': 'epoch', '#prevHash': 'prevHash', '#hash': 'hash', '#committedAtMs': 'committedAtMs', '#settledAtMs': 'settledAtMs', '#value': 'value' },
-        ExpressionAttributeValues: { ':committed': 'committed', ':pending': 'pending', ':index': entry.index, ':epoch': entry.epoch, ':prevHash': entry.prevHash, ':hash': entry.hash, ':at': entry.committedAtMs },
+        ExpressionAttributeNames: { ...intakeNames, '#index': 'index', '#epoch': 'epoch', '#prevHash': 'prevHash', '#hash': 'hash', '#committedAtMs': 'committedAtMs', '#settledAtMs': 'settledAtMs', '#value': 'value', '#contended': 'contended' },
+        ExpressionAttributeValues: { ':committed': 'committed', ':pending': 'pending', ':index': entry.index, ':epoch': entry.epoch, ':prevHash': entry.prevHash, ':hash': entry.hash, ':at': entry.committedAtMs, ':contended': contended },
       },
     };
   }
@@ -715,8 +723,8 @@ export class DynamoStore implements Store {
         TableName: this.tables.control,
         Key: { pk: intakePartition(shard), sk: id },
         ConsistentRead: true,
-        ProjectionExpression: '#state, #index, #epoch, #prevHash, #hash, #committedAtMs, #code, #message, #currentVersion',
-        ExpressionAttributeNames: { ...intakeNames, '#index': 'index', '#epoch': 'epoch', '#prevHash': 'prevHash', '#hash': 'hash', '#committedAtMs': 'committedAtMs', '#code': 'code', '#message': 'message', '#currentVersion': 'currentVersion' },
+        ProjectionExpression: '#state, #index, #epoch, #prevHash, #hash, #committedAtMs, #contended, #code, #message, #currentVersion',
+        ExpressionAttributeNames: { ...intakeNames, '#index': 'index', '#epoch': 'epoch', '#prevHash': 'prevHash', '#hash': 'hash', '#committedAtMs': 'committedAtMs', '#contended': 'contended', '#code': 'code', '#message': 'message', '#currentVersion': 'currentVersion' },
       }),
     );
     return result.Item === undefined ? undefined : toIntakeOutcome(result.Item);
