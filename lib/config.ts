@@ -21,6 +21,12 @@ export const env = {
   sqsEndpoint: 'EPOCHKV_SQS_ENDPOINT',
   /** async (default) | quorum | all: what a write waits for before it is acknowledged. */
   replication: 'EPOCHKV_REPLICATION',
+  /**
+   * intake (default) | leader | direct: how the API writes (lib/service/kv-service.ts): itself
+   * while a shard is quiet and through the shard leader's intake once it is busy; always through
+   * the leader; or always itself, racing other writers (the old path, for comparisons).
+   */
+  writePath: 'EPOCHKV_WRITE_PATH',
   /** Local cloud only: enables /_local fault controls. */
   local: 'EPOCHKV_LOCAL',
   /** Test and fault-injection only: shifts this process's wall clock by this many ms. */
@@ -47,12 +53,23 @@ export interface ClusterConfig {
   nodeIds: string[];
   /** The cluster's replication mode; a write may ask for a stronger one, never a weaker one. */
   replication: ReplicationMode;
+  /** How the API writes; default intake. */
+  writePath?: WritePath | undefined;
   dynamoEndpoint: string | undefined;
   sqsEndpoint: string | undefined;
   local: boolean;
 }
 
 export const defaultNodeIds = ['node-a', 'node-b', 'node-c'];
+
+export type WritePath = 'intake' | 'leader' | 'direct';
+export const writePaths: readonly WritePath[] = ['intake', 'leader', 'direct'];
+
+function writePathOf(raw: string | undefined): WritePath {
+  if (raw === undefined || raw === '') return 'intake';
+  assert((writePaths as readonly string[]).includes(raw), `${env.writePath} must be one of ${writePaths.join(', ')}, got "${raw}"`);
+  return raw as WritePath;
+}
 
 function integer(source: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const raw = source[name];
@@ -76,6 +93,7 @@ export function configFromEnv(source: NodeJS.ProcessEnv = process.env): ClusterC
     tickMs: integer(source, env.tickMs, limits.tickMsDefault),
     nodeIds: (source[env.nodeIds] ?? defaultNodeIds.join(',')).split(',').map((id) => id.trim()).filter(Boolean),
     replication: replicationOf(source[env.replication]),
+    writePath: writePathOf(source[env.writePath]),
     dynamoEndpoint: source[env.dynamoEndpoint] || undefined,
     sqsEndpoint: source[env.sqsEndpoint] || undefined,
     local: source[env.local] === '1',
@@ -113,6 +131,7 @@ export function configToEnv(config: ClusterConfig): Record<string, string> {
     [env.nodeIds]: config.nodeIds.join(','),
     [env.replication]: config.replication,
   };
+  if (config.writePath !== undefined) out[env.writePath] = config.writePath;
   if (config.dynamoEndpoint) out[env.dynamoEndpoint] = config.dynamoEndpoint;
   if (config.sqsEndpoint) out[env.sqsEndpoint] = config.sqsEndpoint;
   if (config.local) out[env.local] = '1';

@@ -17,7 +17,22 @@ import { failureCode, HttpClient } from './http.ts';
 import { closedLoop, type Progress } from './load.ts';
 import { round } from './stats.ts';
 
-export type ApiModel = 'process' | 'lambda';
+/**
+ * process: one long-lived API process, every write racing on its own (the in-process group
+ * commit; what the local cloud used to be). lambda-direct: Lambda's model with that same write
+ * path (what deployed epochkv did). lambda-leader: Lambda's model, every write through its
+ * shard's leader. lambda: Lambda's model with the default write path (itself while the shard is
+ * quiet, through the leader once it is busy).
+ */
+export type ApiModel = 'process' | 'lambda-direct' | 'lambda-leader' | 'lambda';
+export const apiModels: readonly ApiModel[] = ['process', 'lambda-direct', 'lambda-leader', 'lambda'];
+
+const modelTitles: Record<ApiModel, string> = {
+  process: 'one-process API, racing writers (the old local cloud)',
+  'lambda-direct': "Lambda's model, racing writers (before)",
+  'lambda-leader': "Lambda's model, every write through the shard's leader",
+  lambda: "Lambda's model, the default write path",
+};
 
 export interface AwsModelCell {
   /** 'one shard': every key on shard 0; '8 shards': keys spread over the 8 shards. */
@@ -119,6 +134,7 @@ async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs:
     replicaRegions: [],
     shardCount,
     singleProcess: model === 'process',
+    writePath: model === 'lambda' ? 'intake' : model === 'lambda-leader' ? 'leader' : 'direct',
     awsLatency: true,
     // The benchmark is the load: the local rate limit must not shape it.
     rateLimitPerSecond: 1_000_000,
@@ -180,7 +196,7 @@ async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs:
       };
       results.push(result);
       progress(
-        `${model.padEnd(7)} ${cell.keys.padEnd(10)} ${String(cell.writers).padStart(3)} writers: ${result.writesPerSecond} writes/s, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, ${result.transactions} transactions per write (${result.failedTransactions} failed), ${result.requestsPerWrite} requests per write, errors ${phase.failed}${phase.failed > 0 ? ` ${JSON.stringify(phase.errors)}` : ''} (${round((performance.now() - startMs) / 1000, 0)} s)`,
+        `${model.padEnd(13)} ${cell.keys.padEnd(10)} ${String(cell.writers).padStart(3)} writers: ${result.writesPerSecond} writes/s, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, ${result.transactions} transactions per write (${result.failedTransactions} failed), ${result.requestsPerWrite} requests per write, errors ${phase.failed}${phase.failed > 0 ? ` ${JSON.stringify(phase.errors)}` : ''} (${round((performance.now() - startMs) / 1000, 0)} s)`,
       );
     }
   } finally {
@@ -195,18 +211,21 @@ function errorCount(result: AwsModelResult | undefined): number {
   return result === undefined ? 0 : Object.values(result.errors).reduce((sum, count) => sum + count, 0);
 }
 
-/** The table of a report, one row per cell, the two models side by side. */
+/** The table of a report, one row per cell, the models side by side. */
 export function awsModelTable(report: AwsModelReport): string[] {
   const lines = [
-    '| keys | writers | one process: writes/s | Lambda model: writes/s | Lambda p50 / p99 ms | Lambda transactions per write (failed) | Lambda requests per write | Lambda errors |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| keys | writers | one process: writes/s | Lambda, racing (before): writes/s, p50 ms, failed txn per write, errors | Lambda, all through the leader: writes/s, p50 ms | Lambda model: writes/s | Lambda p50 / p99 ms | Lambda transactions per write (failed) | Lambda requests per write | Lambda errors |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const cell of awsModelCells) {
-    const process = report.results.find((result) => result.model === 'process' && result.keys === cell.keys && result.writers === cell.writers);
-    const lambda = report.results.find((result) => result.model === 'lambda' && result.keys === cell.keys && result.writers === cell.writers);
-    if (process === undefined && lambda === undefined) continue;
+    const find = (model: ApiModel) => report.results.find((result) => result.model === model && result.keys === cell.keys && result.writers === cell.writers);
+    const process = find('process');
+    const before = find('lambda-direct');
+    const leader = find('lambda-leader');
+    const lambda = find('lambda');
+    if (process === undefined && lambda === undefined && before === undefined) continue;
     lines.push(
-      `| ${cell.keys} | ${cell.writers} | ${process?.writesPerSecond ?? '–'} | ${lambda?.writesPerSecond ?? '–'} | ${lambda?.p50Ms ?? '–'} / ${lambda?.p99Ms ?? '–'} | ${lambda?.transactions ?? '–'} (${lambda?.failedTransactions ?? '–'}) | ${lambda?.requestsPerWrite ?? '–'} | ${errorCount(lambda)} |`,
+      `| ${cell.keys} | ${cell.writers} | ${process?.writesPerSecond ?? '–'} | ${before === undefined ? '–' : `${before.writesPerSecond}, ${before.p50Ms}, ${before.failedTransactions}, ${errorCount(before)}`} | ${leader === undefined ? '–' : `${leader.writesPerSecond}, ${leader.p50Ms}`} | ${lambda?.writesPerSecond ?? '–'} | ${lambda?.p50Ms ?? '–'} / ${lambda?.p99Ms ?? '–'} | ${lambda?.transactions ?? '–'} (${lambda?.failedTransactions ?? '–'}) | ${lambda?.requestsPerWrite ?? '–'} | ${errorCount(lambda)} |`,
     );
   }
   return lines;
@@ -216,7 +235,11 @@ export function awsModelSummary(results: readonly AwsModelResult[]): string {
   const lambda = results.find((result) => result.model === 'lambda' && result.keys === 'one shard' && result.writers === 64);
   const process = results.find((result) => result.model === 'process' && result.keys === 'one shard' && result.writers === 64);
   const ratio = lambda !== undefined && process !== undefined && process.writesPerSecond > 0 ? round(lambda.writesPerSecond / process.writesPerSecond, 2) : null;
-  return `bench-aws: shard_writes_per_s=${lambda?.writesPerSecond ?? 'n/a'} process_writes_per_s=${process?.writesPerSecond ?? 'n/a'} ratio_to_process=${ratio ?? 'n/a'} failed_txn_per_write=${lambda?.failedTransactions ?? 'n/a'} p50_ms=${lambda?.p50Ms ?? 'n/a'} p99_ms=${lambda?.p99Ms ?? 'n/a'} errors=${errorCount(lambda)}`;
+  // The one-writer target: p50 at most twice the racing path's under the same model, same run.
+  const one = results.find((result) => result.model === 'lambda' && result.keys === 'one shard' && result.writers === 1);
+  const oneBefore = results.find((result) => result.model === 'lambda-direct' && result.keys === 'one shard' && result.writers === 1);
+  const oneRatio = one?.p50Ms != null && oneBefore?.p50Ms != null && oneBefore.p50Ms > 0 ? round(one.p50Ms / oneBefore.p50Ms, 2) : 'n/a';
+  return `bench-aws: shard_writes_per_s=${lambda?.writesPerSecond ?? 'n/a'} process_writes_per_s=${process?.writesPerSecond ?? 'n/a'} ratio_to_process=${ratio ?? 'n/a'} failed_txn_per_write=${lambda?.failedTransactions ?? 'n/a'} p50_ms=${lambda?.p50Ms ?? 'n/a'} p99_ms=${lambda?.p99Ms ?? 'n/a'} errors=${errorCount(lambda)} one_writer_p50_ratio=${oneRatio}`;
 }
 
 export async function runAwsModelBench(options: { quick: boolean; progress: Progress; models?: readonly ApiModel[] }): Promise<AwsModelReport> {
@@ -228,8 +251,8 @@ export async function runAwsModelBench(options: { quick: boolean; progress: Prog
   const dynamo = await startDynamoLocal({});
   const sqs = await startSqsEmulator({ port: 0 });
   try {
-    for (const model of options.models ?? (['process', 'lambda'] as const)) {
-      options.progress(`${model === 'process' ? 'one-process API' : "Lambda's model"}: ${awsModelCells.length} cells of ${cellSeconds} s (AWS latency model on)`);
+    for (const model of options.models ?? apiModels) {
+      options.progress(`${modelTitles[model]}: ${awsModelCells.length} cells of ${cellSeconds} s (AWS latency model on)`);
       results.push(...(await runModel(model, awsModelCells, cellSeconds * 1_000, warmupMs, options.progress, { dynamoEndpoint: dynamo.endpoint, sqsEndpoint: sqs.endpoint })));
     }
   } finally {

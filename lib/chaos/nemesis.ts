@@ -2,10 +2,10 @@ import type { LocalCloud } from '../local/cloud.ts';
 import { between, pick } from '../random.ts';
 import type { ClusterStatus } from '../service/cluster-status.ts';
 
-export const nemesisKinds = ['kill', 'pause', 'api-pause', 'skew', 'replication', 'poller', 'sqs-restart', 'region-loss'] as const;
+export const nemesisKinds = ['kill', 'pause', 'api-pause', 'api-kill', 'skew', 'replication', 'poller', 'sqs-restart', 'region-loss'] as const;
 export type NemesisKind = (typeof nemesisKinds)[number];
 /** Faults of the nodes and the API; the others are faults of replication. */
-export const nodeNemeses: readonly NemesisKind[] = ['kill', 'pause', 'api-pause', 'skew'];
+export const nodeNemeses: readonly NemesisKind[] = ['kill', 'pause', 'api-pause', 'api-kill', 'skew'];
 
 export interface FaultRecord {
   kind: NemesisKind;
@@ -132,6 +132,22 @@ export class Nemesis {
         release();
         cloud.start(target.leader);
         return `held ${held} writes of shard ${target.shard} at epoch ${target.epoch} between lease read and commit while ${target.leader} was killed (new leader after ${failover ?? '?'} ms), then released them`;
+      }
+      case 'api-kill': {
+        // Crash home API execution environments in the middle of requests (Lambda's model):
+        // a write may be mid-commit or waiting in its shard's intake. Its client gets API
+        // Gateway's 502; the write may land or not, but never twice, and never half.
+        if (cloud.apiModel.kind !== 'lambda') return undefined;
+        const killed: string[] = [];
+        const deadlineMs = Date.now() + 2_000;
+        const wanted = 1 + Math.floor(random() * 3);
+        while (killed.length < wanted && Date.now() < deadlineMs) {
+          const victim = cloud.killApiEnvironment();
+          if (victim !== undefined) killed.push(victim.environmentId);
+          await sleep(between(20, 200, random));
+        }
+        if (killed.length === 0) return undefined;
+        return `killed ${killed.length} busy API environment${killed.length === 1 ? '' : 's'} mid-request (${killed.join(', ')})`;
       }
       case 'skew': {
         const node = pick(cloud.nodes().filter((candidate) => candidate.state === 'running'), random);

@@ -24,7 +24,7 @@ import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
 import { systemClock } from '../clock.ts';
 import { clusterStatus } from '../service/cluster-status.ts';
 import { waitUntil } from '../wait.ts';
-import { configToEnv, defaultNodeIds, env, validateConfig, type ClusterConfig } from '../config.ts';
+import { configToEnv, defaultNodeIds, env, validateConfig, type ClusterConfig, type WritePath } from '../config.ts';
 import { limits } from '../core/limits.ts';
 import { tableNames } from '../infra/schema.ts';
 import { awsLatencyEnabled, setAwsLatency } from './aws-latency.ts';
@@ -63,6 +63,8 @@ export interface LocalCloudOptions {
   faultSeed?: number;
   /** async (default) | quorum | all: what a write waits for before it is acknowledged. */
   replication?: ReplicationMode;
+  /** How the API writes (see ClusterConfig.writePath); default intake. */
+  writePath?: WritePath;
   /** TEST ONLY: the API writes without the epoch ConditionCheck (the chaos suite must then fail). */
   unsafeDisableFencing?: boolean;
   /** Require `Authorization: Bearer <token>` on every API and control request (EPOCHKV_TOKEN). */
@@ -593,6 +595,7 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     tickMs: options.tickMs ?? limits.tickMsLocal,
     nodeIds: options.nodeIds ?? defaultNodeIds,
     replication: options.replication ?? 'async',
+    writePath: options.writePath ?? 'intake',
     dynamoEndpoint: options.dynamoEndpoint,
     sqsEndpoint: options.sqsEndpoint,
     local: true,

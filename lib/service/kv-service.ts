@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { backoffMs, sleep, within, type Clock } from '../clock.ts';
+import type { WritePath } from '../config.ts';
 import { pickGroup } from '../core/group.ts';
 import { limits } from '../core/limits.ts';
 import type { LeaseRecord } from '../core/lease.ts';
@@ -59,8 +60,7 @@ export interface ServiceOptions {
   writePath?: WritePath;
 }
 
-export type WritePath = 'intake' | 'leader' | 'direct';
-export const writePaths: readonly WritePath[] = ['intake', 'leader', 'direct'];
+export type { WritePath };
 
 export interface WriteOptions {
   /** Stronger than the cluster's mode for this write; a weaker one is refused (400). */

@@ -8,7 +8,7 @@ describe('Function: runChaos', () => {
     const report = await runChaos({
       durationS: 25,
       seed: 20261121,
-      nemeses: ['kill', 'pause', 'api-pause', 'skew', 'replication', 'poller', 'sqs-restart'],
+      nemeses: ['kill', 'pause', 'api-pause', 'api-kill', 'skew', 'replication', 'poller', 'sqs-restart'],
       clients: 8,
       keyCount: 5,
       dynamoEndpoint: inject('dynamoEndpoint'),

@@ -220,9 +220,15 @@ describe('Local cloud: a fenced, leader-elected store', () => {
       const killedMs = Date.now();
       const killed = await fetch(`${cloud.apiUrl}/_local/nodes/${before.leader}/kill`, { method: 'POST' });
       expect(killed.status).toBe(200);
+      // Under another node: the killed node's own next invocation may have taken its lease at a
+      // higher epoch just before the kill, and writes under that epoch are not a failover.
       const recovered = await waitUntil(
-        'a write under a new epoch',
-        () => acknowledged.find((outcome) => outcome.returnedMs > killedMs && (outcome.body.epoch ?? 0) > before.epoch),
+        'a write under a new leader',
+        async () => {
+          const status = (await cluster()).shards[shard];
+          if (status?.leader === null || status?.leader === undefined || status.leader === before.leader || !status.live) return undefined;
+          return acknowledged.find((outcome) => outcome.returnedMs > killedMs && (outcome.body.epoch ?? 0) >= status.epoch);
+        },
         4 * leaseMs,
       );
       writing = false;
