@@ -49,6 +49,8 @@ export interface AwsModelResult {
   p99Ms: number | null;
   ok: number;
   errors: Record<string, number>;
+  /** The first few failed answers' bodies, to tell what failed. */
+  errorSamples: string[];
   /** TransactWriteItems sent by the API and the leaders, and those DynamoDB refused. */
   transactions: number;
   failedTransactions: number;
@@ -159,6 +161,7 @@ async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs:
     for (const cell of cells) {
       const keys = keyTable(cell, cell.writers);
       const before = await clusterCounts(cloud, local);
+      const errorSamples: string[] = [];
       const startMs = performance.now();
       const phase = await closedLoop({
         label: `${model} ${cell.keys} ${cell.writers} writers`,
@@ -170,7 +173,9 @@ async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs:
           const key = keys[worker]![sequence % keysPerWriter]!;
           try {
             const answer = await client.request('PUT', `${cloud.apiUrl}/kv/${encodeURIComponent(key)}`, { body: value, timeoutMs: 30_000 });
-            return answer.status === 200 ? { ok: true } : { ok: false, code: failureCode(answer) };
+            if (answer.status === 200) return { ok: true };
+            if (errorSamples.length < 5) errorSamples.push(`${answer.status} ${answer.body.toString('utf8').slice(0, 300)}`);
+            return { ok: false, code: failureCode(answer) };
           } catch (error) {
             return { ok: false, code: failureCode(undefined, error) };
           }
@@ -190,6 +195,7 @@ async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs:
         p99Ms: phase.latency.p99Ms,
         ok: phase.ok,
         errors: phase.errors,
+        errorSamples,
         transactions: writesAll === 0 ? 0 : round(transactions.calls / writesAll, 2),
         failedTransactions: writesAll === 0 ? 0 : round(transactions.failed / writesAll, 2),
         requestsPerWrite: writesAll === 0 ? 0 : round(requests / writesAll, 1),

@@ -20,6 +20,8 @@ export interface LogHead {
    * commit time: a sign, for a writer about to race for the next index, that the shard is busy.
    */
   leaderCommittedAtMs?: number | undefined;
+  /** The head entry's commit time (its writer's wall clock), when read from the log. */
+  committedAtMs?: number | undefined;
 }
 
 export type KvChange = { type: 'put'; key: string; value: Uint8Array } | { type: 'delete'; key: string };
@@ -175,8 +177,12 @@ export interface Store {
   depositIntake(write: IntakeWrite): Promise<void>;
   /** The shard's pending intake writes, oldest first, at most `limit` (strongly consistent). */
   readIntake(shard: number, limit: number): Promise<IntakeWrite[]>;
-  /** The outcome of one intake write (strongly consistent); undefined when it is gone. */
-  readIntakeOutcome(shard: number, id: string): Promise<IntakeOutcome | undefined>;
+  /**
+   * The outcome of one intake write, in one request: a settled write's record is deleted as its
+   * outcome is read (a conditional delete that returns the old item); a pending one is left as it
+   * is ({state: 'pending'}); undefined when there is no record.
+   */
+  takeIntakeOutcome(shard: number, id: string): Promise<IntakeOutcome | undefined>;
   /** Marks a pending intake write refused (its condition failed); false when it was not pending. */
   refuseIntake(shard: number, id: string, refusal: { code: string; message: string; currentVersion: number | undefined }): Promise<boolean>;
   /**
@@ -184,8 +190,6 @@ export interface Store {
    * and never will be committed; otherwise its outcome (undefined when it is gone).
    */
   withdrawIntake(shard: number, id: string): Promise<'withdrawn' | IntakeOutcome | undefined>;
-  /** Forgets a settled intake write (its writer read the outcome). */
-  deleteIntake(shard: number, id: string): Promise<void>;
   /** Deletes settled intake writes settled before `settledBeforeMs` (writers that never came back); returns how many. */
   sweepIntake(shard: number, settledBeforeMs: number): Promise<number>;
   getItem(shard: number, key: string, consistent: boolean): Promise<KvItem | undefined>;

@@ -145,6 +145,8 @@ function takeGroup(queue: Queued[]): Queued[] {
 interface CachedHead {
   head: LogHead | undefined;
   readAtMs: number;
+  /** This instance wrote the head entry itself. */
+  own: boolean;
 }
 
 interface CachedLease {
@@ -321,14 +323,20 @@ export class KvService {
   async #leaderIsCommitting(shard: number): Promise<boolean> {
     let cached = this.#heads.get(shard);
     if (cached === undefined || this.clock.monotonicMs() - cached.readAtMs > this.options.tickMs) {
-      cached = { head: await this.store.readHead(shard), readAtMs: this.clock.monotonicMs() };
+      cached = { head: await this.store.readHead(shard), readAtMs: this.clock.monotonicMs(), own: false };
       this.#heads.set(shard, cached);
     }
-    const committedAtMs = cached.head?.leaderCommittedAtMs;
+    const head = cached.head;
+    if (head === undefined || cached.own) return false;
     // Wall clocks of two machines: a skew only makes this guess early or late (liveness, never safety).
-    if (committedAtMs === undefined || this.clock.wallMs() - committedAtMs > intakeStickMs(this.options.tickMs)) return false;
-    this.#markBusy(shard);
-    return true;
+    const nowMs = this.clock.wallMs();
+    // The leader committed a contended group lately, or another writer wrote within the tick:
+    // racing for the next index now would likely lose.
+    const busy =
+      (head.leaderCommittedAtMs !== undefined && nowMs - head.leaderCommittedAtMs <= intakeStickMs(this.options.tickMs)) ||
+      (head.committedAtMs !== undefined && nowMs - head.committedAtMs <= this.options.tickMs);
+    if (busy) this.#markBusy(shard);
+    return busy;
   }
 
   #isBusy(shard: number): boolean {
@@ -360,7 +368,7 @@ export class KvService {
       await this.store.depositIntake({ shard, id, requestId, change, precondition, depositedAtMs });
     } catch (error) {
       // The deposit may have landed: take it back, or learn its outcome.
-      return this.#settleIntake(shard, id, change, await this.store.withdrawIntake(shard, id).catch(() => { throw new OutcomeUnknownError(`the write to "${change.key}" may or may not have been applied: ${String(error)}`); }));
+      return this.#settleIntake(shard, change, await this.store.withdrawIntake(shard, id).catch(() => { throw new OutcomeUnknownError(`the write to "${change.key}" may or may not have been applied: ${String(error)}`); }));
     }
     const commitDelayMs = this.#intakeCommitDelayMs.get(shard) ?? intakeCommitDelayMsInitial;
     const deadlineMs = startMs + this.#intakeWaitMs();
@@ -368,7 +376,7 @@ export class KvService {
     let waitMs = Math.min(intakeWaitFirstMsMax, Math.max(intakePollMsMin, Math.round(commitDelayMs + intakePollMsMin)));
     for (;;) {
       await sleep(waitMs);
-      const outcome = await this.store.readIntakeOutcome(shard, id);
+      const outcome = await this.store.takeIntakeOutcome(shard, id);
       if (outcome === undefined || outcome.state !== 'pending') {
         if (outcome?.state === 'committed') {
           // How long the leader took, from its seal time: not from when we looked (that would
@@ -380,27 +388,25 @@ export class KvService {
         // Busy from the last sign of contention (not from the deposit: a write that waited long
         // must not make the next probe the direct path; a lone writer must not stay here).
         if (outcome?.state === 'committed' && outcome.contended) this.#markBusy(shard);
-        return this.#settleIntake(shard, id, change, outcome);
+        return this.#settleIntake(shard, change, outcome);
       }
-      if (this.clock.monotonicMs() >= deadlineMs) return this.#settleIntake(shard, id, change, await this.store.withdrawIntake(shard, id));
+      if (this.clock.monotonicMs() >= deadlineMs) return this.#settleIntake(shard, change, await this.store.withdrawIntake(shard, id));
       waitMs = Math.min(intakePollMsMax, Math.max(intakePollMsMin, Math.round(commitDelayMs / 4)));
     }
   }
 
   /** The answer to an intake write, from its settled outcome (or its withdrawal). */
-  #settleIntake(shard: number, id: string, change: KvChange, outcome: IntakeOutcome | 'withdrawn' | undefined): WriteResult {
+  #settleIntake(shard: number, change: KvChange, outcome: IntakeOutcome | 'withdrawn' | undefined): WriteResult {
     if (outcome === 'withdrawn') {
       throw new RetriesExhaustedError(`the leader of shard ${shard} did not take the write to "${change.key}" within ${this.#intakeWaitMs()} ms; it was withdrawn and not applied; retry`);
     }
     if (outcome === undefined) throw new OutcomeUnknownError(`the write to "${change.key}" may or may not have been applied: its intake record is gone`);
     if (outcome.state === 'pending') throw new OutcomeUnknownError(`the write to "${change.key}" is still pending at its shard's leader`);
-    // Read once: the record has served its purpose (a writer that never comes back leaves it to the leader's sweep).
-    void this.store.deleteIntake(shard, id).catch(() => undefined);
     if (outcome.state === 'refused') {
       if (outcome.code === 'NotFound') throw new NotFoundError(outcome.message);
       throw new VersionConflictError(outcome.message, outcome.currentVersion);
     }
-    this.#heads.set(shard, { head: { index: outcome.index, hash: outcome.hash }, readAtMs: this.clock.monotonicMs() });
+    this.#heads.set(shard, { head: { index: outcome.index, hash: outcome.hash }, readAtMs: this.clock.monotonicMs(), own: true });
     // The leader ships what it commits, in log order: this writer sent nothing itself.
     return { key: change.key, shard, version: outcome.index, epoch: outcome.epoch, index: outcome.index, replication: { mode: 'async', acceptedBy: [] } };
   }
@@ -489,7 +495,7 @@ export class KvService {
       for (const queued of group) queued.reject(error);
       return;
     }
-    if (previous !== undefined) this.#heads.set(shard, { head: { index: previous.index, hash: previous.hash }, readAtMs: this.clock.monotonicMs() });
+    if (previous !== undefined) this.#heads.set(shard, { head: { index: previous.index, hash: previous.hash }, readAtMs: this.clock.monotonicMs(), own: true });
     for (const [position, queued] of group.entries()) {
       const { entry } = requests[position]!;
       // Queued for sending in log order before the shard's next group commits, so sends keep log order.

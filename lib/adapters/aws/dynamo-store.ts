@@ -539,8 +539,8 @@ export class DynamoStore implements Store {
         TableName: this.tables.log,
         KeyConditionExpression: '#shard = :shard',
         ExpressionAttributeValues: { ':shard': shard },
-        ProjectionExpression: '#index, #hash, #leaderCommittedAtMs',
-        ExpressionAttributeNames: { '#shard': 'shard', '#index': 'index', '#hash': 'hash', '#leaderCommittedAtMs': 'leaderCommittedAtMs' },
+        ProjectionExpression: '#index, #hash, #committedAtMs, #leaderCommittedAtMs',
+        ExpressionAttributeNames: { '#shard': 'shard', '#index': 'index', '#hash': 'hash', '#committedAtMs': 'committedAtMs', '#leaderCommittedAtMs': 'leaderCommittedAtMs' },
         ScanIndexForward: false,
         Limit: 1,
         ConsistentRead: true,
@@ -548,7 +548,12 @@ export class DynamoStore implements Store {
     );
     const item = result.Items?.[0];
     if (item === undefined) return undefined;
-    return { index: Number(item.index), hash: String(item.hash), ...(typeof item.leaderCommittedAtMs === 'number' ? { leaderCommittedAtMs: item.leaderCommittedAtMs } : {}) };
+    return {
+      index: Number(item.index),
+      hash: String(item.hash),
+      ...(typeof item.committedAtMs === 'number' ? { committedAtMs: item.committedAtMs } : {}),
+      ...(typeof item.leaderCommittedAtMs === 'number' ? { leaderCommittedAtMs: item.leaderCommittedAtMs } : {}),
+    };
   }
 
   async readLogEntry(shard: number, index: number): Promise<LogEntry | undefined> {
@@ -717,17 +722,26 @@ export class DynamoStore implements Store {
     return writes.slice(0, limit);
   }
 
-  async readIntakeOutcome(shard: number, id: string): Promise<IntakeOutcome | undefined> {
-    const result = await this.client.send(
-      new GetCommand({
-        TableName: this.tables.control,
-        Key: { pk: intakePartition(shard), sk: id },
-        ConsistentRead: true,
-        ProjectionExpression: '#state, #index, #epoch, #prevHash, #hash, #committedAtMs, #contended, #code, #message, #currentVersion',
-        ExpressionAttributeNames: { ...intakeNames, '#index': 'index', '#epoch': 'epoch', '#prevHash': 'prevHash', '#hash': 'hash', '#committedAtMs': 'committedAtMs', '#contended': 'contended', '#code': 'code', '#message': 'message', '#currentVersion': 'currentVersion' },
-      }),
-    );
-    return result.Item === undefined ? undefined : toIntakeOutcome(result.Item);
+  async takeIntakeOutcome(shard: number, id: string): Promise<IntakeOutcome | undefined> {
+    try {
+      const result = await this.client.send(
+        new DeleteCommand({
+          TableName: this.tables.control,
+          Key: { pk: intakePartition(shard), sk: id },
+          // Settled only: a pending write stays for its leader. A failed condition is a write
+          // unit on AWS, like the read it replaces, and saves the writer a separate delete.
+          ConditionExpression: 'attribute_exists(#state) AND #state <> :pending',
+          ExpressionAttributeNames: intakeNames,
+          ExpressionAttributeValues: { ':pending': 'pending' },
+          ReturnValues: 'ALL_OLD',
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
+      );
+      return result.Attributes === undefined ? undefined : toIntakeOutcome(result.Attributes);
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      return error.Item === undefined ? undefined : { state: 'pending' };
+    }
   }
 
   async refuseIntake(shard: number, id: string, refusal: { code: string; message: string; currentVersion: number | undefined }): Promise<boolean> {
@@ -775,10 +789,6 @@ export class DynamoStore implements Store {
       if (old === undefined) return undefined;
       return toIntakeOutcome(unmarshall(old));
     }
-  }
-
-  async deleteIntake(shard: number, id: string): Promise<void> {
-    await this.client.send(new DeleteCommand({ TableName: this.tables.control, Key: { pk: intakePartition(shard), sk: id } }));
   }
 
   async sweepIntake(shard: number, settledBeforeMs: number): Promise<number> {
