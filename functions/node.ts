@@ -95,13 +95,20 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
     }
   };
 
+  // A write to the lease between this node's own group commits of the shard, never during one
+  // (see IntakeCommitter.exclusive). `committers` is declared below; this runs only after.
+  const leaseTurn = <T>(shard: number, work: () => Promise<T>): Promise<T> => {
+    const committer = committers.get(shard);
+    return committer === undefined ? work() : committer.exclusive(work);
+  };
+
   const perform = async (action: LeaseAction): Promise<{ outcome: ActionOutcome; stored?: LeaseRecord }> => {
     try {
       switch (action.type) {
         case 'renew':
-          return { outcome: 'ok', stored: await store.renewLease(action.shard, holder, action.epoch, clock.wallMs()) };
+          return { outcome: 'ok', stored: await leaseTurn(action.shard, () => store.renewLease(action.shard, holder, action.epoch, clock.wallMs())) };
         case 'release': {
-          const stored = await store.releaseLease(action.shard, holder, action.epoch, clock.wallMs());
+          const stored = await leaseTurn(action.shard, () => store.releaseLease(action.shard, holder, action.epoch, clock.wallMs()));
           log(`${node} released shard ${action.shard} (epoch ${action.epoch}) to spread load`);
           return { outcome: 'ok', stored };
         }

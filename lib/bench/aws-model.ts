@@ -14,6 +14,7 @@ import { shardOf } from '../core/shard.ts';
 import { startLocalCloud, type LocalCloud } from '../local/cloud.ts';
 import { startDynamoLocal, startSqsEmulator } from '../local/emulators.ts';
 import { failureCode, HttpClient } from './http.ts';
+import { cpuMeter } from './cpu.ts';
 import { closedLoop, type Progress } from './load.ts';
 import { round } from './stats.ts';
 
@@ -56,6 +57,8 @@ export interface AwsModelResult {
   failedTransactions: number;
   /** Every AWS request of the cluster per acknowledged write (heartbeats and lease renewals included). */
   requestsPerWrite: number;
+  /** Cores used during the cell: this process (load, API), DynamoDB Local, the node processes, the machine. */
+  cores: Record<string, number>;
 }
 
 export interface AwsModelReport {
@@ -121,7 +124,7 @@ async function clusterCounts(cloud: LocalCloud, local: Counts): Promise<Counts> 
   return add(local, await cloud.nodeRequestCounts());
 }
 
-async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs: number, warmupMs: number, progress: Progress, emulators: { dynamoEndpoint: string; sqsEndpoint: string }): Promise<AwsModelResult[]> {
+async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs: number, warmupMs: number, progress: Progress, emulators: { dynamoEndpoint: string; sqsEndpoint: string; dynamoPid: number | undefined }): Promise<AwsModelResult[]> {
   const local: Counts = {};
   const stopObserving = observeAwsRequests((record) => {
     const counts = (local[record.operation] ??= { calls: 0, failed: 0 });
@@ -162,6 +165,10 @@ async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs:
       const keys = keyTable(cell, cell.writers);
       const before = await clusterCounts(cloud, local);
       const errorSamples: string[] = [];
+      const cpu = cpuMeter(() => ({
+        'dynamodb-local': emulators.dynamoPid === undefined ? [] : [emulators.dynamoPid],
+        nodes: cloud.nodes().flatMap((node) => (node.pid === undefined ? [] : [node.pid])),
+      }));
       const startMs = performance.now();
       const phase = await closedLoop({
         label: `${model} ${cell.keys} ${cell.writers} writers`,
@@ -181,6 +188,7 @@ async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs:
           }
         },
       });
+      const cores = cpu.stop();
       // Counted over the whole cell, warmup included: per write of the whole cell.
       const counts = minus(await clusterCounts(cloud, local), before);
       const writesAll = phase.completed;
@@ -199,10 +207,11 @@ async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs:
         transactions: writesAll === 0 ? 0 : round(transactions.calls / writesAll, 2),
         failedTransactions: writesAll === 0 ? 0 : round(transactions.failed / writesAll, 2),
         requestsPerWrite: writesAll === 0 ? 0 : round(requests / writesAll, 1),
+        cores,
       };
       results.push(result);
       progress(
-        `${model.padEnd(13)} ${cell.keys.padEnd(10)} ${String(cell.writers).padStart(3)} writers: ${result.writesPerSecond} writes/s, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, ${result.transactions} transactions per write (${result.failedTransactions} failed), ${result.requestsPerWrite} requests per write, errors ${phase.failed}${phase.failed > 0 ? ` ${JSON.stringify(phase.errors)}` : ''} (${round((performance.now() - startMs) / 1000, 0)} s)`,
+        `${model.padEnd(13)} ${cell.keys.padEnd(10)} ${String(cell.writers).padStart(3)} writers: ${result.writesPerSecond} writes/s, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, ${result.transactions} transactions per write (${result.failedTransactions} failed), ${result.requestsPerWrite} requests per write, cores ${Object.entries(cores).map(([name, used]) => `${name} ${used}`).join(' ')}, errors ${phase.failed}${phase.failed > 0 ? ` ${JSON.stringify(phase.errors)}` : ''} (${round((performance.now() - startMs) / 1000, 0)} s)`,
       );
     }
   } finally {
@@ -259,7 +268,7 @@ export async function runAwsModelBench(options: { quick: boolean; progress: Prog
   try {
     for (const model of options.models ?? apiModels) {
       options.progress(`${modelTitles[model]}: ${awsModelCells.length} cells of ${cellSeconds} s (AWS latency model on)`);
-      results.push(...(await runModel(model, awsModelCells, cellSeconds * 1_000, warmupMs, options.progress, { dynamoEndpoint: dynamo.endpoint, sqsEndpoint: sqs.endpoint })));
+      results.push(...(await runModel(model, awsModelCells, cellSeconds * 1_000, warmupMs, options.progress, { dynamoEndpoint: dynamo.endpoint, sqsEndpoint: sqs.endpoint, dynamoPid: dynamo.process.pid })));
     }
   } finally {
     await sqs.stop();

@@ -78,6 +78,22 @@ export class IntakeCommitter {
     this.#stop.abort();
   }
 
+  /** The work that touches the shard's lease item, one at a time (see exclusive). */
+  #turns: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Runs `work` when no group commit of this committer is in flight, and holds the next one
+   * until it is done. On DynamoDB a write to an item that an in-flight transaction condition-
+   * checks fails (TransactionConflictException), and every group commit checks the lease: the
+   * leader renews its lease through here, so its own commits never make its renewal fail.
+   * (DynamoDB Local runs transactions one at a time and never reports such conflicts.)
+   */
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const turn = this.#turns.then(work, work);
+    this.#turns = turn.catch(() => undefined);
+    return turn;
+  }
+
   get stopped(): boolean {
     return this.#stop.signal.aborted;
   }
@@ -141,7 +157,7 @@ export class IntakeCommitter {
       });
       try {
         this.stats.commits += 1;
-        const committing = store.commitGroup(requests);
+        const committing = this.exclusive(() => store.commitGroup(requests));
         // Writes beyond this group wait for the next; read them now, not after the commit.
         if (pending.length > group.length) {
           inFlight = new Set(group.map((write) => write.id));
