@@ -65,8 +65,7 @@ export const defaultNodeIds = ['node-a', 'node-b', 'node-c'];
 export type WritePath = 'intake' | 'leader' | 'direct';
 export const writePaths: readonly WritePath[] = ['intake', 'leader', 'direct'];
 
-function writePathOf(raw: string | undefined): WritePath {
-  if (raw === undefined || raw === '') return 'intake';
+function writePathOf(raw: string): WritePath {
   assert((writePaths as readonly string[]).includes(raw), `${env.writePath} must be one of ${writePaths.join(', ')}, got "${raw}"`);
   return raw as WritePath;
 }
@@ -93,10 +92,11 @@ export function configFromEnv(source: NodeJS.ProcessEnv = process.env): ClusterC
     tickMs: integer(source, env.tickMs, limits.tickMsDefault),
     nodeIds: (source[env.nodeIds] ?? defaultNodeIds.join(',')).split(',').map((id) => id.trim()).filter(Boolean),
     replication: replicationOf(source[env.replication]),
-    writePath: writePathOf(source[env.writePath]),
     dynamoEndpoint: source[env.dynamoEndpoint] || undefined,
     sqsEndpoint: source[env.sqsEndpoint] || undefined,
     local: source[env.local] === '1',
+    // Only when set: the handlers' default (intake) needs no variable.
+    ...(source[env.writePath] ? { writePath: writePathOf(source[env.writePath] as string) } : {}),
   };
   validateConfig(config);
   return config;

@@ -264,7 +264,7 @@ describe('Class: DynamoStore', () => {
     it('lists keys with a prefix in key order across shards, page by page', async () => {
       // Prepare: keys of one prefix spread over every shard.
       const { store: listing } = await createStore(uniquePrefix('list'), shardCount);
-      const service = new KvService(listing, { shardCount, leaseMs: 2000, tickMs: 250 }, systemClock());
+      const service = new KvService(listing, { shardCount, leaseMs: 2000, tickMs: 250, writePath: 'direct' }, systemClock());
       for (let shard = 0; shard < shardCount; shard += 1) await acquire(listing, shard, holder);
       const keys = Array.from({ length: 25 }, (_, index) => `user/${String(index).padStart(3, '0')}`);
       for (const key of keys) await service.write({ type: 'put', key, value: text(key) }, {});
@@ -292,7 +292,7 @@ describe('Class: KvService', () => {
   it('lets exactly one of many concurrent If-Match writers win per version, with a dense, intact log', async () => {
     // Prepare
     const { store } = await createStore(uniquePrefix('service'), shardCount);
-    const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250 }, systemClock());
+    const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250, writePath: 'direct' }, systemClock());
     const key = 'counter';
     const shard = service.shardOf(key);
     await acquire(store, shard, holder);
@@ -330,7 +330,7 @@ describe('Class: KvService', () => {
       groupSizes.push(requests.length);
       return commitGroup(requests);
     };
-    const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250 }, systemClock());
+    const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250, writePath: 'direct' }, systemClock());
     const shard = 5;
     await acquire(store, shard, holder);
     const taken = keyInShard(shard, shardCount, 'taken');
@@ -393,7 +393,7 @@ describe('Class: KvService', () => {
         return item;
       };
       const shipper = new Shipper({ prefix, regions: [replicaRegion], endpoint: inject('sqsEndpoint') });
-      const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250, replication: 'quorum' }, systemClock(), { shipper });
+      const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250, replication: 'quorum', writePath: 'direct' }, systemClock(), { shipper });
       return { store, service, open: () => opened(), applied, readsDone };
     }
 
@@ -431,7 +431,7 @@ describe('Class: KvService', () => {
       const shard = service.shardOf(key);
       await acquire(store, shard, holder);
       open();
-      const earlier = await new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250 }, systemClock()).write({ type: 'put', key: gone, value: text('x') }, {});
+      const earlier = await new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250, writePath: 'direct' }, systemClock()).write({ type: 'put', key: gone, value: text('x') }, {});
       const deleted = await service.write({ type: 'delete', key: gone }, {}).catch((error: unknown) => error);
 
       // Act: a put no queue takes, read before the writer has its answer, then after it failed.
@@ -472,7 +472,7 @@ describe('Class: KvService', () => {
   it('refuses writes to a shard without a live leader with a NoLeaderError', async () => {
     // Prepare: a lease whose holder stopped renewing long ago.
     const { store } = await createStore(uniquePrefix('noleader'), shardCount);
-    const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250 }, { wallMs: () => Date.now() + 60_000, monotonicMs: () => performance.now() });
+    const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250, writePath: 'direct' }, { wallMs: () => Date.now() + 60_000, monotonicMs: () => performance.now() });
     const key = 'orphan';
     await acquire(store, service.shardOf(key), holder);
 
