@@ -13,7 +13,7 @@ import { limits } from '../lib/core/limits.ts';
 import { nextInSync, type InSyncBounds } from '../lib/core/replication.ts';
 import { Shipper } from '../lib/adapters/aws/replication.ts';
 import { nodeTelemetry } from './telemetry.ts';
-import { IntakeCommitter, type IntakeStats } from '../lib/service/intake.ts';
+import { IntakeCommitter } from '../lib/service/intake.ts';
 import { intakeStickMs } from '../lib/service/kv-service.ts';
 
 export interface NodeRunOptions {
@@ -39,8 +39,6 @@ export interface NodeRunSummary {
   errors: number;
   /** Set when the invocation ended because a promotion moved home to this region. */
   moved?: string | undefined;
-  /** The intake committers' work (the shard leader as single writer). */
-  intake?: IntakeStats | undefined;
 }
 
 /**
@@ -242,7 +240,6 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
         .finally(() => {
           committer.stop();
           if (committers.get(shard) === committer) committers.delete(shard);
-          summary.intake = addIntakeStats(summary.intake, committer.stats);
         });
     }
   };
@@ -330,12 +327,6 @@ const intakeBusyPollMs = 5;
 /** Settled intake items whose writer never came back for them are deleted after a minute. */
 const intakeSettledKeepMs = 60_000;
 const intakeSweepEveryMs = 10_000;
-
-function addIntakeStats(total: IntakeStats | undefined, more: IntakeStats): IntakeStats {
-  const sum: IntakeStats = { ...(total ?? { reads: 0, commits: 0, failedCommits: 0, committedWrites: 0, refusedWrites: 0, withdrawnWrites: 0 }) };
-  for (const name of Object.keys(sum) as (keyof IntakeStats)[]) sum[name] += more[name];
-  return sum;
-}
 
 /** The leader looks at replica progress every four ticks. */
 function replicaCheckEveryMs(config: ClusterConfig): number {

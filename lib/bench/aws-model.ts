@@ -84,10 +84,10 @@ const valueBytes = 100;
 const keysPerWriter = 8;
 
 /** Keys for a cell: on shard 0 only, or anywhere. */
-function keyTable(cell: AwsModelCell, writers: number): string[][] {
+function keyTable(cell: AwsModelCell): string[][] {
   const table: string[][] = [];
   let candidate = 0;
-  for (let writer = 0; writer < writers; writer += 1) {
+  for (let writer = 0; writer < cell.writers; writer += 1) {
     const keys: string[] = [];
     while (keys.length < keysPerWriter) {
       const key = `bench/${cell.keys === 'one shard' ? 's0' : 'all'}/${candidate}`;
@@ -151,7 +151,7 @@ async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs:
     await cloud.waitForLeaders(30_000);
     const value = new Uint8Array(valueBytes).fill(120);
     // Unmeasured: the JVM of DynamoDB Local compiles its hot paths in the first seconds of load.
-    const warmKeys = keyTable({ keys: '8 shards', writers: 16 }, 16);
+    const warmKeys = keyTable({ keys: '8 shards', writers: 16 });
     await closedLoop({
       label: `${model} warmup`,
       concurrency: 16,
@@ -162,7 +162,7 @@ async function runModel(model: ApiModel, cells: readonly AwsModelCell[], cellMs:
       },
     });
     for (const cell of cells) {
-      const keys = keyTable(cell, cell.writers);
+      const keys = keyTable(cell);
       const before = await clusterCounts(cloud, local);
       const errorSamples: string[] = [];
       const cpu = cpuMeter(() => ({

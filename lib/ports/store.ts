@@ -184,7 +184,7 @@ export interface Store {
    */
   takeIntakeOutcome(shard: number, id: string): Promise<IntakeOutcome | undefined>;
   /** Marks a pending intake write refused (its condition failed); false when it was not pending. */
-  refuseIntake(shard: number, id: string, refusal: { code: string; message: string; currentVersion: number | undefined }): Promise<boolean>;
+  refuseIntake(shard: number, id: string, refusal: { code: string; message: string; currentVersion: number | undefined }, settledAtMs: number): Promise<boolean>;
   /**
    * Takes a write back out of the intake if it is still pending: 'withdrawn' means it never was
    * and never will be committed; otherwise its outcome (undefined when it is gone).

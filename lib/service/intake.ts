@@ -177,7 +177,7 @@ export class IntakeCommitter {
               }
               this.stats.refusedWrites += 1;
               const currentVersion = refusal instanceof VersionConflictError ? refusal.currentVersion : undefined;
-              await store.refuseIntake(shard, write.id, { code: refusal.code, message: refusal.message, currentVersion });
+              await store.refuseIntake(shard, write.id, { code: refusal.code, message: refusal.message, currentVersion }, clock.wallMs());
             }),
           );
           // The prefetch may predate the refusals: read again.

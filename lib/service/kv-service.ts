@@ -60,7 +60,6 @@ export interface ServiceOptions {
   writePath?: WritePath;
 }
 
-export type { WritePath };
 
 export interface WriteOptions {
   /** Stronger than the cluster's mode for this write; a weaker one is refused (400). */

@@ -744,7 +744,7 @@ export class DynamoStore implements Store {
     }
   }
 
-  async refuseIntake(shard: number, id: string, refusal: { code: string; message: string; currentVersion: number | undefined }): Promise<boolean> {
+  async refuseIntake(shard: number, id: string, refusal: { code: string; message: string; currentVersion: number | undefined }, settledAtMs: number): Promise<boolean> {
     try {
       await this.client.send(
         new UpdateCommand({
@@ -758,7 +758,7 @@ export class DynamoStore implements Store {
             ':pending': 'pending',
             ':code': refusal.code,
             ':message': refusal.message,
-            ':now': Date.now(),
+            ':now': settledAtMs,
             ...(refusal.currentVersion === undefined ? {} : { ':current': refusal.currentVersion }),
           },
         }),
