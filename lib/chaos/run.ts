@@ -25,6 +25,12 @@ export interface ChaosOptions {
   unsafeDisableFencing?: boolean;
   /** The cluster's replication mode; default async. */
   replication?: ReplicationMode;
+  /**
+   * The API as one long-lived process instead of Lambda's execution environments. The quorum
+   * region-loss test needs it: the durability guard that hides unconfirmed quorum writes from
+   * strong reads is per environment (docs/write-path.md, "Known gap").
+   */
+  singleProcess?: boolean;
   /** Where the JSON report goes; nothing is written when undefined. */
   resultsDirectory?: string;
   print: (line: string) => void;
@@ -79,6 +85,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     invocationMs: 10_000,
     faultSeed: options.seed,
     unsafeDisableFencing: options.unsafeDisableFencing === true,
+    singleProcess: options.singleProcess === true,
     log: process.env.EPOCHKV_CHAOS_DEBUG === "1" ? (line) => print(`    cloud: ${line}`) : () => undefined,
   });
   try {
