@@ -25,11 +25,7 @@ export interface ChaosOptions {
   unsafeDisableFencing?: boolean;
   /** The cluster's replication mode; default async. */
   replication?: ReplicationMode;
-  /**
-   * The API as one long-lived process instead of Lambda's execution environments. The quorum
-   * region-loss test needs it: the durability guard that hides unconfirmed quorum writes from
-   * strong reads is per environment (docs/write-path.md, "Known gap").
-   */
+  /** The API as one long-lived process instead of Lambda's execution environments (comparisons). */
   singleProcess?: boolean;
   /** Where the JSON report goes; nothing is written when undefined. */
   resultsDirectory?: string;
@@ -326,7 +322,8 @@ async function scan(store: DynamoStore): Promise<[string, number, string][]> {
   let after: string | undefined;
   do {
     const page = await store.list('', 1000, after, true);
-    rows.push(...page.items.map((item): [string, number, string] => [item.key, item.version, Buffer.from(item.value).toString('base64')]));
+    // A pending delete's tombstone is a missing key (the home table's own representation).
+    rows.push(...page.items.filter((item) => item.tombstone !== true).map((item): [string, number, string] => [item.key, item.version, Buffer.from(item.value).toString('base64')]));
     after = page.next;
   } while (after !== undefined);
   return rows;

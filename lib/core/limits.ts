@@ -77,11 +77,6 @@ export const limits = {
 
   /** quorum/all: how long a write waits for the replica queues to accept its entry. */
   replicationAckMs: 2000,
-  /**
-   * quorum/all writes whose replication failed that one API instance keeps hiding from strong
-   * reads until the replicas report them applied; past this the oldest is shown again.
-   */
-  unconfirmedWritesMax: 10_000,
   /** In-sync set: a replica this many entries behind the head leaves it; it rejoins within the second bound. */
   inSyncLagEntriesMax: 1000,
   inSyncRejoinLagEntriesMax: 16,

@@ -1,5 +1,6 @@
 import type { LeaseRecord } from '../core/lease.ts';
 import type { LogEntry } from '../core/log.ts';
+import type { ReplicationMode } from '../core/replication.ts';
 import type { EpochKvError } from './errors.ts';
 
 /** A stored key-value item. `version` is the log index of the write that produced it. */
@@ -10,6 +11,14 @@ export interface KvItem {
   version: number;
   epoch: number;
   index: number;
+  /**
+   * Home only: the quorum/all write that made this state is not known durable yet. Readers in
+   * any execution environment see the mark, so none shows the state before it is durable
+   * (see docs/write-path.md, "Durability of quorum writes across environments").
+   */
+  pending?: Exclude<ReplicationMode, 'async'>;
+  /** Home only: a pending quorum/all delete. The key reads as missing once the delete is durable. */
+  tombstone?: true;
 }
 
 export interface LogHead {
@@ -37,7 +46,7 @@ export interface Precondition {
 export interface CommitRequest {
   /** The sealed entry at head + 1, under the epoch the lease check asserts. */
   entry: LogEntry;
-  kv: { change: KvChange; precondition: Precondition } | undefined;
+  kv: { change: KvChange; precondition: Precondition; /** quorum/all: the item (or a tombstone for a delete) carries the mark until confirmDurable. */ pending?: KvItem['pending'] } | undefined;
   /**
    * The intake item the write came from (leader commits): marked committed in the same
    * transaction, on condition that it is still pending, so a write is committed at most once
@@ -192,7 +201,13 @@ export interface Store {
   withdrawIntake(shard: number, id: string): Promise<'withdrawn' | IntakeOutcome | undefined>;
   /** Deletes settled intake writes settled before `settledBeforeMs` (writers that never came back); returns how many. */
   sweepIntake(shard: number, settledBeforeMs: number): Promise<number>;
+  /** The item as stored: at home it may carry a pending mark or be a tombstone (see KvItem). */
   getItem(shard: number, key: string, consistent: boolean): Promise<KvItem | undefined>;
+  /**
+   * Clears the pending mark of the write at `index` on the key, or deletes its tombstone: its
+   * entry is durable where its mode needs it. Does nothing when the key has changed since.
+   */
+  confirmDurable(shard: number, key: string, index: number, tombstone: boolean): Promise<void>;
   /** Keys starting with `prefix` in key order across all shards, after `after` (exclusive). */
   list(prefix: string, limit: number, after: string | undefined, consistent: boolean): Promise<ListPage>;
 }

@@ -10,7 +10,6 @@ import type { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import type { Shipper, ShipOutcome } from '../adapters/aws/replication.ts';
 import { ackMet, ackRequirement, modeStrength, replicationModes, type AckRequirement, type ReplicationMode } from '../core/replication.ts';
 import { shardOf } from '../core/shard.ts';
-import { DurabilityGuards, type DurabilityGuard } from './durability-guards.ts';
 import {
   EpochKvError,
   HeadConflictError,
@@ -104,6 +103,13 @@ const intakeWaitFirstMsMax = 1_000;
 const sessionWaitMs = 500;
 const sessionPollMs = 20;
 
+/**
+ * How long a strong answer waits for a pending quorum/all write to become durable: its writer
+ * waits up to replicationAckMs for the replica queues, then clears the mark.
+ */
+const pendingWaitMs = limits.replicationAckMs + 500;
+const pendingPollMs = 25;
+
 /** A write waiting for its shard's next group commit. */
 interface PendingWrite {
   change: KvChange;
@@ -115,8 +121,6 @@ interface PendingWrite {
   mode: ReplicationMode;
   /** The entry of its last commit attempt: after a timeout, the log tells whether it committed. */
   entry: LogEntry | undefined;
-  /** quorum/all: the durability guard of that attempt's entry. */
-  guard: DurabilityGuard | undefined;
 }
 
 interface Committed {
@@ -171,8 +175,6 @@ export class KvService {
   /** Writes waiting for their shard's committer in this instance; a shard has a queue while its committer runs (see #enqueue). */
   readonly #pendingWrites = new Map<number, Queued[]>();
   readonly #inSyncSets = new Map<number, { regions: string[]; readAtMs: number }>();
-  /** This instance's quorum/all writes not yet known durable (see DurabilityGuards). */
-  readonly #durability: DurabilityGuards;
   #watching = 0;
 
   constructor(
@@ -181,9 +183,7 @@ export class KvService {
     private readonly clock: Clock,
     private readonly replication: { shipper?: Shipper | undefined; local?: LocalReplica | undefined; log?: (line: string) => void } = {},
     private readonly random: () => number = Math.random,
-  ) {
-    this.#durability = new DurabilityGuards((shard, index, mode) => this.#appliedByReplicas(shard, index, mode), replication.log);
-  }
+  ) {}
 
   /**
    * Fault injection (chaos suite, local cloud only): awaited after the lease is read and before
@@ -206,7 +206,9 @@ export class KvService {
     const shard = this.shardOf(key);
     const local = this.replication.local;
     if (consistency === 'eventual') {
-      const item = await (local?.store ?? this.store).getItem(shard, key, false);
+      const found = await (local?.store ?? this.store).getItem(shard, key, false);
+      // eventual promises nothing of durability; a tombstone is a missing key to every reader.
+      const item = found?.tombstone === true ? undefined : found;
       return { item, token: mergeToken(token, shard, item?.index ?? 0), servedBy: local === undefined ? 'home' : 'replica' };
     }
     if (consistency === 'session' && local !== undefined) {
@@ -224,8 +226,7 @@ export class KvService {
         return { item, token: mergeToken(token, shard, Math.max(progress.appliedIndex, item?.index ?? 0)), servedBy: 'replica' };
       }
     }
-    const item = await this.store.getItem(shard, key, true);
-    await this.#durability.check(shard, key, item?.index, 'read');
+    const item = await this.#durableState(shard, key, await this.store.getItem(shard, key, true), 'read');
     // A missing key says nothing about the index observed: take the head, so a later session
     // read cannot see the key come back from an older state.
     const observed = item?.index ?? (await this.store.readHead(shard))?.index ?? 0;
@@ -251,7 +252,7 @@ export class KvService {
     const shard = this.shardOf(change.key);
     const requestId = randomUUID();
     const operation: Operation = change.type === 'put' ? { type: 'put', key: change.key, value: change.value } : { type: 'delete', key: change.key };
-    // quorum/all writes stay on the direct path: their durability guards need the entry before it is sent.
+    // quorum/all writes stay on the direct path: they wait for their replica queues themselves.
     const writePath = this.options.writePath ?? 'intake';
     const intake = mode === 'async' && writePath !== 'direct';
     if (intake && (writePath === 'leader' || this.#isBusy(shard) || (await this.#leaderIsCommitting(shard)))) return this.#writeThroughIntake(shard, change, precondition, requestId);
@@ -261,7 +262,7 @@ export class KvService {
       if (attempt > 0) await sleep(backoffMs(attempt, limits.retryBackoffMsBase, limits.retryBackoffMsMax, this.random));
       const lease = await this.#liveLease(shard);
       if (this.beforeCommit !== undefined) await this.beforeCommit(shard, lease.epoch);
-      const pending: PendingWrite = { change, precondition, operation, requestId, epoch: lease.epoch, mode, entry: undefined, guard: undefined };
+      const pending: PendingWrite = { change, precondition, operation, requestId, epoch: lease.epoch, mode, entry: undefined };
       try {
         const shipped = await this.#enqueue(shard, pending);
         const committed = shipped.entry;
@@ -280,9 +281,7 @@ export class KvService {
             return this.#writeThroughIntake(shard, change, precondition, requestId);
           }
         } else if (error instanceof EpochKvError) {
-          // A refused condition tells the key's current state as surely as a read does.
-          if (error instanceof VersionConflictError) await this.#durability.check(shard, change.key, error.currentVersion, 'refusal');
-          if (error instanceof NotFoundError) await this.#durability.check(shard, change.key, undefined, 'refusal');
+          if (error instanceof VersionConflictError || error instanceof NotFoundError) await this.#refusalIsDurable(shard, change.key);
           throw error;
         } else {
           // Not a refusal: a timeout or a dropped connection. The transaction may have
@@ -293,18 +292,11 @@ export class KvService {
           const stored = await this.store.readLogEntry(shard, entry.index).catch(() => undefined);
           if (stored?.requestId === requestId) {
             // Committed, but never shipped by us: ship it now, so quorum/all still hold.
-            const replicated = this.#awaitReplication(stored, mode, this.#ship(stored));
-            this.#durability.follow(pending.guard, replicated);
-            const acceptedBy = await replicated;
+            const acceptedBy = await this.#confirmed(stored, change, mode, this.#awaitReplication(stored, mode, this.#ship(stored)));
             return { key: change.key, shard, version: entry.index, epoch: entry.epoch, index: entry.index, replication: { mode, acceptedBy } };
           }
-          if (stored === undefined) {
-            // Not in the log now, but a timed-out transaction might still land: treat a later
-            // sight of the index as unconfirmed (a strong read checks the replicas) rather than durable.
-            this.#durability.unconfirm(pending.guard);
-            throw new OutcomeUnknownError(`the write to "${change.key}" may or may not have been applied: ${String(error)}`);
-          }
-          this.#durability.release(pending.guard);
+          // Not in the log now, but a timed-out transaction might still land (with its pending mark).
+          if (stored === undefined) throw new OutcomeUnknownError(`the write to "${change.key}" may or may not have been applied: ${String(error)}`);
           lastRace = new HeadConflictError(shard, entry.index);
         }
       }
@@ -395,13 +387,14 @@ export class KvService {
   }
 
   /** The answer to an intake write, from its settled outcome (or its withdrawal). */
-  #settleIntake(shard: number, change: KvChange, outcome: IntakeOutcome | 'withdrawn' | undefined): WriteResult {
+  async #settleIntake(shard: number, change: KvChange, outcome: IntakeOutcome | 'withdrawn' | undefined): Promise<WriteResult> {
     if (outcome === 'withdrawn') {
       throw new RetriesExhaustedError(`the leader of shard ${shard} did not take the write to "${change.key}" within ${this.#intakeWaitMs()} ms; it was withdrawn and not applied; retry`);
     }
     if (outcome === undefined) throw new OutcomeUnknownError(`the write to "${change.key}" may or may not have been applied: its intake record is gone`);
     if (outcome.state === 'pending') throw new OutcomeUnknownError(`the write to "${change.key}" is still pending at its shard's leader`);
     if (outcome.state === 'refused') {
+      await this.#refusalIsDurable(shard, change.key);
       if (outcome.code === 'NotFound') throw new NotFoundError(outcome.message);
       throw new VersionConflictError(outcome.message, outcome.currentVersion);
     }
@@ -467,9 +460,8 @@ export class KvService {
       });
       previous = entry;
       write.entry = entry;
-      // Before the transaction is sent: its item is visible the moment DynamoDB applies it.
-      write.guard = write.mode === 'async' ? undefined : this.#durability.open(entry, write.change.key, write.change.type === 'delete', write.mode);
-      return { entry, kv: { change: write.change, precondition: write.precondition } };
+      // The mark is visible with the item the moment DynamoDB applies the transaction, to every reader.
+      return { entry, kv: { change: write.change, precondition: write.precondition, ...(write.mode === 'async' ? {} : { pending: write.mode }) } };
     });
     try {
       const outcome = await this.store.commitGroup(requests);
@@ -478,7 +470,6 @@ export class KvService {
         // next group (resealed at the same head, which is still current).
         const kept: Queued[] = [];
         for (const [position, queued] of group.entries()) {
-          this.#durability.release(queued.write.guard);
           const refusal = outcome.refused.get(position);
           if (refusal === undefined) kept.push(queued);
           else queued.reject(refusal);
@@ -489,8 +480,6 @@ export class KvService {
     } catch (error) {
       // Forget a head that proved stale (or may be) before the next group uses it.
       if (error instanceof HeadConflictError || !(error instanceof EpochKvError)) this.#heads.delete(shard);
-      // A refusal committed nothing; after a timeout the writer reads the log and settles its guard.
-      if (error instanceof EpochKvError) for (const queued of group) this.#durability.release(queued.write.guard);
       for (const queued of group) queued.reject(error);
       return;
     }
@@ -498,8 +487,7 @@ export class KvService {
     for (const [position, queued] of group.entries()) {
       const { entry } = requests[position]!;
       // Queued for sending in log order before the shard's next group commits, so sends keep log order.
-      const replicated = this.#awaitReplication(entry, queued.write.mode, this.#ship(entry));
-      this.#durability.follow(queued.write.guard, replicated);
+      const replicated = this.#confirmed(entry, queued.write.change, queued.write.mode, this.#awaitReplication(entry, queued.write.mode, this.#ship(entry)));
       queued.resolve({ entry, replicated });
     }
   }
@@ -536,6 +524,57 @@ export class KvService {
     );
   }
 
+  /**
+   * quorum/all: once the replica queues accepted the entry, clears the pending mark of its item
+   * (or its tombstone) before the writer answers, so readers elsewhere need not wait for the
+   * replicas' reports. A failed clear leaves the mark: readers then ask the reports (safe, slower).
+   */
+  async #confirmed(entry: LogEntry, change: KvChange, mode: ReplicationMode, replicated: Promise<string[]>): Promise<string[]> {
+    const acceptedBy = await replicated;
+    if (mode !== 'async') {
+      await this.store.confirmDurable(entry.shard, change.key, entry.index, change.type === 'delete').catch((error: unknown) => {
+        this.replication.log?.(`shard ${entry.shard} index ${entry.index}: durable, but its pending mark stays (${String(error)}); readers will ask the replicas' reports`);
+      });
+    }
+    return acceptedBy;
+  }
+
+  /**
+   * The state a strong answer may show. A quorum/all write's item is visible at home before the
+   * write is durable, to every API environment; an answer built on it could be taken back by the
+   * loss of the home region. So a marked item is shown only once it is durable: its writer
+   * cleared the mark, or the replicas report its index applied where its mode needs. Meanwhile
+   * this waits (the writer's replication wait, bounded), then answers 503 ReplicationUnmet.
+   * A durable tombstone is a missing key.
+   */
+  async #durableState(shard: number, key: string, found: KvItem | undefined, answer: 'read' | 'refusal'): Promise<KvItem | undefined> {
+    let item = found;
+    const startMs = this.clock.monotonicMs();
+    while (item?.pending !== undefined) {
+      if (await this.#appliedByReplicas(shard, item.index, item.pending)) {
+        void this.store.confirmDurable(shard, key, item.index, item.tombstone === true).catch(() => undefined);
+        break;
+      }
+      if (this.clock.monotonicMs() - startMs >= pendingWaitMs) {
+        const change = item.tombstone === true ? 'delete' : 'write';
+        throw new ReplicationUnmetError(
+          answer === 'read'
+            ? `the latest ${change} of "${key}" (index ${item.index}) has not reached the replica regions ${item.pending} replication needs, so its outcome is unknown and it is not shown; retry shortly`
+            : `"${key}" was last changed by a ${change} (index ${item.index}) that has not reached the replica regions ${item.pending} replication needs, so whether this write's condition holds is unknown; nothing was written; retry shortly`,
+          item.index,
+        );
+      }
+      await sleep(pendingPollMs);
+      item = await this.store.getItem(shard, key, true);
+    }
+    return item?.tombstone === true ? undefined : item;
+  }
+
+  /** A refused condition tells the key's current state as surely as a read does: only a durable one. */
+  async #refusalIsDurable(shard: number, key: string): Promise<void> {
+    await this.#durableState(shard, key, await this.store.getItem(shard, key, true), 'refusal');
+  }
+
   /** Whether the replica regions' reports show the index applied where the mode needs it. */
   async #appliedByReplicas(shard: number, index: number, mode: ReplicationMode): Promise<boolean> {
     const [requirement, reports] = await Promise.all([this.#requirement(shard, mode), this.store.readReplicaReports()]);
@@ -565,8 +604,13 @@ export class KvService {
     const local = this.replication.local;
     if (consistency === 'eventual' && local !== undefined) return local.store.list(prefix, limit, after, false);
     const page = await this.store.list(prefix, limit, after, consistency !== 'eventual');
-    if (consistency !== 'eventual') for (const item of page.items) await this.#durability.check(item.shard, item.key, item.index, 'read');
-    return page;
+    const items: KvItem[] = [];
+    for (const found of page.items) {
+      // eventual promises nothing of durability; a tombstone is a missing key to every reader.
+      const item = consistency === 'eventual' ? (found.tombstone === true ? undefined : found) : await this.#durableState(found.shard, found.key, found, 'read');
+      if (item !== undefined) items.push(item);
+    }
+    return { items, next: page.next };
   }
 
   /** Entries of this region's copy of a shard's log from `fromIndex`, waiting up to `waitMs` for some. */

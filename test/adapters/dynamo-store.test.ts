@@ -361,7 +361,7 @@ describe('Class: KvService', () => {
     expect(new TextDecoder().decode((await service.read(taken, 'strong', {})).item?.value)).toBe('first');
   });
 
-  describe('quorum writes and strong reads (the durability guard)', () => {
+  describe('quorum writes and strong reads (the pending mark)', () => {
     const replicaRegion = 'eu-west-1';
 
     /**
@@ -393,13 +393,17 @@ describe('Class: KvService', () => {
         return item;
       };
       const shipper = new Shipper({ prefix, regions: [replicaRegion], endpoint: inject('sqsEndpoint') });
-      const service = new KvService(store, { shardCount, leaseMs: 2000, tickMs: 250, replication: 'quorum', writePath: 'direct' }, systemClock(), { shipper });
-      return { store, service, open: () => opened(), applied, readsDone };
+      // A long lease: the held lease is never renewed here, and the refusals below wait out the writer's replication wait.
+      const options = { shardCount, leaseMs: 60_000, tickMs: 250, replication: 'quorum' as const, writePath: 'direct' as const };
+      const service = new KvService(store, options, systemClock(), { shipper });
+      // Another API execution environment: it shares the tables, never the writer's memory.
+      const elsewhere = new KvService(store, options, systemClock(), { shipper });
+      return { store, service, elsewhere, open: () => opened(), applied, readsDone };
     }
 
-    it('holds a strong read that finds a write whose commit answer is still on its way until a replica queue has the entry', async () => {
+    it('holds a strong read in another environment that finds a write whose commit answer is still on its way until a replica queue has the entry', async () => {
       // Prepare
-      const { store, service, open, applied, readsDone } = await quorumService('guard', true);
+      const { store, service, elsewhere, open, applied, readsDone } = await quorumService('guard', true);
       const key = 'in-flight';
       await acquire(store, service.shardOf(key), holder);
 
@@ -407,7 +411,8 @@ describe('Class: KvService', () => {
       const writing = service.write({ type: 'put', key, value: text('v1') }, {});
       await waitUntil('the commit applied in DynamoDB', async () => (applied.length > 0 ? true : undefined), 5000);
       const events: string[] = [];
-      const reading = service.read(key, 'strong', {}).then((result) => {
+      const marked = await store.getItem(service.shardOf(key), key, true);
+      const reading = elsewhere.read(key, 'strong', {}).then((result) => {
         events.push('read answered');
         return result;
       });
@@ -416,7 +421,10 @@ describe('Class: KvService', () => {
       open();
       const [written, read] = await Promise.all([writing, reading]);
 
-      // Assess: the read answered only after the write became durable, and shows it.
+      // Assess: the item carried the mark while the write was not durable; the writer cleared it;
+      // the read answered only after the write became durable, and shows it.
+      expect(marked?.pending).toBe('quorum');
+      expect((await store.getItem(service.shardOf(key), key, true))?.pending).toBeUndefined();
       expect(events).toEqual(['commit answer released', 'read answered']);
       expect(written.replication).toEqual({ mode: 'quorum', acceptedBy: [replicaRegion] });
       expect(new TextDecoder().decode(read.item?.value)).toBe('v1');
@@ -425,7 +433,7 @@ describe('Class: KvService', () => {
 
     it('answers 503 ReplicationUnmet to whatever shows a write or delete no replica queue took — strong reads, lists, refused conditions — until the replicas report it applied', async () => {
       // Prepare: no queue in the replica region; "gone" written earlier by an async writer.
-      const { store, service, open, applied } = await quorumService('unmet', false);
+      const { store, service, elsewhere, open, applied } = await quorumService('unmet', false);
       const key = 'unconfirmed';
       const gone = keyInShard(service.shardOf(key), shardCount, 'gone');
       const shard = service.shardOf(key);
@@ -440,18 +448,20 @@ describe('Class: KvService', () => {
       await waitUntil('the commit applied in DynamoDB', async () => (applied.length > 0 ? true : undefined), 5000);
       const beforeAnswer = await service.read(key, 'strong', {}).catch((error: unknown) => error);
       const written = await writing;
+      // From the writer's environment and from another one alike.
       const refusals = {
-        read: await service.read(key, 'strong', {}).catch((error: unknown) => error),
+        read: await elsewhere.read(key, 'strong', {}).catch((error: unknown) => error),
         list: await service.list('uncon', 10, undefined, 'strong').catch((error: unknown) => error),
-        readDeleted: await service.read(gone, 'strong', {}).catch((error: unknown) => error),
-        staleCas: await service.write({ type: 'put', key, value: text('cas') }, { ifVersion: 1 }).catch((error: unknown) => error),
+        readDeleted: await elsewhere.read(gone, 'strong', {}).catch((error: unknown) => error),
+        staleCas: await elsewhere.write({ type: 'put', key, value: text('cas') }, { ifVersion: 1 }).catch((error: unknown) => error),
         deleteAgain: await service.write({ type: 'delete', key: gone }, {}).catch((error: unknown) => error),
       };
       const eventual = await service.read(key, 'eventual', {});
       const head = (await store.readHead(shard))?.index ?? 0;
       await store.putReplicaReports([{ region: replicaRegion, shard, appliedIndex: head, appliedAtMs: Date.now(), lastLagMs: 5, reportedAtMs: Date.now() }]);
-      const afterRepair = await service.read(key, 'strong', {});
-      const deletedAfterRepair = await service.read(gone, 'strong', {});
+      const afterRepair = await elsewhere.read(key, 'strong', {});
+      const deletedAfterRepair = await elsewhere.read(gone, 'strong', {});
+      const listAfterRepair = await service.list('', 10, undefined, 'strong');
 
       // Assess: committed at home, never shown until a replica has it; nothing more written.
       expect([deleted, written, beforeAnswer]).toEqual([expect.any(ReplicationUnmetError), expect.any(ReplicationUnmetError), expect.any(ReplicationUnmetError)]);
@@ -466,6 +476,9 @@ describe('Class: KvService', () => {
       expect(new TextDecoder().decode(eventual.item?.value)).toBe('maybe');
       expect(new TextDecoder().decode(afterRepair.item?.value)).toBe('maybe');
       expect(deletedAfterRepair.item).toBeUndefined();
+      expect(listAfterRepair.items.map((item) => item.key)).toEqual([key]);
+      // The reader that saw them durable cleared the mark and the tombstone.
+      await waitUntil('the marks cleared', async () => ((await store.getItem(shard, key, true))?.pending === undefined && (await store.getItem(shard, gone, true)) === undefined ? true : undefined), 5000);
     });
   });
 

@@ -150,6 +150,8 @@ function toKvItem(item: Item): KvItem {
     version: Number(item.version),
     epoch: Number(item.epoch),
     index: Number(item.index),
+    ...(item.pending === 'quorum' || item.pending === 'all' ? { pending: item.pending } : {}),
+    ...(item.tombstone === true ? { tombstone: true as const } : {}),
   };
 }
 
@@ -216,6 +218,8 @@ function reasonCodes(error: TransactionCanceledException): string[] {
 
 function oldVersion(error: TransactionCanceledException, position: number): number | undefined {
   const item = error.CancellationReasons?.[position]?.Item;
+  // A pending delete's tombstone is a missing key to every condition.
+  if (item?.tombstone?.BOOL === true) return undefined;
   const version = item?.version;
   return version?.N === undefined ? undefined : Number(version.N);
 }
@@ -808,23 +812,30 @@ export class DynamoStore implements Store {
     return stale.length;
   }
 
-  /** The kv item's put or delete at the entry's index, under the caller's condition. */
-  #kvChange(entry: LogEntry, { change, precondition }: NonNullable<CommitRequest['kv']>): TransactItems[number] {
+  /**
+   * The kv item's put or delete at the entry's index, under the caller's condition. A
+   * quorum/all write marks its item pending, and its delete leaves a pending tombstone, until
+   * confirmDurable: a tombstone counts as a missing key to every condition.
+   */
+  #kvChange(entry: LogEntry, { change, precondition, pending }: NonNullable<CommitRequest['kv']>): TransactItems[number] {
     const conditions: string[] = [];
     const names: Record<string, string> = {};
     const values: Record<string, unknown> = {};
     if (precondition.ifAbsent) {
-      conditions.push('attribute_not_exists(#key)');
+      conditions.push('(attribute_not_exists(#key) OR attribute_exists(#tombstone))');
       names['#key'] = 'key';
+      names['#tombstone'] = 'tombstone';
     }
     if (precondition.ifVersion !== undefined) {
-      conditions.push('#version = :expected');
+      conditions.push('#version = :expected AND attribute_not_exists(#tombstone)');
       names['#version'] = 'version';
+      names['#tombstone'] = 'tombstone';
       values[':expected'] = precondition.ifVersion;
     }
     if (change.type === 'delete' && precondition.ifVersion === undefined) {
-      conditions.push('attribute_exists(#key)');
+      conditions.push('attribute_exists(#key) AND attribute_not_exists(#tombstone)');
       names['#key'] = 'key';
+      names['#tombstone'] = 'tombstone';
     }
     const condition =
       conditions.length === 0
@@ -836,10 +847,32 @@ export class DynamoStore implements Store {
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD' as const,
           };
     const { shard, epoch, index } = entry;
+    const mark = pending === undefined ? {} : { pending };
     if (change.type === 'put') {
-      return { Put: { TableName: this.tables.kv, Item: { shard, key: change.key, value: change.value, version: index, epoch, index }, ...condition } };
+      return { Put: { TableName: this.tables.kv, Item: { shard, key: change.key, value: change.value, version: index, epoch, index, ...mark }, ...condition } };
+    }
+    if (pending !== undefined) {
+      return { Put: { TableName: this.tables.kv, Item: { shard, key: change.key, value: new Uint8Array(0), version: index, epoch, index, tombstone: true, ...mark }, ...condition } };
     }
     return { Delete: { TableName: this.tables.kv, Key: { shard, key: change.key }, ...condition } };
+  }
+
+  async confirmDurable(shard: number, key: string, index: number, tombstone: boolean): Promise<void> {
+    // Only while the key is still at `index`: a later write has its own mark, or none.
+    const condition = {
+      ConditionExpression: `#index = :index AND ${tombstone ? 'attribute_exists(#tombstone)' : 'attribute_exists(#pending) AND attribute_not_exists(#tombstone)'}`,
+      ExpressionAttributeNames: { '#index': 'index', ...(tombstone ? { '#tombstone': 'tombstone' } : { '#pending': 'pending', '#tombstone': 'tombstone' }) },
+      ExpressionAttributeValues: { ':index': index },
+    };
+    try {
+      await this.client.send(
+        tombstone
+          ? new DeleteCommand({ TableName: this.tables.kv, Key: { shard, key }, ...condition })
+          : new UpdateCommand({ TableName: this.tables.kv, Key: { shard, key }, UpdateExpression: 'REMOVE #pending', ...condition }),
+      );
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+    }
   }
 
   async getItem(shard: number, key: string, consistent: boolean): Promise<KvItem | undefined> {
