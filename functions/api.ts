@@ -3,6 +3,7 @@ import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { configFromEnv, type ClusterConfig } from '../lib/config.ts';
 import { limits } from '../lib/core/limits.ts';
+import { countWithinBytes } from '../lib/core/page.ts';
 import { isValidUtf8, parseListLimit, parseVersion, validateKey, validateValue, type Invalid } from '../lib/core/validation.ts';
 import { EpochKvError, NoLeaderError, ValidationError } from '../lib/ports/errors.ts';
 import type { KvChange, KvItem, Precondition } from '../lib/ports/store.ts';
@@ -192,7 +193,11 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
       if (!checked.ok) invalid({ ...checked, field: 'after', message: checked.message.replace(/^key/, 'after') });
     }
     const page = await service.list(prefix, limit.value, after, consistencyOf(query.consistency, deps));
-    return json(200, { items: page.items.map(itemJson), next: page.next ?? null });
+    // Cut by bytes as well as by count: the answer must fit Lambda's 6 MB response cap.
+    const items = page.items.map(itemJson);
+    const count = countWithinBytes(items.map(proxyBytesOf), limits.pageBytesMax);
+    const next = count < items.length ? items[count - 1]!.key : (page.next ?? null);
+    return json(200, { items: items.slice(0, count), next });
   }
   if (path.startsWith('/kv/')) {
     const allowed = ['GET', 'PUT', 'DELETE'];
@@ -268,22 +273,30 @@ async function watch(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
   const entries = await deps.service.watch(shard, fromIndex, limit, waitMs);
   const last = entries.at(-1);
   const matching = entries.filter((entry) => prefix === undefined || entry.ops.some((op) => op.type !== 'leader' && op.key.startsWith(prefix)));
+  const shown = matching.map((entry) => ({
+    index: entry.index,
+    epoch: entry.epoch,
+    committedAtMs: entry.committedAtMs,
+    hash: entry.hash,
+    ops: entry.ops.map((op) => (op.type === 'put' ? { type: 'put', key: op.key, value: Buffer.from(op.value).toString('base64'), encoding: 'base64' } : op)),
+  }));
+  // Cut by bytes as well as by count: the answer must fit Lambda's 6 MB response cap.
+  const count = countWithinBytes(shown.map(proxyBytesOf), limits.pageBytesMax);
   return json(200, {
     shard,
     region: deps.config.region,
-    entries: matching.map((entry) => ({
-      index: entry.index,
-      epoch: entry.epoch,
-      committedAtMs: entry.committedAtMs,
-      hash: entry.hash,
-      ops: entry.ops.map((op) => (op.type === 'put' ? { type: 'put', key: op.key, value: Buffer.from(op.value).toString('base64'), encoding: 'base64' } : op)),
-    })),
+    entries: shown.slice(0, count),
     // Where to continue: past everything read, including entries the prefix filtered out.
-    next: last === undefined ? fromIndex : last.index + 1,
+    next: count < shown.length ? shown[count - 1]!.index + 1 : last === undefined ? fromIndex : last.index + 1,
   });
 }
 
 const { watchWaitMsDefault, watchWaitMsMax } = limits;
+
+/** Bytes a value takes in the proxy result: JSON in the body, a JSON string inside the result. */
+function proxyBytesOf(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(JSON.stringify(value)));
+}
 
 /** Maps typed errors to responses; anything else is a 500 that is logged, never leaked. */
 export function createApiHandler(deps: ApiDependencies, log: (line: string) => void = console.error): ApiHandler {

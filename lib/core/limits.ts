@@ -36,6 +36,20 @@ export const limits = {
   /** Prefix listing page size. */
   listLimitDefault: 100,
   listLimitMax: 1000,
+  /**
+   * Lambda's synchronous response cap: the function's whole answer (API Gateway's proxy result,
+   * its body a JSON string inside it) may not exceed 6,291,556 bytes ("Response payload size
+   * exceeded maximum allowed payload size (6291556 bytes)", Function.ResponseSizeTooLarge);
+   * API Gateway then answers 502. The local cloud enforces it (lib/local/lambda-pool.ts).
+   */
+  lambdaResponseBytesMax: 6_291_556,
+  /** Lambda's synchronous invocation request cap (the event API Gateway sends): 6 MiB. */
+  lambdaRequestBytesMax: 6 * 1024 * 1024,
+  /**
+   * A list or watch page is cut to this many bytes of its items (as serialized in the proxy
+   * result) and answers `next`: room under lambdaResponseBytesMax for the envelope and headers.
+   */
+  pageBytesMax: 6_000_000,
 
   /** Lease and tick timing defaults (AWS); the local cloud uses shorter ones. */
   leaseMsDefault: 6000,
@@ -119,6 +133,10 @@ assert(
 assert(limits.shardsDefault <= limits.shardsMax, 'shardsDefault exceeds shardsMax');
 assert(limits.suspectAfterTicks < limits.deadAfterTicks, 'a node must be suspected before it is declared dead');
 assert(limits.listLimitDefault <= limits.listLimitMax, 'listLimitDefault exceeds listLimitMax');
+assert(
+  limits.pageBytesMax + 64 * 1024 <= limits.lambdaResponseBytesMax && 2 * Math.ceil((limits.valueBytesMax + limits.keyBytesMax) / 3) * 4 + 64 * 1024 <= limits.pageBytesMax,
+  'a page must leave room for its envelope under Lambda\'s response cap and hold at least the largest item, escaped',
+);
 assert(limits.retryBackoffMsBase <= limits.retryBackoffMsMax, 'retry backoff bounds are inverted');
 checkTimings({ leaseMs: limits.leaseMsDefault, tickMs: limits.tickMsDefault });
 checkTimings({ leaseMs: limits.leaseMsLocal, tickMs: limits.tickMsLocal });

@@ -1,5 +1,6 @@
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { assert } from '../core/assert.ts';
+import { limits } from '../core/limits.ts';
 
 /**
  * Lambda's execution environments for one function, played in this process. On AWS an
@@ -314,6 +315,10 @@ export class LambdaPool<Event, Result> {
 
 export type ApiProxyHandler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
 
+function gatewayProblem(statusCode: number, code: string, message: string): APIGatewayProxyResult {
+  return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ error: code, message }) };
+}
+
 /**
  * What API Gateway's REST API answers the client when its Lambda proxy integration fails.
  * API Gateway's body is `{"message": ...}`; locally `error` is added (the shape of every
@@ -336,22 +341,33 @@ export type ApiProxyHandler = (event: APIGatewayProxyEvent) => Promise<APIGatewa
  *   both time out at 29 s (lib/infra/api.ts `apiTimeout`): the client sees the 504.
  */
 export function apiGatewayAnswer(error: unknown): APIGatewayProxyResult | undefined {
-  const answer = (statusCode: number, code: string, message: string): APIGatewayProxyResult => ({
-    statusCode,
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ error: code, message }),
-  });
+  const answer = gatewayProblem;
   if (error instanceof LambdaThrottledError) return answer(500, 'LambdaThrottled', 'Internal server error');
   if (error instanceof LambdaTimeoutError) return answer(504, 'IntegrationTimeout', 'Endpoint request timed out');
   if (error instanceof LambdaFunctionError) return answer(502, 'LambdaFunctionError', 'Internal server error');
   return undefined;
 }
 
-/** API Gateway's Lambda proxy integration in front of a pool of the api function. */
+/**
+ * API Gateway's Lambda proxy integration in front of a pool of the api function, with Lambda's
+ * payload caps: an event over 6 MiB is refused by the Lambda API (API Gateway: 500), an answer
+ * over 6,291,556 bytes fails the invocation (Function.ResponseSizeTooLarge; API Gateway: 502).
+ */
 export function apiGatewayIntegration(pool: LambdaPool<APIGatewayProxyEvent, APIGatewayProxyResult>, log: (line: string) => void = () => {}): ApiProxyHandler {
   return async (event) => {
+    const eventBytes = Buffer.byteLength(JSON.stringify(event));
+    if (eventBytes > limits.lambdaRequestBytesMax) {
+      log(`api gateway: ${event.httpMethod} ${event.path}: the event is ${eventBytes} bytes, over Lambda's ${limits.lambdaRequestBytesMax}: answered 500`);
+      return gatewayProblem(500, 'LambdaRequestTooLarge', `Internal server error (the request is ${eventBytes} bytes as a Lambda event; Lambda takes at most ${limits.lambdaRequestBytesMax})`);
+    }
     try {
-      return await pool.invoke(event);
+      const result = await pool.invoke(event);
+      const resultBytes = Buffer.byteLength(JSON.stringify(result));
+      if (resultBytes > limits.lambdaResponseBytesMax) {
+        log(`api gateway: ${event.httpMethod} ${event.path}: Function.ResponseSizeTooLarge (${resultBytes} bytes): answered 502`);
+        return gatewayProblem(502, 'ResponseSizeTooLarge', `Internal server error (the function's answer is ${resultBytes} bytes; Lambda returns at most ${limits.lambdaResponseBytesMax})`);
+      }
+      return result;
     } catch (error) {
       const answer = apiGatewayAnswer(error);
       if (answer === undefined) throw error;

@@ -228,4 +228,46 @@ describe('Class: LambdaPool', () => {
     expect(error).toMatchObject({ errorType: 'Runtime.ExitError', environmentId: 'fn-1' });
     work.open();
   });
+
+  describe('Function: apiGatewayIntegration (Lambda payload caps)', () => {
+    function bodyPool(bodyBytes: number) {
+      return new LambdaPool<APIGatewayProxyEvent, APIGatewayProxyResult>({
+        name: 'api',
+        factory: () => ({ handler: async () => ({ statusCode: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ data: 'x'.repeat(bodyBytes) }) }), close: () => undefined }),
+      });
+    }
+
+    it('answers 502 ResponseSizeTooLarge when the function returns more than 6,291,556 bytes, and passes an answer just under it', async () => {
+      // Prepare
+      const api = apiGatewayIntegration(bodyPool(6_291_556));
+      const fits = apiGatewayIntegration(bodyPool(6_200_000));
+
+      // Act
+      const tooLarge = await api(proxyEvent('/kv'));
+      const passed = await fits(proxyEvent('/kv'));
+
+      // Assess
+      expect(tooLarge.statusCode).toBe(502);
+      expect(JSON.parse(tooLarge.body)).toMatchObject({ error: 'ResponseSizeTooLarge', message: expect.stringMatching(/^Internal server error \(the function's answer is \d+ bytes; Lambda returns at most 6291556\)$/) });
+      expect(passed.statusCode).toBe(200);
+    });
+
+    it('answers 500 without invoking the function when the event is over 6 MiB (the Lambda API refuses it)', async () => {
+      // Prepare
+      let invoked = 0;
+      const pool = new LambdaPool<APIGatewayProxyEvent, APIGatewayProxyResult>({
+        name: 'api',
+        factory: () => ({ handler: async () => ((invoked += 1), { statusCode: 200, body: '{}' }), close: () => undefined }),
+      });
+      const event = { httpMethod: 'PUT', path: '/kv/big', body: 'a'.repeat(7 * 1024 * 1024), isBase64Encoded: false } as APIGatewayProxyEvent;
+
+      // Act
+      const answer = await apiGatewayIntegration(pool)(event);
+
+      // Assess
+      expect(answer.statusCode).toBe(500);
+      expect(JSON.parse(answer.body)).toMatchObject({ error: 'LambdaRequestTooLarge' });
+      expect(invoked).toBe(0);
+    });
+  });
 });
