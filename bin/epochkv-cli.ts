@@ -10,49 +10,144 @@ import { parseArgs } from 'node:util';
 import { systemClock } from '../lib/clock.ts';
 import { isReplicationMode, replicationModes } from '../lib/core/replication.ts';
 import { tableNames } from '../lib/infra/schema.ts';
+import { findLocalCloud } from '../lib/local/discovery.ts';
 import { promoteRegion, PromotionRefusedError, type PromotionReport } from '../lib/service/promotion.ts';
-import { BadRequestError, EpochKv, EpochKvError, localEndpoint, VersionConflictError, type Consistency } from '../lib/client/index.ts';
+import {
+  AccessDeniedError,
+  BadRequestError,
+  EpochKv,
+  EpochKvError,
+  localEndpoint,
+  OutcomeUnknownError,
+  UnavailableError,
+  VersionConflictError,
+  type Consistency,
+  type ListedItem,
+  type WatchEntry,
+} from '../lib/client/index.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+// `epochkv status | head -1`: the reader left; that is the end of the output, not an error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  throw error;
+});
+
+/** Each command's usage line and, for its own --help, what else to know. */
+const commands: Record<string, { usage: string; help?: string }> = {
+  put: {
+    usage: 'put <key> [value] [--file f]    write a value: the argument, the bytes of --file, or stdin',
+    help: `Writes the exact bytes given: the [value] argument (as UTF-8), the file of --file, or
+stdin when neither is given (binary-safe: epochkv put k < photo.jpg).
+  --replication quorum|all   wait for more than the cluster's mode for this write`,
+  },
+  get: {
+    usage: 'get <key>                       print a value (--consistency strong|session|eventual)',
+    help: `Writes the value's exact bytes to stdout (no newline added, except at a terminal when the
+value does not end in one). --json prints {key, value | valueBase64, version, ...}:
+valueBase64 when the value is not UTF-8.`,
+  },
+  del: { usage: 'del <key>                       delete a key' },
+  cas: {
+    usage: 'cas <key> <version> [value]     write only while the key is at <version> (value as put)',
+  },
+  ls: {
+    usage: 'ls [--prefix p] [--limit n]     list keys in order',
+    help: '--json prints the items, each with value (UTF-8) or valueBase64.',
+  },
+  watch: {
+    usage: 'watch [--shard s | --prefix {tag}p] [--from now|i]   follow a shard\'s log (Ctrl-C stops)',
+    help: `Prints each log entry of the shard as it is committed. --from now (the default) starts
+at the current head; --from 1 replays the whole log first. An idle shard is waited on for
+ever: each long poll waits --wait-ms (default 10000, at most 20000) for an entry.`,
+  },
+  status: { usage: 'status                          nodes, shard leaders and epochs, replica lag' },
+  chaos: { usage: 'chaos kill|pause|resume|start <node>   local cloud only: fault controls' },
+  region: { usage: 'region cut|heal <region>        local cloud only: lose a region and get it back' },
+  promote: {
+    usage: 'promote <region> [--force]      make a replica region the home region (disaster recovery)',
+    help: `local cloud: through its control API; a deployed cluster:
+  --aws --home <region> --replicas <r1,r2> [--table-prefix epochkv] [--shards 8]
+  [--replication async|quorum|all], then redeploy`,
+  },
+  bench: { usage: 'bench [--quick]                 run the benchmark (its own local cloud; bench --help)' },
+};
+
+const options = `options:
+  --endpoint <url>    API base URL; default: EPOCHKV_ENDPOINT, else the local cloud that
+                      \`npm start\` runs (found from .epochkv/local-cloud.json in this directory
+                      or a parent), else ${localEndpoint}
+  --region <region>   sign requests with SigV4 for this region (deployed APIs use IAM auth)
+  --session <token>   start from this session token (printed with --json)
+  --token <token>     the local cloud's EPOCHKV_TOKEN (default: that variable)
+  --timeout-ms <ms>   how long one request waits for an answer (default 10000)
+  --json              machine-readable output
+  -h, --help          usage (of a command: epochkv <command> --help)
+  --version           the version`;
+
+const exitCodeText = `exit codes: 0 ok, 1 error, 2 bad usage, 3 not found, 4 version conflict,
+  5 access denied (401/403), 6 outcome unknown (a write got no verdict: it may or may not have
+  been applied; read the key to find out)`;
 
 const usage = `usage: epochkv <command> [arguments] [options]
 
 commands:
-  put <key> [value]            write a value (read from stdin when omitted; --replication quorum|all)
-  get <key>                    read a value (--consistency strong|session|eventual)
-  del <key>                    delete a key
-  cas <key> <version> <value>  write only while the key is at <version>
-  ls [--prefix p] [--limit n]  list keys in order
-  watch [--shard s | --prefix {tag}p] [--from i]   follow a shard's log (Ctrl-C stops)
-  status                       nodes, shard leaders and epochs, replica lag
-  chaos kill|pause|resume|start <node>   local cloud only: fault controls
-  region cut|heal <region>     local cloud only: lose a region (tables, queues, API) and get it back
-  promote <region> [--force]   make a replica region the home region (disaster recovery)
-                               local cloud: through its control API; a deployed cluster:
-                               --aws --home <region> --replicas <r1,r2> [--table-prefix epochkv]
-                               [--shards 8] [--replication async|quorum|all], then redeploy
-  bench [--quick]              run the benchmark (starts its own local cloud; see npm run bench -- --help)
+${Object.values(commands)
+  .map((command) => `  ${command.usage}`)
+  .join('\n')}
 
-options:
-  --endpoint <url>   API base URL (default ${localEndpoint}, or EPOCHKV_ENDPOINT)
-  --region <region>  sign requests with SigV4 for this region (deployed APIs use IAM auth)
-  --session <token>  start from this session token (printed with --json)
-  --token <token>    the local cloud's EPOCHKV_TOKEN (default: that variable)
-  --json             machine-readable output
-  -h, --help         this text
+${options}
 
-exit codes: 0 ok, 1 error, 2 bad usage, 3 not found, 4 version conflict`;
+${exitCodeText}`;
 
-const exitCodes = { ok: 0, error: 1, usage: 2, notFound: 3, conflict: 4 } as const;
+function commandUsage(name: string): string {
+  const command = commands[name];
+  if (command === undefined) return usage;
+  return `usage: epochkv ${command.usage}${command.help === undefined ? '' : `\n\n${command.help}`}\n\n${options}\n\n${exitCodeText}`;
+}
 
-function fail(message: string, code: number = exitCodes.usage): never {
-  console.error(code === exitCodes.usage ? `${message}\n\n${usage}` : message);
+const exitCodes = { ok: 0, error: 1, usage: 2, notFound: 3, conflict: 4, accessDenied: 5, outcomeUnknown: 6 } as const;
+
+function fail(message: string, code: number = exitCodes.usage, command?: string): never {
+  console.error(code === exitCodes.usage ? `${message}\n\n${command === undefined ? usage : commandUsage(command)}` : message);
   process.exit(code);
+}
+
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(path.join(here, '..', 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+/** `value` as UTF-8 text, or undefined when its bytes are not UTF-8. */
+function utf8(value: Uint8Array): string | undefined {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(value);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The CLI's JSON for a value: `value` when it is UTF-8 text, else `valueBase64`. */
+function valueJson(value: Uint8Array): { value: string } | { valueBase64: string } {
+  const text = utf8(value);
+  return text === undefined ? { valueBase64: Buffer.from(value).toString('base64') } : { value: text };
+}
+
+function listedBytes(item: ListedItem): Uint8Array {
+  return item.encoding === 'base64' ? Buffer.from(item.value, 'base64') : Buffer.from(item.value, 'utf8');
+}
+
+async function readStdin(): Promise<Buffer> {
+  if (process.stdin.isTTY) console.error('reading the value from stdin (end it with Ctrl-D)');
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }
 
 // `epochkv bench ...` hands every flag to the benchmark, which starts its own local cloud.
 if (process.argv[2] === 'bench') {
-  const here = path.dirname(fileURLToPath(import.meta.url));
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'bench.ts'), ...process.argv.slice(3)], { stdio: 'inherit', cwd: path.join(here, '..') });
   child.on('exit', (code) => process.exit(code ?? exitCodes.error));
 } else {
@@ -60,6 +155,8 @@ if (process.argv[2] === 'bench') {
 }
 
 async function cli(): Promise<void> {
+  const first = process.argv.slice(2).find((argument) => !argument.startsWith('-'));
+  const named = first !== undefined && commands[first] !== undefined ? first : undefined;
   let parsed;
   try {
     parsed = parseArgs({
@@ -69,11 +166,14 @@ async function cli(): Promise<void> {
         region: { type: 'string' },
         session: { type: 'string' },
         token: { type: 'string' },
+        'timeout-ms': { type: 'string' },
         consistency: { type: 'string' },
         prefix: { type: 'string' },
         limit: { type: 'string' },
         shard: { type: 'string' },
         from: { type: 'string' },
+        'wait-ms': { type: 'string' },
+        file: { type: 'string' },
         replication: { type: 'string' },
         force: { type: 'boolean', default: false },
         aws: { type: 'boolean', default: false },
@@ -83,24 +183,66 @@ async function cli(): Promise<void> {
         shards: { type: 'string' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
+        version: { type: 'boolean', default: false },
       },
     });
   } catch (error) {
-    fail((error as Error).message);
+    fail((error as Error).message, exitCodes.usage, named);
   }
   const { values, positionals } = parsed;
+  if (values.version) {
+    console.log(`epochkv ${packageVersion()}`);
+    process.exit(exitCodes.ok);
+  }
+  // `epochkv help [command]` and `epochkv [command] --help`.
+  if (positionals[0] === 'help') {
+    console.log(commandUsage(positionals[1] ?? ''));
+    process.exit(exitCodes.ok);
+  }
   if (values.help || positionals.length === 0) {
-    console.log(usage);
+    console.log(commandUsage(positionals[0] ?? ''));
     process.exit(values.help ? exitCodes.ok : exitCodes.usage);
   }
+  const command = positionals[0] as string;
+  if (commands[command] === undefined) fail(`unknown command "${command}"`);
+  const usageError = (message: string): never => fail(message, exitCodes.usage, command);
 
-  const endpoint = values.endpoint ?? process.env.EPOCHKV_ENDPOINT ?? localEndpoint;
+  function integer(raw: string | undefined, name: string): number | undefined {
+    if (raw === undefined) return undefined;
+    if (!/^\d+$/.test(raw)) usageError(`${name} must be a non-negative integer, got "${raw}"`);
+    return Number(raw);
+  }
+
+  // Where the CLI sends requests, and how it came to that: said when nothing answers there.
+  let endpoint: string;
+  let endpointSource: string;
+  if (values.endpoint !== undefined) {
+    endpoint = values.endpoint;
+    endpointSource = '--endpoint';
+  } else if (process.env.EPOCHKV_ENDPOINT) {
+    endpoint = process.env.EPOCHKV_ENDPOINT;
+    endpointSource = 'EPOCHKV_ENDPOINT';
+  } else {
+    const local = findLocalCloud();
+    if (local.found) {
+      endpoint = local.discovery.apiUrl;
+      endpointSource = `the local cloud's ${local.file}`;
+    } else {
+      endpoint = localEndpoint;
+      endpointSource =
+        local.stale === undefined
+          ? `the default: no .epochkv/local-cloud.json (written by a running \`npm start\`) in ${process.cwd()} or its parents`
+          : `the default: ${local.stale} is left from an \`npm start\` that is no longer running`;
+    }
+  }
   const bearerToken = values.token ?? (process.env.EPOCHKV_TOKEN || undefined);
+  const timeoutMs = integer(values['timeout-ms'], '--timeout-ms');
   const client = new EpochKv({
     endpoint,
     ...(values.region === undefined ? {} : { region: values.region }),
     ...(values.session === undefined ? {} : { sessionToken: values.session }),
     ...(bearerToken === undefined ? {} : { bearerToken }),
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
   });
   const json = values.json === true;
   const out = (human: string, machine: unknown) => console.log(json ? JSON.stringify(machine) : human);
@@ -108,20 +250,29 @@ async function cli(): Promise<void> {
   function consistency(): Consistency | undefined {
     const raw = values.consistency;
     if (raw === undefined) return undefined;
-    if (raw !== 'strong' && raw !== 'session' && raw !== 'eventual') fail(`--consistency must be strong, session or eventual, got "${raw}"`);
-    return raw;
-  }
-
-  function integer(raw: string | undefined, name: string): number | undefined {
-    if (raw === undefined) return undefined;
-    if (!/^\d+$/.test(raw)) fail(`${name} must be a non-negative integer, got "${raw}"`);
-    return Number(raw);
+    if (raw !== 'strong' && raw !== 'session' && raw !== 'eventual') usageError(`--consistency must be strong, session or eventual, got "${raw}"`);
+    return raw as Consistency;
   }
 
   function arg(position: number, name: string): string {
     const value = positionals[position];
-    if (value === undefined) fail(`missing <${name}>`);
-    return value;
+    if (value === undefined) usageError(`missing <${name}>`);
+    return value as string;
+  }
+
+  /** A write's value: the argument at `position`, else --file, else stdin; exact bytes. */
+  async function valueArg(position: number): Promise<string | Uint8Array> {
+    const given = positionals[position];
+    if (given !== undefined && values.file !== undefined) usageError('give the value as an argument or with --file, not both');
+    if (given !== undefined) return given;
+    if (values.file !== undefined) {
+      try {
+        return readFileSync(values.file);
+      } catch (error) {
+        return usageError(`--file: cannot read ${values.file} (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+      }
+    }
+    return readStdin();
   }
 
   function pad(cells: (string | number)[], widths: number[]): string {
@@ -136,17 +287,27 @@ async function cli(): Promise<void> {
   function replicationMode(): 'async' | 'quorum' | 'all' | undefined {
     const raw = values.replication;
     if (raw === undefined) return undefined;
-    if (!isReplicationMode(raw)) fail(`--replication must be ${replicationModes.join(', ')}, got "${raw}"`);
-    return raw;
+    if (!isReplicationMode(raw)) usageError(`--replication must be ${replicationModes.join(', ')}, got "${raw}"`);
+    return raw as 'async' | 'quorum' | 'all';
+  }
+
+  function authHeaders(): Record<string, string> {
+    return bearerToken === undefined ? {} : { authorization: `Bearer ${bearerToken}` };
   }
 
   async function localControl(path: string, body?: unknown): Promise<{ ok: boolean; status: number; body: Record<string, unknown> }> {
     const response = await fetch(`${endpoint.replace(/\/+$/, '')}/_local/${path}`, {
       method: 'POST',
-      headers: { ...(bearerToken === undefined ? {} : { authorization: `Bearer ${bearerToken}` }), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      headers: { ...authHeaders(), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
-    return { ok: response.ok, status: response.status, body: (await response.json()) as Record<string, unknown> };
+    return { ok: response.ok, status: response.status, body: (await response.json().catch(() => ({}))) as Record<string, unknown> };
+  }
+
+  /** A refused control call: its exit code, with the same meaning as the client's errors. */
+  function controlRefused(status: number, message: string): number {
+    console.error(message);
+    return status === 401 || status === 403 ? exitCodes.accessDenied : exitCodes.error;
   }
 
   function printPromotion(report: PromotionReport): void {
@@ -156,23 +317,24 @@ async function cli(): Promise<void> {
     for (const warning of report.warnings) console.log(`WARNING: ${warning}`);
   }
 
-  interface Status {
-    region: string;
-    homeRegion?: string;
-    replication?: string;
-    clusterEpoch?: number;
-    nodes: { id: string; status: string; lastHeartbeatAgeMs: number | null }[];
-    shards: { shard: number; leader: string | null; epoch: number; headIndex: number; live: boolean; inSync?: string[] | null }[];
-    replicas: { region: string; shard: number; appliedIndex: number; lagEntries: number; lagMs: number }[];
+  function watchOpJson(op: WatchEntry['ops'][number]): unknown {
+    return op.type === 'put' ? { type: 'put', key: op.key, ...valueJson(Buffer.from(op.value, 'base64')) } : op;
+  }
+
+  function watchOpText(op: WatchEntry['ops'][number]): string {
+    if (op.type === 'delete') return `delete ${op.key}`;
+    if (op.type === 'leader') return `leader ${op.node} epoch ${op.epoch}`;
+    const bytes = Buffer.from(op.value, 'base64');
+    const text = utf8(bytes);
+    return `put ${op.key}=${text === undefined ? `(binary, ${bytes.length} bytes)` : JSON.stringify(text.slice(0, 40))}`;
   }
 
   async function main(): Promise<number> {
-    const command = positionals[0];
     switch (command) {
       case 'put': {
         const key = arg(1, 'key');
-        const value = positionals[2] ?? readFileSync(0);
         const replication = replicationMode();
+        const value = await valueArg(2);
         const result = await client.put(key, value, replication === undefined ? {} : { replication });
         out(
           `${key} = version ${result.version} (epoch ${result.epoch}${result.replication === undefined ? '' : `; ${result.replication.mode}, in ${result.replication.acceptedBy.join(', ') || 'no'} replica queue(s)`})`,
@@ -184,11 +346,17 @@ async function cli(): Promise<void> {
         const key = arg(1, 'key');
         const item = await client.get(key, { consistency: consistency() });
         if (item === undefined) {
-          out(`${key}: not found`, { key, found: false, session: client.sessionToken });
+          if (json) out('', { key, found: false, session: client.sessionToken });
+          else console.error(`${key}: not found`);
           return exitCodes.notFound;
         }
-        if (json) out('', { key, value: item.text(), version: item.version, epoch: item.epoch, index: item.index, servedBy: item.servedBy, session: client.sessionToken });
-        else process.stdout.write(`${item.text()}\n`);
+        if (json) {
+          out('', { key, ...valueJson(item.value), version: item.version, epoch: item.epoch, index: item.index, servedBy: item.servedBy, session: client.sessionToken });
+          return exitCodes.ok;
+        }
+        // Exact bytes for pipes and files; at a terminal, end the line so the prompt is not glued on.
+        process.stdout.write(item.value);
+        if (process.stdout.isTTY && item.value.at(-1) !== 0x0a) process.stdout.write('\n');
         return exitCodes.ok;
       }
       case 'del': {
@@ -200,28 +368,42 @@ async function cli(): Promise<void> {
       case 'cas': {
         const key = arg(1, 'key');
         const version = integer(arg(2, 'version'), '<version>') as number;
-        const result = await client.cas(key, version, arg(3, 'value'));
+        const result = await client.cas(key, version, await valueArg(3));
         out(`${key} = version ${result.version} (was ${version})`, { ...result, session: client.sessionToken });
         return exitCodes.ok;
       }
       case 'ls': {
         const limit = integer(values.limit, '--limit');
-        const items = [];
+        const items: ListedItem[] = [];
         for await (const item of client.list({ prefix: values.prefix, ...(limit === undefined ? {} : { pageSize: Math.min(limit, 1000) }) })) {
           items.push(item);
           if (limit !== undefined && items.length >= limit) break;
         }
-        out(table(['key', 'version', 'value'], items.map((item) => [item.key, item.version, item.encoding === 'utf8' ? item.value.slice(0, 60) : '(binary)'])), items);
+        out(
+          table(['key', 'version', 'value'], items.map((item) => [item.key, item.version, item.encoding === 'utf8' ? item.value.slice(0, 60) : `(binary, ${listedBytes(item).length} bytes)`])),
+          items.map((item) => ({ key: item.key, ...valueJson(listedBytes(item)), version: item.version, epoch: item.epoch, index: item.index })),
+        );
         return exitCodes.ok;
       }
       case 'watch': {
         const shard = integer(values.shard, '--shard');
+        const from = values.from === undefined || values.from === 'now' ? 'now' : integer(values.from, '--from (now or a log index)');
+        if (from === 0) usageError('--from must be now or a log index from 1');
+        const waitMs = integer(values['wait-ms'], '--wait-ms');
         const stop = new AbortController();
         process.on('SIGINT', () => stop.abort());
+        process.on('SIGTERM', () => stop.abort());
+        if (!json) console.error(`watching ${shard === undefined ? `prefix ${values.prefix ?? '?'}` : `shard ${shard}`} from ${from === 'now' ? 'now' : `index ${from}`} at ${endpoint} (Ctrl-C stops)`);
         try {
-          for await (const entry of client.watch({ ...(shard === undefined ? {} : { shard }), prefix: values.prefix, from: integer(values.from, '--from') ?? 1, signal: stop.signal })) {
-            const ops = entry.ops.map((op) => (op.type === 'put' ? `put ${op.key}=${Buffer.from(op.value, 'base64').toString('utf8').slice(0, 40)}` : op.type === 'delete' ? `delete ${op.key}` : `leader ${op.node} epoch ${op.epoch}`));
-            out(`${entry.index}  epoch ${entry.epoch}  ${ops.join(', ')}`, entry);
+          const entries = client.watch({
+            ...(shard === undefined ? {} : { shard }),
+            prefix: values.prefix,
+            from: from as number | 'now',
+            ...(waitMs === undefined ? {} : { waitMs }),
+            signal: stop.signal,
+          });
+          for await (const entry of entries) {
+            out(`${entry.index}  epoch ${entry.epoch}  ${entry.ops.map(watchOpText).join(', ')}`, { ...entry, ops: entry.ops.map(watchOpJson) });
           }
         } catch (error) {
           if (!stop.signal.aborted) throw error;
@@ -229,7 +411,7 @@ async function cli(): Promise<void> {
         return exitCodes.ok;
       }
       case 'status': {
-        const status = (await client.status()) as unknown as Status;
+        const status = await client.status();
         if (json) {
           out('', status);
           return exitCodes.ok;
@@ -247,36 +429,26 @@ async function cli(): Promise<void> {
       case 'chaos': {
         const action = arg(1, 'kill|pause|resume|start');
         const node = arg(2, 'node');
-        if (!['kill', 'pause', 'resume', 'start'].includes(action)) fail(`chaos takes kill, pause, resume or start, got "${action}"`);
-        const response = await fetch(`${endpoint.replace(/\/+$/, '')}/_local/nodes/${encodeURIComponent(node)}/${action}`, {
-          method: 'POST',
-          headers: bearerToken === undefined ? {} : { authorization: `Bearer ${bearerToken}` },
-        });
-        const body = (await response.json()) as { state?: string; message?: string };
-        if (!response.ok) {
-          console.error(response.status === 404 && body.message === undefined ? 'fault controls exist only on the local cloud' : (body.message ?? `answered ${response.status}`));
-          return exitCodes.error;
-        }
-        out(`${node}: ${body.state}`, body);
+        if (!['kill', 'pause', 'resume', 'start'].includes(action)) usageError(`chaos takes kill, pause, resume or start, got "${action}"`);
+        const answer = await localControl(`nodes/${encodeURIComponent(node)}/${action}`);
+        if (!answer.ok) return controlRefused(answer.status, answer.status === 404 && answer.body.message === undefined ? 'fault controls exist only on the local cloud' : String(answer.body.message ?? `answered ${answer.status}`));
+        out(`${node}: ${String(answer.body.state)}`, answer.body);
         return exitCodes.ok;
       }
       case 'region': {
         const action = arg(1, 'cut|heal');
         const region = arg(2, 'region');
-        if (action !== 'cut' && action !== 'heal') fail(`region takes cut or heal, got "${action}"`);
+        if (action !== 'cut' && action !== 'heal') usageError(`region takes cut or heal, got "${action}"`);
         const answer = await localControl(`regions/${encodeURIComponent(region)}/${action}`);
-        if (!answer.ok) {
-          console.error(answer.status === 404 && answer.body.message === undefined ? 'region controls exist only on the local cloud' : String(answer.body.message ?? `answered ${answer.status}`));
-          return exitCodes.error;
-        }
+        if (!answer.ok) return controlRefused(answer.status, answer.status === 404 && answer.body.message === undefined ? 'region controls exist only on the local cloud' : String(answer.body.message ?? `answered ${answer.status}`));
         out(`${region}: ${action === 'cut' ? 'cut off' : 'reconnected'}`, answer.body);
         return exitCodes.ok;
       }
       case 'promote': {
         const region = arg(1, 'region');
         if (values.aws) {
-          const home = values.home ?? fail('--aws needs --home <region> (the home region as deployed)');
-          const replicaRegions = (values.replicas ?? fail('--aws needs --replicas <r1,r2> (the replica regions as deployed)')).split(',').map((name) => name.trim()).filter(Boolean);
+          const home = values.home ?? usageError('--aws needs --home <region> (the home region as deployed)');
+          const replicaRegions = (values.replicas ?? usageError('--aws needs --replicas <r1,r2> (the replica regions as deployed)')).split(',').map((name) => name.trim()).filter(Boolean);
           const prefix = values['table-prefix'] ?? 'epochkv';
           const shardCount = integer(values.shards, '--shards') ?? 8;
           const report = await promoteRegion({
@@ -303,25 +475,49 @@ async function cli(): Promise<void> {
           return exitCodes.ok;
         }
         const answer = await localControl(`promote/${encodeURIComponent(region)}`, values.force ? { force: true } : undefined);
-        if (!answer.ok) {
-          console.error(answer.status === 404 && answer.body.message === undefined ? 'promote without --aws works on the local cloud only' : String(answer.body.message ?? `answered ${answer.status}`));
-          return exitCodes.error;
-        }
+        if (!answer.ok) return controlRefused(answer.status, answer.status === 404 && answer.body.message === undefined ? 'promote without --aws works on the local cloud only' : String(answer.body.message ?? `answered ${answer.status}`));
         if (json) out('', answer.body);
         else printPromotion(answer.body as unknown as PromotionReport);
         return exitCodes.ok;
       }
       default:
-        fail(`unknown command "${command}"`);
+        return usageError(`unknown command "${command}"`);
     }
+  }
+
+  /** Nothing listens at the endpoint (or its name does not resolve): say where we looked and how to change it. */
+  function unreachable(error: unknown): boolean {
+    // The client's error wraps fetch's, which wraps the socket's (or, for a name with several
+    // addresses, an AggregateError of one per address).
+    for (let candidate = error, depth = 0; candidate !== undefined && candidate !== null && depth < 4; depth += 1) {
+      const { code, errors } = candidate as { code?: unknown; errors?: { code?: string }[] };
+      const found = typeof code === 'string' ? code : errors?.[0]?.code;
+      if (found !== undefined && ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH'].includes(found)) return true;
+      candidate = (candidate as { cause?: unknown }).cause;
+    }
+    return false;
   }
 
   try {
     process.exitCode = await main();
   } catch (error) {
-    if (error instanceof VersionConflictError) {
+    if (unreachable(error)) {
+      console.error(
+        `nothing answers at ${endpoint} (from ${endpointSource}).\n` +
+          `Start the local cloud with \`npm start\` (the CLI finds it from the directory you started it in, or below), ` +
+          `or point the CLI at a running cluster: export EPOCHKV_ENDPOINT=<url> (or pass --endpoint <url>).`,
+      );
+      process.exitCode = exitCodes.error;
+    } else if (error instanceof VersionConflictError) {
       console.error(error.message);
       process.exitCode = exitCodes.conflict;
+    } else if (error instanceof AccessDeniedError) {
+      const hint = error.status === 401 ? ' (set EPOCHKV_TOKEN or pass --token)' : values.region === undefined ? ' (a deployed API needs --region to sign requests)' : '';
+      console.error(`access denied by ${endpoint}: ${error.message}${hint}`);
+      process.exitCode = exitCodes.accessDenied;
+    } else if (error instanceof OutcomeUnknownError) {
+      console.error(`${error.message} (${error.code})`);
+      process.exitCode = exitCodes.outcomeUnknown;
     } else if (error instanceof BadRequestError) {
       console.error(error.message);
       process.exitCode = exitCodes.usage;
@@ -329,8 +525,7 @@ async function cli(): Promise<void> {
       console.error(`${error.message} (${error.code})`);
       process.exitCode = exitCodes.error;
     } else {
-      const cause = (error as { cause?: { code?: string } }).cause;
-      console.error(cause?.code === 'ECONNREFUSED' ? `nothing answers at ${endpoint}: start the local cloud with \`npm start\`, or pass --endpoint` : String(error));
+      console.error(String(error));
       process.exitCode = exitCodes.error;
     }
   }

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { awsLatencyEnabled } from '../lib/local/aws-latency.ts';
 import { startLocalCloud } from '../lib/local/cloud.ts';
+import { removeDiscoveryFile, writeDiscoveryFile } from '../lib/local/discovery.ts';
 import { isReplicationMode, replicationModes } from '../lib/core/replication.ts';
 
 // The SDK warns that releases after January 2027 need Node 22; this project supports Node 20 today.
@@ -107,6 +108,16 @@ console.log(`sqs ${cloud.sqsEndpoint}`);
 console.log(`nodes ${config.nodeIds.join(' ')} (${config.shardCount} shards, leaseMs ${config.leaseMs}, tickMs ${config.tickMs})`);
 console.log(`home ${config.homeRegion}; replicas ${config.replicaRegions.join(' ') || '(none)'}; replication ${config.replication}`);
 for (const region of cloud.regions) console.log(`api ${region.region} ${region.apiUrl}`);
+// The epochkv CLI reads this file to find this cloud whatever its base port; gone at exit.
+const discoveryFile = writeDiscoveryFile(process.cwd(), {
+  pid: process.pid,
+  apiUrl: cloud.apiUrl,
+  regions: cloud.regions.map(({ region, role, apiUrl }) => ({ region, role, apiUrl })),
+  dynamoEndpoint: cloud.dynamoEndpoint,
+  sqsEndpoint: cloud.sqsEndpoint,
+  startedAt: new Date().toISOString(),
+});
+process.on('exit', () => removeDiscoveryFile(discoveryFile));
 const { apiModel } = cloud;
 console.log(
   apiModel.kind === 'lambda'

@@ -267,7 +267,9 @@ async function watch(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
   } else {
     throw new ValidationError('shard', 'watch needs shard=<0..' + (deps.config.shardCount - 1) + '>, or a prefix with a hash tag such as prefix={user42}/');
   }
-  const fromIndex = integerParameter(query.from, 'from', 1, Number.MAX_SAFE_INTEGER, 1);
+  // from=now: only what is committed after this request. The head is the home log's, the order
+  // every region's copy follows, so a replica's watch skips what it has yet to apply from before now.
+  const fromIndex = query.from === 'now' ? ((await deps.service.store.readHead(shard))?.index ?? 0) + 1 : integerParameter(query.from, 'from', 1, Number.MAX_SAFE_INTEGER, 1);
   const limit = integerParameter(query.limit, 'limit', 1, limits.listLimitMax, limits.listLimitDefault);
   const waitMs = integerParameter(query.waitMs, 'waitMs', 0, watchWaitMsMax, watchWaitMsDefault);
   const entries = await deps.service.watch(shard, fromIndex, limit, waitMs);

@@ -21,12 +21,26 @@ export interface EpochKvOptions {
   credentials?: Credentials | (() => Promise<Credentials>);
   /** Attempts for a request answered 429/503 or not answered; default 6. */
   attemptsMax?: number;
-  /** Per-attempt timeout; default 10 s. */
+  /**
+   * How long one attempt waits for an answer; default 10 s. A watch's long poll waits this much
+   * beyond its `waitMs`, so an idle watch is answered (empty) rather than timed out.
+   */
   timeoutMs?: number;
   /** Starting session token (from another client). */
   sessionToken?: string;
   /** The local cloud's EPOCHKV_TOKEN, sent as `Authorization: Bearer`. */
   bearerToken?: string;
+}
+
+/** Options every call takes. */
+export interface CallOptions {
+  /** Aborts the call (its retries too); the call rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /**
+   * A deadline for the whole call, retries included. Past it a read rejects with
+   * UnavailableError and a write with OutcomeUnknownError (code `Timeout`).
+   */
+  timeoutMs?: number;
 }
 
 export interface Item {
@@ -66,14 +80,38 @@ export interface WatchEntry {
   ops: ({ type: 'put'; key: string; value: string; encoding: 'base64' } | { type: 'delete'; key: string } | { type: 'leader'; node: string; epoch: number; previousEpoch: number })[];
 }
 
+/** `GET /cluster`: nodes, shard leaders and epochs, log heads, replica lag. */
+export interface ClusterStatus {
+  region: string;
+  homeRegion: string;
+  replicaRegions: string[];
+  replication: 'async' | 'quorum' | 'all';
+  clusterEpoch: number;
+  leaseMs: number;
+  tickMs: number;
+  nodes: { id: string; status: 'alive' | 'suspected' | 'dead'; lastHeartbeatAgeMs: number | null; incarnation: string | null; seq: number | null }[];
+  shards: {
+    shard: number;
+    leader: string | null;
+    epoch: number;
+    headIndex: number;
+    leaseAgeMs: number | null;
+    live: boolean;
+    /** Replica regions an `all` write must reach (null: every replica). */
+    inSync: string[] | null;
+  }[];
+  replicas: { region: string; shard: number; appliedIndex: number; lagEntries: number; lagMs: number; lastApplyLagMs: number; reportAgeMs: number }[];
+}
+
 /** Any answer the API gave that is not a success: carries its status and the API's `{error, message}`. */
 export class EpochKvError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
     this.name = new.target.name;
   }
 }
@@ -84,17 +122,67 @@ export class VersionConflictError extends EpochKvError {}
 /** The request was refused as invalid (4xx): retrying it unchanged will not help. */
 export class BadRequestError extends EpochKvError {}
 
-/** The store stayed unavailable (503/429) through every retry, or the outcome of a write is unknown. */
+/** The caller is not allowed (401 without a valid token, 403 from IAM): retrying will not help. */
+export class AccessDeniedError extends EpochKvError {}
+
+/** The store stayed unavailable (503/429 or no answer) through every retry, or past the call's deadline. */
 export class UnavailableError extends EpochKvError {}
+
+/**
+ * A write was sent and no verdict came back (no answer, a 502/504 from the gateway, the call's
+ * deadline, or the server's own `OutcomeUnknown`): it may or may not have been applied. Read the
+ * key to find out; it is not retried blindly, since the write may have happened.
+ */
+export class OutcomeUnknownError extends UnavailableError {}
 
 const sessionHeader = 'x-epochkv-session';
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** A call's own deadline and signal, combined once and shared by its attempts and backoffs. */
+interface CallScope {
+  /** The caller's signal. */
+  signal: AbortSignal | undefined;
+  /** The call's deadline (timeoutMs), when one was given. */
+  deadline: AbortSignal | undefined;
+  /** Aborts when either does. */
+  either: AbortSignal | undefined;
+}
+
+function scopeOf(options: CallOptions): CallScope {
+  const deadline = options.timeoutMs === undefined ? undefined : AbortSignal.timeout(options.timeoutMs);
+  const signals = [options.signal, deadline].filter((signal): signal is AbortSignal => signal !== undefined);
+  return { signal: options.signal, deadline, either: signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals) };
+}
+
+/** Sleeps, but wakes (rejecting) as soon as `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason as Error);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason as Error);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Errors that mean the request never reached a server, so even a write is known not to have happened. */
+const notSentCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+function networkCode(error: unknown): string | undefined {
+  const cause = (error as { cause?: { code?: string; errors?: { code?: string }[] } }).cause;
+  // Connecting to a name with several addresses fails with an AggregateError of each attempt.
+  return cause?.code ?? cause?.errors?.[0]?.code;
+}
 
 /**
  * A typed client for the epochkv API. It carries the session token from every response to the
  * next request (read-your-writes and monotonic reads, even across regions), retries 429/503
  * with backoff honouring `Retry-After`, and surfaces version conflicts as VersionConflictError.
+ * Every call takes a `signal` and a `timeoutMs` (CallOptions).
  */
 export class EpochKv {
   readonly endpoint: string;
@@ -128,9 +216,9 @@ export class EpochKv {
     return this.#sessionToken;
   }
 
-  async get(key: string, options: { consistency?: Consistency } = {}): Promise<Item | undefined> {
+  async get(key: string, options: { consistency?: Consistency | undefined } & CallOptions = {}): Promise<Item | undefined> {
     const query = options.consistency === undefined ? '' : `?consistency=${options.consistency}`;
-    const response = await this.#request('GET', `/kv/${encodeKey(key)}${query}`, { accept: 'application/json' });
+    const response = await this.#request('GET', `/kv/${encodeKey(key)}${query}`, { accept: 'application/json' }, undefined, scopeOf(options));
     if (response.status === 404) return undefined;
     const body = (await response.json()) as ListedItem;
     const value = body.encoding === 'base64' ? new Uint8Array(Buffer.from(body.value, 'base64')) : new TextEncoder().encode(body.value);
@@ -150,113 +238,145 @@ export class EpochKv {
    * `replication`: a mode stronger than the cluster's for this write (`quorum`: acknowledged
    * once a majority of regions has it; `all`: every in-sync replica region).
    */
-  async put(key: string, value: string | Uint8Array, options: { ifVersion?: number; ifAbsent?: boolean; replication?: 'async' | 'quorum' | 'all' } = {}): Promise<WriteResult> {
+  async put(key: string, value: string | Uint8Array, options: { ifVersion?: number; ifAbsent?: boolean; replication?: 'async' | 'quorum' | 'all' } & CallOptions = {}): Promise<WriteResult> {
     const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
     if (options.ifVersion !== undefined) headers['if-match'] = `"${options.ifVersion}"`;
     if (options.ifAbsent === true) headers['if-none-match'] = '*';
     const query = options.replication === undefined ? '' : `?replication=${encodeURIComponent(options.replication)}`;
-    const response = await this.#request('PUT', `/kv/${encodeKey(key)}${query}`, headers, typeof value === 'string' ? new TextEncoder().encode(value) : value);
+    const response = await this.#request('PUT', `/kv/${encodeKey(key)}${query}`, headers, typeof value === 'string' ? new TextEncoder().encode(value) : value, scopeOf(options));
     return (await response.json()) as WriteResult;
   }
 
   /** Compare-and-swap: writes `value` only while the key is at `expectedVersion`. */
-  async cas(key: string, expectedVersion: number, value: string | Uint8Array): Promise<WriteResult> {
-    return this.put(key, value, { ifVersion: expectedVersion });
+  async cas(key: string, expectedVersion: number, value: string | Uint8Array, options: CallOptions = {}): Promise<WriteResult> {
+    return this.put(key, value, { ...options, ifVersion: expectedVersion });
   }
 
   /** Deletes the key; false when it did not exist. */
-  async delete(key: string, options: { ifVersion?: number } = {}): Promise<boolean> {
+  async delete(key: string, options: { ifVersion?: number } & CallOptions = {}): Promise<boolean> {
     const headers: Record<string, string> = options.ifVersion === undefined ? {} : { 'if-match': `"${options.ifVersion}"` };
-    const response = await this.#request('DELETE', `/kv/${encodeKey(key)}`, headers);
+    const response = await this.#request('DELETE', `/kv/${encodeKey(key)}`, headers, undefined, scopeOf(options));
     return response.status !== 404;
   }
 
   /** One page of keys with a prefix, in key order. */
-  async listPage(options: { prefix?: string; limit?: number; after?: string; consistency?: Consistency } = {}): Promise<{ items: ListedItem[]; next: string | null }> {
+  async listPage(options: { prefix?: string | undefined; limit?: number | undefined; after?: string | undefined; consistency?: Consistency | undefined } & CallOptions = {}): Promise<{ items: ListedItem[]; next: string | null }> {
     const query = new URLSearchParams();
     if (options.prefix !== undefined) query.set('prefix', options.prefix);
     if (options.limit !== undefined) query.set('limit', String(options.limit));
     if (options.after !== undefined) query.set('after', options.after);
     if (options.consistency !== undefined) query.set('consistency', options.consistency);
-    const response = await this.#request('GET', `/kv${query.size > 0 ? `?${query}` : ''}`);
+    const response = await this.#request('GET', `/kv${query.size > 0 ? `?${query}` : ''}`, {}, undefined, scopeOf(options));
     return (await response.json()) as { items: ListedItem[]; next: string | null };
   }
 
-  /** Every key with a prefix, page by page. */
-  async *list(options: { prefix?: string; pageSize?: number; consistency?: Consistency } = {}): AsyncGenerator<ListedItem> {
+  /** Every key with a prefix, page by page; `signal` and `timeoutMs` apply to each page. */
+  async *list(options: { prefix?: string | undefined; pageSize?: number | undefined; consistency?: Consistency | undefined } & CallOptions = {}): AsyncGenerator<ListedItem> {
     let after: string | undefined;
     do {
-      const page = await this.listPage({ prefix: options.prefix, limit: options.pageSize, after, consistency: options.consistency });
+      const page = await this.listPage({ prefix: options.prefix, limit: options.pageSize, after, consistency: options.consistency, signal: options.signal, timeoutMs: options.timeoutMs });
       yield* page.items;
       after = page.next ?? undefined;
     } while (after !== undefined);
   }
 
   /**
-   * The ordered change stream of one shard (or of a hash-tagged prefix) from `from`, long-polling
-   * until `signal` aborts.
+   * The ordered change stream of one shard (or of a hash-tagged prefix), long-polling until
+   * `signal` aborts; an idle shard is waited on for ever. `from`: a log index (default 1, the
+   * whole log) or `'now'` (only what is committed from now on). `waitMs`: how long each long
+   * poll waits for an entry before the server answers empty (default 10 s, at most 20 s); each
+   * poll's own timeout is that plus the client's `timeoutMs`, so an idle poll is never cut off.
    */
-  async *watch(options: { shard?: number; prefix?: string; from?: number; waitMs?: number; signal?: AbortSignal }): AsyncGenerator<WatchEntry> {
-    let from = options.from ?? 1;
+  async *watch(options: { shard?: number; prefix?: string | undefined; from?: number | 'now'; waitMs?: number; signal?: AbortSignal }): AsyncGenerator<WatchEntry> {
+    let from: number | 'now' = options.from ?? 1;
+    const waitMs = options.waitMs ?? 10_000;
     while (options.signal?.aborted !== true) {
-      const query = new URLSearchParams({ from: String(from), waitMs: String(options.waitMs ?? 10_000) });
+      const query = new URLSearchParams({ from: String(from), waitMs: String(waitMs) });
       if (options.shard !== undefined) query.set('shard', String(options.shard));
       if (options.prefix !== undefined) query.set('prefix', options.prefix);
-      const response = await this.#request('GET', `/watch?${query}`, {}, undefined, options.signal);
+      const scope = scopeOf({ ...(options.signal === undefined ? {} : { signal: options.signal }) });
+      const response = await this.#request('GET', `/watch?${query}`, {}, undefined, scope, waitMs + this.#timeoutMs);
       const body = (await response.json()) as { entries: WatchEntry[]; next: number };
       yield* body.entries;
       from = body.next;
     }
   }
 
-  async status(): Promise<Record<string, unknown>> {
-    return (await (await this.#request('GET', '/cluster')).json()) as Record<string, unknown>;
+  /** `GET /cluster`: what `epochkv status` prints. */
+  async status(options: CallOptions = {}): Promise<ClusterStatus> {
+    return (await (await this.#request('GET', '/cluster', {}, undefined, scopeOf(options))).json()) as ClusterStatus;
   }
 
-  async #request(method: string, path: string, headers: Record<string, string> = {}, body?: Uint8Array, signal?: AbortSignal): Promise<Response> {
+  async #request(method: string, path: string, headers: Record<string, string>, body: Uint8Array | undefined, scope: CallScope, attemptTimeoutMs = this.#timeoutMs): Promise<Response> {
+    const write = method !== 'GET';
+    const what = `${method} ${path}`;
+    // Past the call's deadline a read has simply failed, but a write that was sent may have happened.
+    const expired = (): UnavailableError =>
+      write
+        ? new OutcomeUnknownError(0, 'Timeout', `${what}: no answer within the call's timeoutMs; the write may or may not have been applied`)
+        : new UnavailableError(0, 'Timeout', `${what}: no answer within the call's timeoutMs`);
     let lastError: EpochKvError | undefined;
     for (let attempt = 1; attempt <= this.#attemptsMax; attempt += 1) {
+      if (attempt > 1) {
+        this.#retries += 1;
+        try {
+          await sleep(backoffMs(attempt, lastError instanceof RetryAfter ? lastError.retryAfter : undefined), scope.either);
+        } catch {
+          if (scope.signal?.aborted) throw scope.signal.reason;
+          // Nothing was in flight while sleeping: the last error is the honest outcome.
+          throw lastError ?? expired();
+        }
+      }
       const requestHeaders: Record<string, string> = { ...headers };
       if (this.#sessionToken !== undefined) requestHeaders[sessionHeader] = this.#sessionToken;
       if (this.#bearerToken !== undefined) requestHeaders.authorization = `Bearer ${this.#bearerToken}`;
       let response: Response;
       try {
         const signed = await this.#sign(method, path, requestHeaders, body);
-        const timeout = AbortSignal.timeout(this.#timeoutMs);
+        const timeout = AbortSignal.timeout(attemptTimeoutMs);
         response = await fetch(`${this.endpoint}${path}`, {
           method,
           headers: signed,
           ...(body === undefined ? {} : { body }),
-          signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
+          signal: scope.either === undefined ? timeout : AbortSignal.any([scope.either, timeout]),
         });
       } catch (error) {
-        if (signal?.aborted) throw error;
-        // Not answered: safe to retry for reads; a write may have been applied, so say so.
-        lastError = new UnavailableError(0, 'NoAnswer', `${method} ${path}: no answer (${String(error)})${method === 'GET' ? '' : '; the write may or may not have been applied'}`);
-        if (method !== 'GET') throw lastError;
-        this.#retries += 1;
-        await sleep(backoffMs(attempt, undefined));
+        if (scope.signal?.aborted) throw scope.signal.reason;
+        if (scope.deadline?.aborted) throw expired();
+        const code = networkCode(error);
+        const sent = code === undefined || !notSentCodes.has(code);
+        const reason = code ?? (error as { cause?: { message?: string } }).cause?.message ?? String(error);
+        lastError = new UnavailableError(0, 'NoAnswer', `${what}: no answer from ${this.endpoint} (${reason})`, { cause: error });
+        // A write that may have reached the server must not be repeated blindly.
+        if (write && sent) throw new OutcomeUnknownError(0, 'NoAnswer', `${what}: no answer from ${this.endpoint} (${reason}); the write may or may not have been applied`, { cause: error });
         continue;
       }
       const token = response.headers.get(sessionHeader);
       if (token !== null) this.#sessionToken = token;
       if (response.ok || (response.status === 404 && (method === 'DELETE' || (method === 'GET' && path.startsWith('/kv/'))))) return response;
-      const problem = (await response.json().catch(() => ({}))) as { error?: string; message?: string };
+      // API Gateway's own refusals say `message` or `Message` (IAM), without `error`.
+      const problem = (await response.json().catch(() => ({}))) as { error?: string; message?: string; Message?: string };
       const code = problem.error ?? `Http${response.status}`;
-      const message = problem.message ?? `${method} ${path} answered ${response.status}`;
+      const message = problem.message ?? problem.Message ?? `${what} answered ${response.status}`;
       if (response.status === 412) throw new VersionConflictError(412, code, message);
-      if (response.status === 429 || response.status === 503) {
+      if (response.status === 401 || response.status === 403) throw new AccessDeniedError(response.status, code, message);
+      // 502/504: the gateway lost the function's answer (a crash, the 29 s limit), not a verdict.
+      if (response.status === 502 || response.status === 504) {
+        if (write) throw new OutcomeUnknownError(response.status, code, `${message}; the write may or may not have been applied`);
         lastError = new UnavailableError(response.status, code, message);
+        continue;
+      }
+      if (response.status === 429 || response.status === 503) {
         // An unknown outcome must not be retried blindly: the write may have happened.
-        if (code === 'OutcomeUnknown') throw lastError;
-        this.#retries += 1;
-        await sleep(backoffMs(attempt, response.headers.get('retry-after')));
+        if (code === 'OutcomeUnknown') throw new OutcomeUnknownError(response.status, code, message);
+        lastError = new RetryAfter(response.status, code, message, response.headers.get('retry-after'));
         continue;
       }
       if (response.status >= 400 && response.status < 500) throw new BadRequestError(response.status, code, message);
       throw new EpochKvError(response.status, code, message);
     }
-    throw lastError ?? new UnavailableError(0, 'Unavailable', `${method} ${path}: gave up after ${this.#attemptsMax} attempts`);
+    if (lastError instanceof RetryAfter) throw new UnavailableError(lastError.status, lastError.code, lastError.message);
+    throw lastError ?? new UnavailableError(0, 'Unavailable', `${what}: gave up after ${this.#attemptsMax} attempts`);
   }
 
   async #sign(method: string, path: string, headers: Record<string, string>, body: Uint8Array | undefined): Promise<Record<string, string>> {
@@ -275,6 +395,18 @@ export class EpochKv {
       ...(body === undefined ? {} : { body }),
     });
     return signed.headers as Record<string, string>;
+  }
+}
+
+/** A 429/503 that will be retried, with the server's Retry-After for the backoff. */
+class RetryAfter extends UnavailableError {
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    readonly retryAfter: string | null,
+  ) {
+    super(status, code, message);
   }
 }
 
