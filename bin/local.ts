@@ -127,11 +127,7 @@ console.log(
 console.log(`aws latency model: ${awsLatencyEnabled() ? 'on (lib/local/aws-latency.ts)' : 'off (emulators answer at loopback speed; --aws-latency to model AWS)'}`);
 console.log(`dashboard ${cloud.apiUrl}/${bearerToken === undefined ? '' : '#token=<EPOCHKV_TOKEN>'}`);
 if (bearerToken !== undefined) console.log('auth: every request needs Authorization: Bearer $EPOCHKV_TOKEN');
-// Ready means writable: wait (bounded) for a live leader on every shard, so the first write
-// after "ready" does not meet a 503 NoLeader.
-await cloud.waitForLeaders(5 * config.leaseMs).catch(() => console.log('some shards are still electing a leader: writes to them answer 503 NoLeader (with Retry-After) until then'));
-console.log(`ready in ${Date.now() - startedMs} ms. Try: curl -X PUT --data-binary hello ${cloud.apiUrl}/kv/greeting. Ctrl-C stops everything.`);
-
+// Ctrl-C works while waiting for readiness too.
 let stopping = false;
 const shutdown = async (signal: string) => {
   if (stopping) return;
@@ -148,3 +144,16 @@ const shutdown = async (signal: string) => {
 };
 process.on('SIGINT', () => void shutdown('SIGINT'));
 process.on('SIGTERM', () => void shutdown('SIGTERM'));
+
+// Ready means GET /health answers 200 in every region (asked over HTTP, as a client would):
+// every shard has a live leader and the replicas' lag is known, so the first write after
+// "ready" is not refused with 503 NoLeader. On a busy machine that can take a while: say why.
+while (!stopping) {
+  try {
+    await cloud.waitForReady(15_000);
+    break;
+  } catch (error) {
+    console.log(`not ready yet after ${Math.round((Date.now() - startedMs) / 1_000)} s (${(error as Error).message.replace(/^timed out after \d+ ms waiting for /, 'waiting for ')}); still waiting`);
+  }
+}
+if (!stopping) console.log(`ready in ${Date.now() - startedMs} ms. Try: curl -X PUT --data-binary hello ${cloud.apiUrl}/kv/greeting. Ctrl-C stops everything.`);

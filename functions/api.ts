@@ -11,6 +11,7 @@ import { decodeToken, encodeToken, mergeToken, type SessionToken } from '../lib/
 import { hashTagOf } from '../lib/core/shard.ts';
 import { consistencies, type Consistency } from '../lib/service/kv-service.ts';
 import { clusterStatus } from '../lib/service/cluster-status.ts';
+import { ReadinessCache, regionReadiness } from '../lib/service/readiness.ts';
 import { createRegionService } from '../lib/service/factory.ts';
 import type { KvService } from '../lib/service/kv-service.ts';
 import { lambdaLogger } from './telemetry.ts';
@@ -169,9 +170,15 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
     throw new ValidationError('body', `${method} takes no body; only PUT /kv/{key} does`);
   }
 
-  if (path === '/health') {
+  if (path === '/livez') {
+    // The process answers; says nothing of the store or the leaders (that is /health).
     if (method !== 'GET') return methodNotAllowed(method, ['GET']);
     return json(200, { status: 'ok', region: deps.config.region });
+  }
+  if (path === '/health') {
+    // Ready: 200 only when this region can serve now, so a client that waited for it can write.
+    if (method !== 'GET') return methodNotAllowed(method, ['GET']);
+    return health(deps);
   }
   if (path === '/cluster') {
     if (method !== 'GET') return methodNotAllowed(method, ['GET']);
@@ -247,7 +254,22 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
     if (method !== 'GET') return methodNotAllowed(method, ['GET']);
     return watch(deps, event);
   }
-  return problem(404, 'NotFound', `no route for ${method} ${path.slice(0, 200)}; routes: /kv/{key}, /kv?prefix=, /watch, /cluster, /health`);
+  return problem(404, 'NotFound', `no route for ${method} ${path.slice(0, 200)}; routes: /kv/{key}, /kv?prefix=, /watch, /cluster, /health, /livez`);
+}
+
+const readinessCaches = new WeakMap<KvService, ReadinessCache>();
+
+/** `GET /health`: 200 `{status: "ok"}` when the region can serve, else 503 `{status: "unavailable", reasons}` with Retry-After. */
+async function health(deps: ApiDependencies): Promise<APIGatewayProxyResult> {
+  let cache = readinessCaches.get(deps.service);
+  if (cache === undefined) {
+    // Half a tick: fresh enough that "ok" still holds when the client's next request lands.
+    cache = new ReadinessCache(() => regionReadiness(deps.service, deps.config, deps.clock), deps.clock, Math.floor(deps.config.tickMs / 2));
+    readinessCaches.set(deps.service, cache);
+  }
+  const { ready, reasons, ...readiness } = await cache.get();
+  if (ready) return json(200, { status: 'ok', ...readiness });
+  return json(503, { status: 'unavailable', ...readiness, reasons }, { 'retry-after': String(limits.retryAfterSeconds) });
 }
 
 /** Long-poll of this region's copy of one shard's log, in index order. */

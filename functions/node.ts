@@ -100,7 +100,32 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
     return committer === undefined ? work() : committer.exclusive(work);
   };
 
+  // Per shard led: when (local monotonic time) the last lease write that was acknowledged was
+  // sent. Another node may take the shard over once the lease stood still for leaseMs of its own
+  // time, which cannot start before that send.
+  const acknowledgedSentMs = new Map<number, number>();
+  // A tick before that: commits in flight get a tick to finish or be fenced.
+  const stepDownAfterMs = config.leaseMs - config.tickMs;
+  const stepDownUnrenewed = (): void => {
+    const nowMs = clock.monotonicMs();
+    for (const shard of election.leading()) {
+      const sentMs = acknowledgedSentMs.get(shard);
+      if (sentMs === undefined || nowMs - sentMs < stepDownAfterMs) continue;
+      const epoch = election.epochOf(shard);
+      election.stepDown(shard);
+      summary.steppedDown += 1;
+      log(`${node} stepped down from shard ${shard} (epoch ${epoch}): no lease renewal acknowledged for ${Math.round(nowMs - sentMs)} ms (lease ${config.leaseMs} ms)`);
+    }
+  };
+
   const perform = async (action: LeaseAction): Promise<{ outcome: ActionOutcome; stored?: LeaseRecord }> => {
+    const sentMs = clock.monotonicMs();
+    const result = await performWrite(action);
+    if (result.outcome === 'ok' && action.type !== 'release') acknowledgedSentMs.set(action.shard, Math.max(sentMs, acknowledgedSentMs.get(action.shard) ?? sentMs));
+    return result;
+  };
+
+  const performWrite = async (action: LeaseAction): Promise<{ outcome: ActionOutcome; stored?: LeaseRecord }> => {
     try {
       switch (action.type) {
         case 'renew':
@@ -264,6 +289,7 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
       lastFullTickMs = iterationStartMs;
       summary.ticks += 1;
     }
+    let tickFailed = false;
     try {
       const heartbeat = fullTick ? store.putHeartbeat({ node, incarnation, seq: (seq += 1), atMs: clock.wallMs() }) : Promise.resolve();
       const [leases, heartbeats] = await Promise.all([store.readLeases(), store.readHeartbeats(), heartbeat]);
@@ -303,7 +329,16 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
       if (fullTick) await maybeSweepIntake();
     } catch (error) {
       summary.errors += 1;
+      tickFailed = true;
       log(`${node} tick failed: ${String(error)}`);
+    }
+    // Whether the tick's reads answered or not: a leader whose renewals go unanswered for about
+    // a lease stops leading (and its intake committers stop) rather than wait for a read. Not
+    // between ticks: a shard a read just showed still ours (a renewal that landed unacknowledged)
+    // is renewed at the next tick, before it is judged.
+    if (fullTick || tickFailed) {
+      stepDownUnrenewed();
+      syncCommitters();
     }
     // Wake for the next observation, or earlier when a lease would become takeable before it.
     const sinceObservedMs = clock.monotonicMs() - (observedMs ?? iterationStartMs);
@@ -370,9 +405,9 @@ export const handler = async (_event: ScheduledEvent, context: Context): Promise
   }
   const clock = systemClock();
   const telemetry = nodeTelemetry(config, node, clock, context);
-  const store = telemetry.observe(new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount));
+  const store = telemetry.observe(new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint, role: 'node' }), config.tables, config.shardCount));
   const log = telemetry.log;
-  const shipper = config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log });
+  const shipper = config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, role: 'node', log });
   try {
     const summary = await runNode({
       config,

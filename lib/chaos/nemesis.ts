@@ -1,11 +1,12 @@
 import type { LocalCloud } from '../local/cloud.ts';
 import { between, pick } from '../random.ts';
 import type { ClusterStatus } from '../service/cluster-status.ts';
+import { limits } from '../core/limits.ts';
 
-export const nemesisKinds = ['kill', 'pause', 'api-pause', 'api-kill', 'skew', 'replication', 'poller', 'sqs-restart', 'region-loss'] as const;
+export const nemesisKinds = ['kill', 'pause', 'api-pause', 'api-kill', 'skew', 'blackhole', 'replication', 'poller', 'sqs-restart', 'region-loss'] as const;
 export type NemesisKind = (typeof nemesisKinds)[number];
-/** Faults of the nodes and the API; the others are faults of replication. */
-export const nodeNemeses: readonly NemesisKind[] = ['kill', 'pause', 'api-pause', 'api-kill', 'skew'];
+/** Faults of the nodes and the API (a blackhole stalls those first); the others are faults of replication. */
+export const nodeNemeses: readonly NemesisKind[] = ['kill', 'pause', 'api-pause', 'api-kill', 'skew', 'blackhole'];
 
 export interface FaultRecord {
   kind: NemesisKind;
@@ -14,10 +15,25 @@ export interface FaultRecord {
   detail: string;
 }
 
+/** One blackhole of DynamoDB and SQS, as a client and the cluster saw it. */
+export interface BlackholeRecord {
+  durationMs: number;
+  /** A write sent once the blackhole began: its status (0: no answer within the deadline) and how long it took. */
+  probeStatus: number;
+  probeError: string | undefined;
+  probeMs: number;
+  /** Healed → every shard led by a live leader again (null: not within the deadline). */
+  recoveredMs: number | null;
+  /** Shards whose epoch rose across the blackhole: their leader stepped down and another took over. */
+  shardsNewEpoch: number;
+  shards: number;
+}
+
 export interface NemesisLog {
   faults: FaultRecord[];
   /** Kill → a live leader at a higher epoch for the killed leader's shard, in ms. */
   failoverMs: number[];
+  blackholes: BlackholeRecord[];
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -47,12 +63,23 @@ async function timeToNewLeader(cloud: LocalCloud, shard: number, epoch: number, 
   return undefined;
 }
 
+/** Polls /cluster until every shard has a live leader; the elapsed ms and that status, or undefined at the deadline. */
+async function timeToAllLive(cloud: LocalCloud, sinceMs: number, timeoutMs: number): Promise<{ ms: number; status: ClusterStatus } | undefined> {
+  while (Date.now() - sinceMs < timeoutMs) {
+    const status = await cluster(cloud).catch(() => undefined);
+    if (status?.shards?.every((shard) => shard.live) === true) return { ms: Date.now() - sinceMs, status };
+    await sleep(20);
+  }
+  return undefined;
+}
+
 /**
  * The faults of the local cloud, each applied and healed by one call, so a schedule is a
  * sequence of calls drawn from a seeded random source and can be replayed.
  */
 export class Nemesis {
-  readonly log: NemesisLog = { faults: [], failoverMs: [] };
+  readonly log: NemesisLog = { faults: [], failoverMs: [], blackholes: [] };
+  #probes = 0;
 
   constructor(
     private readonly cloud: LocalCloud,
@@ -73,6 +100,7 @@ export class Nemesis {
   /** Undoes every fault that may still be active: the end of a run. */
   async healAll(): Promise<void> {
     this.cloud.setBeforeCommit(undefined);
+    if (this.cloud.faultProxy) this.cloud.blackhole(false);
     for (const node of this.cloud.nodes()) {
       if (node.state === 'paused') this.cloud.resume(node.id);
       if (node.state === 'killed' || node.state === 'exited') this.cloud.start(node.id);
@@ -80,6 +108,18 @@ export class Nemesis {
     for (const replica of this.cloud.replicas) {
       replica.eventSource.setFaults({ dropRate: 0, duplicateRate: 0, reorder: false, delayMs: 0 });
       if (!replica.eventSource.running()) replica.eventSource.start();
+    }
+  }
+
+  /** A PUT as a client sends it: its status (0 when it got no answer within timeoutMs), error code and time. */
+  async #probeWrite(key: string, timeoutMs: number): Promise<{ status: number; error: string | undefined; ms: number }> {
+    const startMs = Date.now();
+    try {
+      const response = await fetch(`${this.cloud.apiUrl}/kv/${key}`, { method: 'PUT', body: 'probe', signal: AbortSignal.timeout(timeoutMs) });
+      const body = (await response.json().catch(() => ({}))) as { error?: string };
+      return { status: response.status, error: body.error, ms: Date.now() - startMs };
+    } catch (error) {
+      return { status: 0, error: (error as Error).name, ms: Date.now() - startMs };
     }
   }
 
@@ -148,6 +188,35 @@ export class Nemesis {
         }
         if (killed.length === 0) return undefined;
         return `killed ${killed.length} busy API environment${killed.length === 1 ? '' : 's'} mid-request (${killed.join(', ')})`;
+      }
+      case 'blackhole': {
+        // DynamoDB and SQS accept connections and never answer, for two to three leases: every
+        // SDK call times out (lib/core/limits.ts). Leaders cannot renew and step down, writes
+        // answer 503 within the API's bounds, and once it heals the cluster elects and serves
+        // again by itself.
+        if (!cloud.faultProxy) return undefined;
+        const before = await cluster(cloud).catch(() => undefined);
+        const durationMs = between(2 * leaseMs, 3 * leaseMs, random);
+        cloud.blackhole(true);
+        const probe = this.#probeWrite(`blackhole-probe-${(this.#probes += 1)}`, limits.apiGatewayTimeoutMs + 5_000);
+        await sleep(durationMs);
+        cloud.blackhole(false);
+        const healedMs = Date.now();
+        const answer = await probe;
+        const after = await timeToAllLive(cloud, healedMs, 10 * leaseMs);
+        const shardsNewEpoch =
+          before === undefined || after === undefined ? 0 : after.status.shards.filter((shard) => shard.epoch > (before.shards[shard.shard]?.epoch ?? 0)).length;
+        const record: BlackholeRecord = {
+          durationMs,
+          probeStatus: answer.status,
+          probeError: answer.error,
+          probeMs: answer.ms,
+          recoveredMs: after?.ms ?? null,
+          shardsNewEpoch,
+          shards: cloud.config.shardCount,
+        };
+        this.log.blackholes.push(record);
+        return `DynamoDB and SQS blackholed for ${durationMs} ms: a write sent meanwhile answered ${answer.status}${answer.error === undefined ? '' : ` ${answer.error}`} after ${answer.ms} ms; every shard led again ${record.recoveredMs ?? 'more than ' + 10 * leaseMs} ms after healing (${shardsNewEpoch} of ${record.shards} at a new epoch)`;
       }
       case 'skew': {
         const node = pick(cloud.nodes().filter((candidate) => candidate.state === 'running'), random);

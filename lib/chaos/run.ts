@@ -10,7 +10,7 @@ import { startLocalCloud, type LocalCloud } from '../local/cloud.ts';
 import type { ReplicationMode } from '../core/replication.ts';
 import { between, mulberry32, pick } from '../random.ts';
 import { checkHistory, formatViolation } from './checker.ts';
-import { Nemesis, nemesisKinds, nodeNemeses, type NemesisKind } from './nemesis.ts';
+import { Nemesis, nemesisKinds, nodeNemeses, type BlackholeRecord, type NemesisKind } from './nemesis.ts';
 import { runSessionClient, runWorkload, type AcknowledgedWrite } from './workload.ts';
 
 export interface ChaosOptions {
@@ -40,6 +40,8 @@ export interface ChaosReport {
   operations: { total: number; ok: number; fail: number; info: number; byKind: Record<string, number>; unexpected: number; unexpectedSamples: string[] };
   faults: { total: number; byKind: Record<string, number>; log: { kind: string; atS: number; detail: string }[] };
   failoverMs: { count: number; min: number | null; median: number | null; max: number | null; leaseMs: number };
+  /** Each blackhole of DynamoDB and SQS: the probe write's answer and time, and the recovery after healing. */
+  blackholes: BlackholeRecord[];
   checker: { linearizable: boolean; timedOut: boolean; violatingKeys: string[]; keys: number; operations: number; statesExplored: number; ms: number; explanation: string | null };
   lost: { count: number; acknowledged: number; samples: string[]; expected: boolean };
   replication: ReplicationMode;
@@ -82,6 +84,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     faultSeed: options.seed,
     unsafeDisableFencing: options.unsafeDisableFencing === true,
     singleProcess: options.singleProcess === true,
+    // The blackhole nemesis makes DynamoDB and SQS hang through loopback proxies in front of them.
+    faultProxy: options.nemeses.includes('blackhole'),
     log: process.env.EPOCHKV_CHAOS_DEBUG === "1" ? (line) => print(`    cloud: ${line}`) : () => undefined,
   });
   try {
@@ -171,6 +175,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         log: nemesis.log.faults.map((fault) => ({ kind: fault.kind, atS: Math.round((fault.startedMs - startedMs) / 100) / 10, detail: fault.detail })),
       },
       failoverMs: { count: failovers.length, min: failovers[0] ?? null, median: percentile(failovers, 0.5), max: failovers.at(-1) ?? null, leaseMs: cloud.config.leaseMs },
+      blackholes: nemesis.log.blackholes,
       checker: {
         linearizable: verdict.linearizable,
         timedOut: verdict.timedOut === true,
@@ -337,6 +342,9 @@ function printReport(report: ChaosReport, print: (line: string) => void): void {
   line('faults injected', `${report.faults.total} ${JSON.stringify(report.faults.byKind)}`);
   const failover = report.failoverMs;
   line('failovers seen', failover.count === 0 ? 'none' : `${failover.count}: min ${failover.min} ms, median ${failover.median} ms, max ${failover.max} ms (leaseMs ${failover.leaseMs})`);
+  for (const hole of report.blackholes) {
+    line('blackhole', `${hole.durationMs} ms: probe write ${hole.probeStatus}${hole.probeError === undefined ? '' : ` ${hole.probeError}`} in ${hole.probeMs} ms; led again ${hole.recoveredMs ?? '—'} ms after healing; ${hole.shardsNewEpoch}/${hole.shards} shards at a new epoch`);
+  }
   const verdict = report.checker.linearizable ? 'linearizable' : report.checker.violatingKeys.length > 0 ? `NOT linearizable (keys ${report.checker.violatingKeys.join(', ')})` : 'UNKNOWN (search bound hit)';
   line('checker', `${verdict}: ${report.checker.operations} operations on ${report.checker.keys} keys, ${report.checker.statesExplored} states, ${report.checker.ms} ms`);
   if (report.checker.explanation !== null) print(report.checker.explanation);

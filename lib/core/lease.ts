@@ -149,6 +149,16 @@ export class Election {
     // make a retry safe either way.
   }
 
+  /**
+   * The holder gives a shard up without a write: its renewals have not been acknowledged for
+   * about a lease (its store hangs or is unreachable), so another node may take the shard over
+   * any moment. It acts as after a refused renewal: no more renewals or commits until a
+   * consistent read shows the lease moved (or, when a renewal did land, still ours).
+   */
+  stepDown(shard: number): void {
+    this.#view(shard).steppedDown = true;
+  }
+
   /** Shards this incarnation holds as far as it knows (after the last outcome). */
   leading(): number[] {
     return this.#shards.flatMap((view, shard) => (this.#isMine(view) ? [shard] : []));

@@ -89,8 +89,43 @@ export const limits = {
   /** Seconds a client should wait before retrying a 503 for a leaderless shard. */
   retryAfterSeconds: 1,
 
+  /**
+   * AWS SDK calls (lib/adapters/aws/clients.ts). Attempts per call: the SDK retries throttling
+   * and transient errors, a timed-out attempt included (its error is named TimeoutError).
+   */
+  awsAttemptsMax: 3,
+  /**
+   * The SDK's standard retry waits a jittered 0..50 ms, then 0..100 ms, between the attempts of a
+   * transient error (base 50 ms, doubled per retry: @smithy/core util-retry): at most this in all.
+   */
+  awsRetryBackoffMsMax: 150,
+  /**
+   * Per attempt: the TCP connection must be up within this (a few ms in a region; a refused or
+   * silent endpoint fails here instead of hanging).
+   */
+  awsConnectionTimeoutMs: 300,
+  /**
+   * Per attempt, connection to last byte of the answer (NodeHttpHandler `requestTimeout` with
+   * `throwOnRequestTimeout`), by role. A node's call, retries included, must end within a lease,
+   * so a leader whose store hangs learns it and steps down before another node may take over.
+   */
+  nodeRequestTimeoutMs: 500,
+  /**
+   * The API's: a write that waited its whole intake time, then withdrew its intake item and
+   * made one more call, still answers before API Gateway's 29 s integration timeout.
+   */
+  apiRequestTimeoutMs: 1_000,
+  /** Everything else (the apply function, the replica heartbeat, tools): batches of up to 100 items. */
+  workerRequestTimeoutMs: 2_000,
+  /** SQS long polls (ReceiveMessage waits up to 20 s by itself): the wait plus a margin. */
+  longPollRequestTimeoutMs: 25_000,
+  sqsReceiveWaitMsMax: 20_000,
+  /** API Gateway REST's integration timeout. */
+  apiGatewayTimeoutMs: 29_000,
+
   /** quorum/all: how long a write waits for the replica queues to accept its entry. */
   replicationAckMs: 2000,
+
   /** In-sync set: a replica this many entries behind the head leaves it; it rejoins within the second bound. */
   inSyncLagEntriesMax: 1000,
   inSyncRejoinLagEntriesMax: 16,
@@ -108,6 +143,11 @@ export function checkTimings({ leaseMs, tickMs }: Timings): void {
   // A leader renews every tick; three ticks per lease lets two renewals fail in a row
   // (a slow write, a GC pause) before the lease can be taken over.
   assert(tickMs * 3 <= leaseMs, `tickMs * 3 must be <= leaseMs (tickMs=${tickMs}, leaseMs=${leaseMs})`);
+}
+
+/** The longest one SDK call can take with every attempt timing out: attempts, each bounded, and the waits between them. */
+export function awsCallMsMax(requestTimeoutMs: number): number {
+  return limits.awsAttemptsMax * requestTimeoutMs + limits.awsRetryBackoffMsMax;
 }
 
 // Relations checked at load.
@@ -139,4 +179,19 @@ assert(
 );
 assert(limits.retryBackoffMsBase <= limits.retryBackoffMsMax, 'retry backoff bounds are inverted');
 checkTimings({ leaseMs: limits.leaseMsDefault, tickMs: limits.tickMsDefault });
+for (const requestTimeoutMs of [limits.nodeRequestTimeoutMs, limits.apiRequestTimeoutMs, limits.workerRequestTimeoutMs, limits.longPollRequestTimeoutMs]) {
+  assert(limits.awsConnectionTimeoutMs < requestTimeoutMs, 'a request timeout must leave time after the connection is up');
+}
+// A node's call ends (answered or failed) within a lease and a tick to spare, on the shortest
+// lease the project runs with (the local cloud's), and on AWS's.
+assert(
+  awsCallMsMax(limits.nodeRequestTimeoutMs) + limits.tickMsLocal <= limits.leaseMsLocal && awsCallMsMax(limits.nodeRequestTimeoutMs) + limits.tickMsDefault <= limits.leaseMsDefault,
+  'a node\'s AWS call, every attempt timing out, must end a tick before its lease could expire',
+);
+assert(
+  limits.intakeWaitMsMax + 2 * awsCallMsMax(limits.apiRequestTimeoutMs) < limits.apiGatewayTimeoutMs,
+  'an API write that waits its whole intake time and then makes two more calls must answer before API Gateway\'s 29 s',
+);
+assert(limits.watchWaitMsMax + awsCallMsMax(limits.apiRequestTimeoutMs) < limits.apiGatewayTimeoutMs, 'a watch that waits its longest must answer before API Gateway\'s 29 s');
+assert(limits.longPollRequestTimeoutMs > limits.sqsReceiveWaitMsMax, 'a long poll must be allowed to wait its whole wait time');
 checkTimings({ leaseMs: limits.leaseMsLocal, tickMs: limits.tickMsLocal });

@@ -24,6 +24,8 @@ const readGrants: readonly ApiGrant[] = [
   { method: 'GET', path: '/watch' },
   { method: 'GET', path: '/cluster' },
   { method: 'GET', path: '/health' },
+  // Open to anyone (no IAM, lib/infra/api.ts); granted too, so every route is in a level.
+  { method: 'GET', path: '/livez' },
 ];
 
 /**
@@ -31,7 +33,7 @@ const readGrants: readonly ApiGrant[] = [
  * nobody until it is added here on purpose (a test compares both lists).
  */
 export const apiAccessLevels = {
-  /** Reads, listings, watches, cluster status and health. */
+  /** Reads, listings, watches, cluster status, health and liveness. */
   read: readGrants,
   /** Everything `read` allows, plus writes (`PUT`, also compare-and-set) and deletes of keys. */
   readWrite: [...readGrants, { method: 'PUT', path: '/kv/*' }, { method: 'DELETE', path: '/kv/*' }] as readonly ApiGrant[],
@@ -83,7 +85,7 @@ export class KvApiAccess extends Construct {
     const region = Stack.of(this).region;
     const names = apiAccessPolicyNames(config.prefix, region);
     const descriptions: Record<ApiAccessLevel, string> = {
-      read: `epochkv ${config.prefix}: read-only use of the ${region} API (GET /kv, /kv/*, /watch, /cluster, /health)`,
+      read: `epochkv ${config.prefix}: read-only use of the ${region} API (GET /kv, /kv/*, /watch, /cluster, /health, /livez)`,
       readWrite: `epochkv ${config.prefix}: read-write use of the ${region} API (the read-only set plus PUT and DELETE /kv/*)`,
     };
     const policies: Partial<Record<ApiAccessLevel, iam.ManagedPolicy>> = {};

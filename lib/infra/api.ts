@@ -7,13 +7,18 @@ import { grantTableRead, grantTableTransactWrite, type ClusterReferences } from 
 import type { InfraConfig } from './config.ts';
 import { HandlerFunction } from './handler-function.ts';
 
-/** The routes of functions/api.ts; every one answers through the same Lambda proxy integration. */
-export const apiRoutes: { path: string; methods: string[] }[] = [
+/**
+ * The routes of functions/api.ts; every one answers through the same Lambda proxy integration.
+ * `open`: no IAM, for load balancers and deploy scripts that probe readiness (/health) and
+ * liveness (/livez) without AWS credentials; they say nothing of the data.
+ */
+export const apiRoutes: { path: string; methods: string[]; open?: boolean }[] = [
   { path: '/kv', methods: ['GET'] },
   { path: '/kv/{key+}', methods: ['GET', 'PUT', 'DELETE'] },
   { path: '/watch', methods: ['GET'] },
   { path: '/cluster', methods: ['GET'] },
-  { path: '/health', methods: ['GET'] },
+  { path: '/health', methods: ['GET'], open: true },
+  { path: '/livez', methods: ['GET'], open: true },
 ];
 
 export const apiStageName = 'v1';
@@ -114,8 +119,8 @@ export class KvApi extends Construct {
       // The greedy `{key+}` is required: API Gateway refuses a request without it before Lambda runs.
       const requestParameters = route.path.includes('{key+}') ? { 'method.request.path.key': true } : undefined;
       for (const method of route.methods) {
-        resource.addMethod(method, integration, {
-          authorizationType: apigateway.AuthorizationType.IAM,
+        const added = resource.addMethod(method, integration, {
+          authorizationType: route.open === true ? apigateway.AuthorizationType.NONE : apigateway.AuthorizationType.IAM,
           requestValidator: validator,
           ...(requestParameters === undefined ? {} : { requestParameters }),
         });
@@ -131,6 +136,12 @@ export class KvApi extends Construct {
     for (const method of this.api.methods) {
       Validations.of(method).acknowledge({
         id: 'AwsSolutions-COG4',
+        if (route.open === true) {
+          Validations.of(added).acknowledge({
+            id: 'AwsSolutions-APIG4',
+            reason: 'Readiness and liveness probes are open on purpose (load balancers, deploy scripts); they read no user data, the answer is cached per instance, and the stage is throttled.',
+          });
+        }
         reason: 'Callers are AWS principals authorized with IAM (SigV4) on every method, by design: the API serves services and operators, not end users with Cognito identities.',
       });
     }

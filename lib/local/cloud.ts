@@ -32,6 +32,7 @@ import { startDynamoLocal, startSqsEmulator, type Emulator } from './emulators.t
 import { apiGatewayIntegration, concurrencyMaxDefault, LambdaPool, type LambdaEnvironmentInfo, type LambdaPoolStats } from './lambda-pool.ts';
 import { serveApi, TokenBucket, type ApiServer, type LocalRoute } from './http-server.ts';
 import { ensureTables } from './tables.ts';
+import { startFaultProxy, type FaultProxy } from './fault-proxy.ts';
 
 /**
  * A replica apply function's settings, its applier's items per shared transaction
@@ -87,6 +88,12 @@ export interface LocalCloudOptions {
    * this process and in the node processes. Default: on when EPOCHKV_LOCAL_AWS_LATENCY=1.
    */
   awsLatency?: boolean;
+  /**
+   * Put a loopback TCP proxy in front of DynamoDB Local and the SQS emulator and give every
+   * client (nodes, API, apply) the proxies' endpoints, so `blackhole` can make both hang
+   * (lib/local/fault-proxy.ts). Default false: clients talk to the emulators directly.
+   */
+  faultProxy?: boolean;
   log?: (line: string) => void;
 }
 
@@ -183,6 +190,18 @@ export interface LocalCloud {
    * through a promotion's rewiring); throws after timeoutMs.
    */
   waitForLeaders(timeoutMs: number): Promise<void>;
+  /**
+   * Until `GET /health` answers 200 in every region of the cluster, asked over HTTP as a client
+   * would; throws after timeoutMs with each unready region's last reasons.
+   */
+  waitForReady(timeoutMs: number): Promise<void>;
+  /**
+   * Fault injection (needs `faultProxy`): DynamoDB and SQS accept connections and never answer
+   * while on, for every process of the cloud; off heals.
+   */
+  blackhole(on: boolean): void;
+  /** Whether the fault proxies run (see LocalCloudOptions.faultProxy). */
+  readonly faultProxy: boolean;
   stop(): Promise<void>;
 }
 
@@ -633,6 +652,10 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
   setAwsLatency(awsLatency);
   let nodes: NodeProcesses | undefined;
   let sqsEmulator: Emulator | undefined;
+  const faultProxies: FaultProxy[] = [];
+  // The emulators' own endpoints (with fault proxies, config has the proxies'): for the cloud's
+  // admin calls, which a blackhole must not stop.
+  let directSqsEndpoint: string | undefined;
   let cutOff: LocalCloud['cutOff'] = () => undefined;
   let heal: LocalCloud['heal'] = () => undefined;
   let promote: LocalCloud['promote'] = () => Promise.reject(new Error('the cloud is not started'));
@@ -693,6 +716,7 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     await nodes?.stopAll();
     await Promise.all(servers.map((server) => server.close()));
     for (const close of closers) close();
+    await Promise.all(faultProxies.map((proxy) => proxy.close()));
     await sqsEmulator?.stop();
     for (const emulator of owned.reverse()) await emulator.stop();
     setAwsLatency(awsLatencyBefore);
@@ -706,6 +730,15 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     if (config.sqsEndpoint === undefined) {
       sqsEmulator = await startSqsEmulator({ port: basePort === 0 ? 0 : basePort + 21 });
       config.sqsEndpoint = sqsEmulator.endpoint;
+    }
+    directSqsEndpoint = config.sqsEndpoint;
+    if (options.faultProxy === true) {
+      // Every client made from config (this process's and the node processes') goes through them.
+      for (const service of ['dynamoEndpoint', 'sqsEndpoint'] as const) {
+        const proxy = await startFaultProxy({ target: config[service] as string });
+        faultProxies.push(proxy);
+        config[service] = proxy.endpoint;
+      }
     }
     // Every region's tables (and each replica region's queues) from the same definitions.
     // One DynamoDB Local and one SQS emulator serve them all, separated by the client's region.
@@ -796,7 +829,8 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
           applyHandler = createApplyHandler(heartbeat.applier, regionLog, options.apply);
         }
         const queue = queues.get(region) as ReplicationQueue;
-        const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
+        // The event source mapping long-polls its queue.
+        const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint, role: 'long-poll' });
         wiringClosers.push(() => sqs.destroy());
         const eventSource = createEventSource({
           client: sqs,
@@ -1024,6 +1058,38 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     },
     killApiEnvironment: (region) => killApiEnvironment(region ?? config.homeRegion),
     lambdaFunctions: () => lambdaFunctions(),
+    async waitForReady(timeoutMs) {
+      const unready = new Map<string, string>();
+      await waitUntil(
+        'GET /health 200 in every region',
+        async () => {
+          const members = regions.filter((endpoint) => endpoint.role !== 'detached' && !endpoint.cutOff);
+          const answers = await Promise.all(
+            members.map(async (endpoint) => {
+              const response = await fetch(`${endpoint.apiUrl}/health`, {
+                headers: options.bearerToken === undefined ? {} : { authorization: `Bearer ${options.bearerToken}` },
+                signal: AbortSignal.timeout(10_000),
+              });
+              const body = (await response.json().catch(() => ({}))) as { reasons?: string[]; error?: string };
+              if (response.status === 200) unready.delete(endpoint.region);
+              else unready.set(endpoint.region, `${response.status} ${(body.reasons ?? [body.error ?? '']).join('; ').slice(0, 300)}`);
+              return response.status === 200;
+            }),
+          );
+          return answers.every(Boolean) ? true : undefined;
+        },
+        timeoutMs,
+        100,
+      ).catch((error: unknown) => {
+        throw new Error(`${(error as Error).message}: ${[...unready].map(([region, why]) => `${region}: ${why}`).join(' | ')}`);
+      });
+    },
+    faultProxy: options.faultProxy === true,
+    blackhole(on) {
+      if (faultProxies.length === 0) throw new Error('blackhole needs the fault proxies: start the cloud with faultProxy: true');
+      for (const proxy of faultProxies) proxy.setBlackhole(on);
+      log(`local: DynamoDB and SQS ${on ? 'blackholed (connections accepted, never answered)' : 'answer again'}`);
+    },
     async waitForLeaders(timeoutMs) {
       await waitUntil(
         'a live leader for every shard',
@@ -1038,12 +1104,12 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     },
     restartSqs: async () => {
       if (sqsEmulator === undefined) throw new Error('the SQS emulator was given to this cloud; restart it where it was started');
-      const port = Number(new URL(config.sqsEndpoint!).port);
+      const port = Number(new URL(directSqsEndpoint!).port);
       await sqsEmulator.stop();
       sqsEmulator = await startSqsEmulator({ port });
       // The emulator keeps nothing: the queues come back empty, as after losing every message.
       for (const region of regions.map((endpoint) => endpoint.region)) {
-        const sqs = makeSqsClient({ region, endpoint: config.sqsEndpoint });
+        const sqs = makeSqsClient({ region, endpoint: directSqsEndpoint });
         try {
           await ensureReplicationQueue(sqs, config.tablePrefix, { visibilityTimeoutS: localVisibilityTimeoutS, maxReceiveCount: localMaxReceiveCount });
         } finally {

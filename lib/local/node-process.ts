@@ -21,8 +21,8 @@ if (node === undefined) {
 
 const config = configFromEnv();
 const clock = systemClock();
-const store = new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
-const shipper = config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, from: config.region, log: (line) => process.stdout.write(`${line}\n`) });
+const store = new DynamoStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint, role: 'node' }), config.tables, config.shardCount);
+const shipper = config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, from: config.region, role: 'node', log: (line) => process.stdout.write(`${line}\n`) });
 const stop = new AbortController();
 const running = new Set<Promise<unknown>>();
 

@@ -24,14 +24,14 @@ export function createRegionService(
 ): { service: KvService; close(): void } {
   const unsafeDisableFencing = config.local && unsafe.disableFencing === true;
   const { alive } = clients;
-  const homeClient = makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint, from: config.region, alive });
+  const homeClient = makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint, from: config.region, alive, role: 'api' });
   const home = new DynamoStore(homeClient, config.tables, config.shardCount, { unsafeDisableFencing });
   const shipper =
-    config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log, from: config.region, alive });
+    config.replicaRegions.length === 0 ? undefined : new Shipper({ prefix: config.tablePrefix, regions: config.replicaRegions, endpoint: config.sqsEndpoint, log, from: config.region, alive, role: 'api' });
   let local;
   let localClient: ReturnType<typeof makeDynamoClient> | undefined;
   if (config.region !== config.homeRegion) {
-    localClient = makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint, alive });
+    localClient = makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint, alive, role: 'api' });
     local = { store: new DynamoStore(localClient, config.tables, config.shardCount), progress: new DynamoReplicaStore(localClient, config.tables) };
   }
   return {

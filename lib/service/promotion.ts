@@ -128,7 +128,8 @@ export async function promoteRegion(options: PromotionOptions): Promise<Promotio
           dynamo,
           store: new DynamoStore(dynamo, options.tables, options.shardCount),
           replica: new DynamoReplicaStore(dynamo, options.tables),
-          sqs: makeSqsClient({ region, endpoint: options.sqsEndpoint, from: target }),
+          // Its drain long-polls the queues.
+          sqs: makeSqsClient({ region, endpoint: options.sqsEndpoint, from: target, role: 'long-poll' }),
           tables: options.tables,
         },
       ];

@@ -216,7 +216,8 @@ describe('Fuzzed HTTP surface of the local cloud', () => {
       expect(((await anonymous.json()) as { message: string }).message).toContain('Authorization: Bearer');
       expect(wrong.status).toBe(401);
       expect(page.status).toBe(200);
-      expect(answers.filter((answer) => answer.status === 200).length).toBeGreaterThan(0);
+      // Past the token and under the rate: answered by the handler, ready (200) or not yet (503).
+      expect(answers.filter((answer) => answer.status === 200 || answer.status === 503).length).toBeGreaterThan(0);
       expect(limited?.headers.get('retry-after')).toMatch(/^\d+$/);
       expect(((await limited?.json()) as { error: string }).error).toBe('TooManyRequests');
     } finally {

@@ -249,13 +249,12 @@ describe('Replicas', () => {
 });
 
 describe('API', () => {
-  it('requires IAM (SigV4) on every method of every region', () => {
+  it('requires IAM (SigV4) on every method of every region but the readiness and liveness probes', () => {
     for (const region of regions()) {
       const name = region === cluster.config.homeRegion ? stackNames.home(cluster.config) : stackNames.replica(cluster.config, region);
       const api = template(name);
       expect(Object.keys(api.findResources('AWS::ApiGateway::Method')).length).toBe(apiRoutes.reduce((count, route) => count + route.methods.length, 0));
-      expect(unauthenticatedMethods(api), `${name}: methods without AWS_IAM`).toEqual([]);
-      api.allResourcesProperties('AWS::ApiGateway::Method', { AuthorizationType: 'AWS_IAM' });
+      expect(unauthenticatedMethods(api).map((method) => method.replace(/[0-9A-F]{8} /, ' ')), `${name}: methods without AWS_IAM`).toEqual(['ApihealthGET (GET: NONE)', 'ApilivezGET (GET: NONE)']);
     }
   });
 
@@ -267,13 +266,13 @@ describe('API', () => {
     expect(unauthenticatedMethods(Template.fromStack(stack))).toEqual([expect.stringContaining('(GET: NONE)')]);
   });
 
-  it('serves /kv, /kv/{key+}, /watch, /cluster, /health by Lambda proxy, throttled, with JSON access logs, in every region', () => {
+  it('serves /kv, /kv/{key+}, /watch, /cluster, /health, /livez by Lambda proxy, throttled, with JSON access logs, in every region', () => {
     for (const region of regions()) {
       const name = region === cluster.config.homeRegion ? stackNames.home(cluster.config) : stackNames.replica(cluster.config, region);
       const api = template(name);
       api.hasResourceProperties('AWS::ApiGateway::RestApi', { Name: `${cluster.config.prefix}-api`, BinaryMediaTypes: ['*/*'], EndpointConfiguration: { Types: ['REGIONAL'] } });
       const paths = Object.values(api.findResources('AWS::ApiGateway::Resource')).map((resource) => (resource as { Properties: { PathPart: string } }).Properties.PathPart);
-      expect(paths.sort()).toEqual(['cluster', 'health', 'kv', 'watch', '{key+}']);
+      expect(paths.sort()).toEqual(['cluster', 'health', 'kv', 'livez', 'watch', '{key+}']);
       api.allResourcesProperties('AWS::ApiGateway::Method', {
         Integration: Match.objectLike({ Type: 'AWS_PROXY', IntegrationHttpMethod: 'POST' }),
         RequestValidatorId: { Ref: Match.stringLikeRegexp('^ApiValidator') },
@@ -457,7 +456,8 @@ describe('cdk-nag', () => {
       }
     }
     expect(Object.fromEntries([...acknowledged].map(([id, paths]) => [id, [...paths].sort()]))).toEqual({
-      'AwsSolutions-COG4': ['Api/Api/Default/cluster/<method>', 'Api/Api/Default/health/<method>', 'Api/Api/Default/kv/<method>', 'Api/Api/Default/kv/{key+}/<method>', 'Api/Api/Default/watch/<method>'],
+      'AwsSolutions-COG4': ['Api/Api/Default/cluster/<method>', 'Api/Api/Default/health/<method>', 'Api/Api/Default/kv/<method>', 'Api/Api/Default/kv/{key+}/<method>', 'Api/Api/Default/livez/<method>', 'Api/Api/Default/watch/<method>'],
+      'AwsSolutions-APIG4': ['Api/Api/Default/health/<method>', 'Api/Api/Default/livez/<method>'],
       'AwsSolutions-APIG3': ['Api/Api/DeploymentStage.v1'],
       'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]': ['Api/Api/CloudWatchRole'],
       // The greedy {key+} route in execute-api ARNs, per policy and only for the methods it grants.

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SQSClient } from '@aws-sdk/client-sqs';
+import { limits } from '../../core/limits.ts';
 import { awsCallMs, awsLatencyEnabled } from '../../local/aws-latency.ts';
 import { CachedDocumentClient, documentInputOf, type DocumentClient } from './document-client.ts';
 
@@ -10,8 +11,23 @@ import { CachedDocumentClient, documentInputOf, type DocumentClient } from './do
  */
 export const localCredentials = { accessKeyId: 'epochkvlocal', secretAccessKey: 'epochkvlocal' } as const;
 
+/**
+ * Who makes the calls, which decides how long one may hang (lib/core/limits.ts): a node's must
+ * end within its lease, the API's within API Gateway's 29 s, a long poll's after its wait.
+ */
+export type ClientRole = 'node' | 'api' | 'worker' | 'long-poll';
+
+export const requestTimeoutMsByRole: Readonly<Record<ClientRole, number>> = {
+  node: limits.nodeRequestTimeoutMs,
+  api: limits.apiRequestTimeoutMs,
+  worker: limits.workerRequestTimeoutMs,
+  'long-poll': limits.longPollRequestTimeoutMs,
+};
+
 export interface ClientOptions {
   region: string;
+  /** Default `worker`. */
+  role?: ClientRole | undefined;
   /** Emulator endpoint (DynamoDB Local); omitted on AWS. */
   endpoint?: string | undefined;
   /**
@@ -215,15 +231,27 @@ function removeSdkLogger(stack: Stack): void {
 }
 
 /**
- * What every SDK client of epochkv shares: the SDK retries only throttling and transient network
- * errors, a bounded number of times (the adapters retry lost races themselves, with jittered
+ * What every SDK client of epochkv shares: a connection and a request timeout per attempt, by
+ * role; the SDK retries only throttling and transient network errors (timeouts included), a
+ * bounded number of times (the adapters retry lost races themselves, with jittered
  * backoff); the middleware stack is resolved once per command class instead of on every call
  * (`cacheMiddleware`: a SendMessageBatch cost this process 0.61–0.68 ms of CPU with it against
  * 0.86–0.97 ms without, client and in-process SQS emulator together); locally, the emulator's
  * endpoint and key.
  */
-function clientConfig(region: string, endpoint: string | undefined) {
-  return { region, maxAttempts: 3, cacheMiddleware: true, ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }) };
+function clientConfig(region: string, endpoint: string | undefined, role: ClientRole) {
+  return {
+    region,
+    maxAttempts: limits.awsAttemptsMax,
+    cacheMiddleware: true,
+    // The options of the SDK's NodeHttpHandler (@smithy/node-http-handler), which the client
+    // builds from them. Without these an endpoint that accepts a connection and never answers
+    // stalls the call for good (the defaults are 0: no timeout). `requestTimeout` runs from the
+    // request's start to the answer's end and throws only with `throwOnRequestTimeout` (else it
+    // logs a warning); the error is a TimeoutError, which the SDK retries as transient.
+    requestHandler: { connectionTimeout: limits.awsConnectionTimeoutMs, requestTimeout: requestTimeoutMsByRole[role], throwOnRequestTimeout: true },
+    ...(endpoint === undefined ? {} : { endpoint, credentials: localCredentials }),
+  };
 }
 
 /** The middleware epochkv adds, all of it here: with a cached stack, nothing may be added after the first request. */
@@ -237,14 +265,14 @@ function prepareStack(stack: Stack, service: AwsRequestRecord['service'], option
 
 /** DynamoDB client for a region (see CachedDocumentClient); on the local cloud it points at DynamoDB Local with the local key. */
 export function makeDynamoClient(options: ClientOptions): DocumentClient {
-  const client = new DynamoDBClient(clientConfig(options.region, options.endpoint));
+  const client = new DynamoDBClient(clientConfig(options.region, options.endpoint, options.role ?? 'worker'));
   prepareStack(client.middlewareStack, 'dynamodb', options);
   return new CachedDocumentClient(client) as unknown as DocumentClient;
 }
 
 /** SQS client for a region; on the local cloud it points at the emulator with the local key. */
 export function makeSqsClient(options: ClientOptions): SQSClient {
-  const client = new SQSClient(clientConfig(options.region, options.endpoint));
+  const client = new SQSClient(clientConfig(options.region, options.endpoint, options.role ?? 'worker'));
   prepareStack(client.middlewareStack, 'sqs', options);
   return client;
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { GetQueueUrlCommand, SendMessageBatchCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { LogEntry, Operation } from '../../core/log.ts';
-import { makeSqsClient } from './clients.ts';
+import { makeSqsClient, type ClientRole } from './clients.ts';
 
 /** A replication message that cannot be read back into a log entry: it goes to the DLQ. */
 export class PoisonMessageError extends Error {
@@ -114,11 +114,13 @@ export class Shipper {
       from?: string | undefined;
       /** Local cloud only: see ClientOptions.alive. */
       alive?: (() => boolean) | undefined;
+      /** Whose sends these are, which bounds how long one may hang (see ClientRole); default worker. */
+      role?: ClientRole | undefined;
     },
   ) {
     this.#targets = options.regions.map((region) => ({
       region,
-      client: makeSqsClient({ region, endpoint: options.endpoint, from: options.from, alive: options.alive }),
+      client: makeSqsClient({ region, endpoint: options.endpoint, from: options.from, alive: options.alive, role: options.role }),
       queueUrl: undefined,
       pending: [],
       timer: undefined,
