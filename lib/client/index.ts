@@ -297,7 +297,11 @@ export class EpochKv {
       const scope = scopeOf({ ...(options.signal === undefined ? {} : { signal: options.signal }) });
       const response = await this.#request('GET', `/watch?${query}`, {}, undefined, scope, waitMs + this.#timeoutMs);
       const body = (await response.json()) as { entries: WatchEntry[]; next: number };
-      yield* body.entries;
+      for (const entry of body.entries) {
+        // Once aborted, nothing more: not even the rest of a page already received.
+        if (isAborted(options.signal)) return;
+        yield entry;
+      }
       from = body.next;
     }
   }
@@ -408,6 +412,11 @@ class RetryAfter extends UnavailableError {
   ) {
     super(status, code, message);
   }
+}
+
+/** A function, not an inline check: the signal changes between yields, which narrowing cannot see. */
+function isAborted(signal: AbortSignal | undefined): boolean {
+  return signal?.aborted === true;
 }
 
 function encodeKey(key: string): string {
