@@ -14,7 +14,7 @@ import { clusterStatus } from '../lib/service/cluster-status.ts';
 import { ReadinessCache, regionReadiness } from '../lib/service/readiness.ts';
 import { createRegionService } from '../lib/service/factory.ts';
 import type { KvService } from '../lib/service/kv-service.ts';
-import { lambdaLogger } from './telemetry.ts';
+import { apiTelemetry } from './telemetry.ts';
 
 export type ApiHandler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
 
@@ -349,9 +349,10 @@ export const handler: ApiHandler = async (event) => {
   if (cached === undefined) {
     const config = configFromEnv();
     const clock = systemClock();
-    const logger = lambdaLogger('api', config);
-    const log = (line: string) => logger.error(line);
-    cached = createApiHandler({ config, clock, service: createRegionService(config, clock, log).service }, log);
+    // Request count and latency per route and status, commits and lost races (telemetry.ts).
+    const telemetry = apiTelemetry(config);
+    const log = (line: string) => telemetry.logger.error(line);
+    cached = telemetry.wrap(createApiHandler({ config, clock, service: createRegionService(config, clock, log).service }, log));
   }
   return cached(event);
 };

@@ -7,7 +7,7 @@ import { systemClock } from '../lib/clock.ts';
 import { configFromEnv } from '../lib/config.ts';
 import type { LogEntry } from '../lib/core/log.ts';
 import { DeliveryError, ReplicaApplier } from '../lib/service/replica-applier.ts';
-import { lambdaLogger } from './telemetry.ts';
+import { applyTelemetry } from './telemetry.ts';
 
 export type ApplyHandler = (event: SQSEvent) => Promise<SQSBatchResponse>;
 
@@ -139,8 +139,9 @@ export const handler: ApplyHandler = async (event) => {
     const clock = systemClock();
     const home = new DynamoStore(makeDynamoClient({ region: config.homeRegion, endpoint: config.dynamoEndpoint }), config.tables, config.shardCount);
     const replica = new DynamoReplicaStore(makeDynamoClient({ region: config.region, endpoint: config.dynamoEndpoint }), config.tables);
-    const logger = lambdaLogger('apply', config);
-    cached = createApplyHandler(new ReplicaApplier(replica, home, clock), (line) => logger.error(line));
+    // Applied and failed messages per batch (telemetry.ts).
+    const telemetry = applyTelemetry(config);
+    cached = telemetry.wrap(createApplyHandler(new ReplicaApplier(replica, home, clock), (line) => telemetry.logger.error(line)));
   }
   return cached(event);
 };

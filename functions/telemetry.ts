@@ -1,10 +1,10 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
-import type { Context } from 'aws-lambda';
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import type { Clock } from '../lib/clock.ts';
 import type { ClusterConfig } from '../lib/config.ts';
 import { limits } from '../lib/core/limits.ts';
-import { clusterDimension, metricNames, metricNamespace, metricPublishEveryMs, metricServices } from '../lib/infra/metrics.ts';
+import { clusterDimension, lostRaceErrorCodes, metricNames, metricNamespace, metricPublishEveryMs, metricServices, routeDimension, statusDimension } from '../lib/infra/metrics.ts';
 import type { Store } from '../lib/ports/store.ts';
 
 /**
@@ -132,6 +132,81 @@ export function replicaHeartbeatTelemetry(config: ClusterConfig, clock: Clock, c
     },
     finish(): void {
       gauges.flush();
+    },
+  };
+}
+
+const apiPaths = new Set(['/kv', '/watch', '/cluster', '/health', '/livez']);
+const apiMethods = new Set(['GET', 'PUT', 'DELETE', 'POST', 'HEAD']);
+
+/**
+ * The route template of a request, for a metric dimension: `GET /kv/{key}`, `PUT /kv/{key}`,
+ * `GET /watch`; any other path is `other`, so a caller probing paths cannot mint dimensions.
+ */
+export function routeOf(method: string, path: string): string {
+  const verb = apiMethods.has(method.toUpperCase()) ? method.toUpperCase() : 'OTHER';
+  if (path.startsWith('/kv/')) return `${verb} /kv/{key}`;
+  return apiPaths.has(path) ? `${verb} ${path}` : `${verb} other`;
+}
+
+/**
+ * The API handler's telemetry: one embedded-metric line per request with `Requests` and
+ * `LatencyMs`, and for writes `Commits` (answered 200) or `LostRaces` (answered 503 with a
+ * race's error code). The line carries two dimension sets, `cluster,service` (totals, what the
+ * alarms use) and `cluster,service,route,status` (the breakdown).
+ */
+export function apiTelemetry(config: ClusterConfig) {
+  const logger = lambdaLogger(metricServices.api, config);
+  const metrics = clusterMetrics(metricServices.api, config);
+  return {
+    logger,
+    wrap(handler: (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>) {
+      return async (event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> => {
+        const startedMs = performance.now();
+        const response = await handler(event);
+        const method = event.httpMethod.toUpperCase();
+        metrics.addDimensions({ [routeDimension]: routeOf(method, event.path), [statusDimension]: String(response.statusCode) });
+        metrics.addMetric(metricNames.apiRequests, MetricUnit.Count, 1);
+        metrics.addMetric(metricNames.apiLatencyMs, MetricUnit.Milliseconds, performance.now() - startedMs);
+        if (method === 'PUT' || method === 'DELETE') {
+          if (response.statusCode === 200) metrics.addMetric(metricNames.commits, MetricUnit.Count, 1);
+          else if (response.statusCode === 503 && lostRaceErrorCodes.includes(errorCodeOf(response))) metrics.addMetric(metricNames.lostRaces, MetricUnit.Count, 1);
+        }
+        metrics.publishStoredMetrics();
+        return response;
+      };
+    },
+  };
+}
+
+function errorCodeOf(response: APIGatewayProxyResult): string {
+  try {
+    const body = JSON.parse(response.body) as { error?: unknown };
+    return typeof body.error === 'string' ? body.error : '';
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * The apply handler's telemetry: per batch, `AppliedEntries` (messages handled without
+ * failure, an entry a pull already applied included: applied exactly once either way) and
+ * `ApplyFailures` (messages handed back for redelivery).
+ */
+export function applyTelemetry(config: ClusterConfig) {
+  const logger = lambdaLogger(metricServices.apply, config);
+  const metrics = clusterMetrics(metricServices.apply, config);
+  return {
+    logger,
+    wrap(handler: (event: SQSEvent) => Promise<SQSBatchResponse>) {
+      return async (event: SQSEvent): Promise<SQSBatchResponse> => {
+        const response = await handler(event);
+        const failed = response.batchItemFailures.length;
+        metrics.addMetric(metricNames.appliedEntries, MetricUnit.Count, event.Records.length - failed);
+        metrics.addMetric(metricNames.applyFailures, MetricUnit.Count, failed);
+        metrics.publishStoredMetrics();
+        return response;
+      };
     },
   };
 }

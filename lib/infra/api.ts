@@ -5,6 +5,7 @@ import { Construct } from 'constructs';
 import { KvApiAccess } from './api-access.ts';
 import { grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
 import type { InfraConfig } from './config.ts';
+import { addGatewayErrors } from './gateway-responses.ts';
 import { HandlerFunction } from './handler-function.ts';
 
 /**
@@ -20,6 +21,11 @@ export const apiRoutes: { path: string; methods: string[]; open?: boolean }[] = 
   { path: '/health', methods: ['GET'], open: true },
   { path: '/livez', methods: ['GET'], open: true },
 ];
+
+/** The routes as users write them: `GET /kv`, `GET|PUT|DELETE /kv/{key}`. */
+export function routeNames(): string[] {
+  return apiRoutes.map((route) => `${route.methods.join('|')} ${route.path.replace('{key+}', '{key}')}`);
+}
 
 export const apiStageName = 'v1';
 
@@ -40,8 +46,8 @@ export interface KvApiProps {
 /**
  * The region's REST API (v1): Lambda proxy integration of functions/api.ts, IAM (SigV4)
  * authorization on every method, read-only and read-write managed policies for its users
- * (`api-access.ts`), stage throttling, JSON access logs and error-level execution
- * logs. At home it serves writes and strong reads; in a replica region the same handler reads
+ * (`api-access.ts`), stage throttling, JSON access logs, error-level execution logs, X-Ray
+ * tracing, and gateway responses in the handler's error shape. At home it serves writes and strong reads; in a replica region the same handler reads
  * the region's copy for `session`/`eventual` reads and runs writes and strong reads against the
  * home tables (its environment says which region it is in).
  */
@@ -49,6 +55,8 @@ export class KvApi extends Construct {
   readonly handler: HandlerFunction;
   readonly api: apigateway.RestApi;
   readonly accessLogs: logs.LogGroup;
+  /** `{"error","message"}` bodies for the errors API Gateway answers itself (`gateway-responses.ts`). */
+  readonly gatewayResponses: apigateway.GatewayResponse[];
   /** The read-only and read-write managed policies for this API's users (outputs `ReadOnlyPolicyArn`, `ReadWritePolicyArn`). */
   readonly access: KvApiAccess;
 
@@ -106,8 +114,12 @@ export class KvApi extends Construct {
         loggingLevel: apigateway.MethodLoggingLevel.ERROR,
         dataTraceEnabled: false,
         metricsEnabled: true,
+        // X-Ray: the stage starts the trace the function's active tracing continues.
+        tracingEnabled: true,
       },
     });
+    // API Gateway's own refusals (IAM, throttle, size, timeouts) in the handler's error shape.
+    this.gatewayResponses = addGatewayErrors(this.api, config, routeNames());
     const validator = this.api.addRequestValidator('Validator', {
       requestValidatorName: 'parameters-and-body',
       validateRequestParameters: true,
@@ -124,6 +136,12 @@ export class KvApi extends Construct {
           requestValidator: validator,
           ...(requestParameters === undefined ? {} : { requestParameters }),
         });
+        if (route.open === true) {
+          Validations.of(added).acknowledge({
+            id: 'AwsSolutions-APIG4',
+            reason: 'Readiness and liveness probes are open on purpose (load balancers, deploy scripts); they read no user data, the answer is cached per instance, and the stage is throttled.',
+          });
+        }
       }
     }
     // Fixed output names: `cdk deploy --outputs-file` and the LocalStack check read them.
@@ -133,15 +151,15 @@ export class KvApi extends Construct {
     this.access = new KvApiAccess(this, 'Access', { config, api: this.api, stageName: apiStageName });
 
     // cdk-nag findings acknowledged here, each on the narrowest construct that carries it.
+    this.handler.acknowledge([
+      {
+        id: 'Serverless-LambdaDLQ',
+        reason: 'API Gateway invokes the function synchronously only: the caller receives every failure as the response (a 5xx in the error shape), so there is no asynchronous event to keep.',
+      },
+    ]);
     for (const method of this.api.methods) {
       Validations.of(method).acknowledge({
         id: 'AwsSolutions-COG4',
-        if (route.open === true) {
-          Validations.of(added).acknowledge({
-            id: 'AwsSolutions-APIG4',
-            reason: 'Readiness and liveness probes are open on purpose (load balancers, deploy scripts); they read no user data, the answer is cached per instance, and the stage is throttled.',
-          });
-        }
         reason: 'Callers are AWS principals authorized with IAM (SigV4) on every method, by design: the API serves services and operators, not end users with Cognito identities.',
       });
     }

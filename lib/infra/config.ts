@@ -42,6 +42,14 @@ export interface InfraConfig {
   replicaLagEntriesAlarm: number;
   /** Retention of every log group the stacks create. */
   logRetentionDays: number;
+  /**
+   * Reserved concurrency of each node function: capacity no other function of the account can
+   * take, so a traffic spike elsewhere cannot starve leadership. 0 reserves nothing (for accounts
+   * whose concurrency quota is too small to set any aside). See `nodeConcurrencyNeeded`.
+   */
+  nodeReservedConcurrency: number;
+  /** Optional: an email address subscribed to every region's alarm topic (it must confirm). */
+  alarmEmail?: string | undefined;
 }
 
 /** The context keys, one per field; the names users type after `-c`. */
@@ -62,9 +70,25 @@ export const contextKeys = {
   nodeMemoryMb: 'epochkv:nodeMemoryMb',
   replicaLagEntriesAlarm: 'epochkv:replicaLagEntriesAlarm',
   logRetentionDays: 'epochkv:logRetentionDays',
+  nodeReservedConcurrency: 'epochkv:nodeReservedConcurrency',
+  alarmEmail: 'epochkv:alarmEmail',
 } as const;
 
-export const infraDefaults: Omit<InfraConfig, 'account'> = {
+/**
+ * Concurrent executions one node function needs: a node runs one invocation at a time except
+ * while a minute's run overlaps the previous one (a run lasts up to the 90 s timeout), plus one
+ * for a schedule that fires early or late. It does not grow with shards: one invocation leads
+ * all of a node's shards in one loop. The whole fleet reserves `nodes × this`.
+ */
+export const nodeConcurrencyNeeded = 3;
+/**
+ * Lambda keeps at least 100 executions of an account's quota unreserved; the default quota is
+ * 1000 (new accounts may start lower: set `epochkv:nodeReservedConcurrency` to 0 there).
+ */
+export const accountUnreservedConcurrencyMin = 100;
+export const accountConcurrencyDefault = 1000;
+
+export const infraDefaults: Omit<InfraConfig, 'account' | 'alarmEmail'> = {
   prefix: 'epochkv',
   homeRegion: 'us-east-1',
   replicaRegions: ['eu-west-1', 'ap-southeast-2'],
@@ -79,6 +103,7 @@ export const infraDefaults: Omit<InfraConfig, 'account'> = {
   nodeMemoryMb: 256,
   replicaLagEntriesAlarm: 1000,
   logRetentionDays: 30,
+  nodeReservedConcurrency: nodeConcurrencyNeeded,
 };
 
 /** Retention values CloudWatch Logs accepts (days). */
@@ -138,6 +163,8 @@ export function infraConfigFromContext(read: ContextReader, options: { keys?: It
     nodeMemoryMb: parse.integer(contextKeys.nodeMemoryMb) ?? infraDefaults.nodeMemoryMb,
     replicaLagEntriesAlarm: parse.integer(contextKeys.replicaLagEntriesAlarm) ?? infraDefaults.replicaLagEntriesAlarm,
     logRetentionDays: parse.integer(contextKeys.logRetentionDays) ?? infraDefaults.logRetentionDays,
+    nodeReservedConcurrency: parse.integer(contextKeys.nodeReservedConcurrency) ?? infraDefaults.nodeReservedConcurrency,
+    alarmEmail: parse.string(contextKeys.alarmEmail),
   };
   if (problems.length > 0) throw new InfraConfigError(problems);
   return validateInfraConfig(config);
@@ -209,6 +236,17 @@ export function validateInfraConfig(config: InfraConfig): InfraConfig {
   check(
     Number.isInteger(config.replicaLagEntriesAlarm) && config.replicaLagEntriesAlarm >= 1,
     `${contextKeys.replicaLagEntriesAlarm} must be a positive integer; got ${config.replicaLagEntriesAlarm}`,
+  );
+  const fleetReserved = config.nodeReservedConcurrency * config.nodeIds.length;
+  check(
+    Number.isInteger(config.nodeReservedConcurrency) &&
+      (config.nodeReservedConcurrency === 0 || config.nodeReservedConcurrency >= nodeConcurrencyNeeded - 1) &&
+      fleetReserved <= accountConcurrencyDefault - accountUnreservedConcurrencyMin,
+    `${contextKeys.nodeReservedConcurrency} must be 0 (reserve nothing) or an integer of at least ${nodeConcurrencyNeeded - 1} (two overlapping runs; ${nodeConcurrencyNeeded} recommended) whose total over the ${config.nodeIds.length} nodes stays within ${accountConcurrencyDefault - accountUnreservedConcurrencyMin} (Lambda's default account quota of ${accountConcurrencyDefault} minus the ${accountUnreservedConcurrencyMin} it keeps unreserved); got ${config.nodeReservedConcurrency}`,
+  );
+  check(
+    config.alarmEmail === undefined || /^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(config.alarmEmail),
+    `${contextKeys.alarmEmail} must be an email address (alarms of every region are sent there once it confirms); got "${config.alarmEmail}"`,
   );
   check(logRetentionDaysAllowed.includes(config.logRetentionDays), `${contextKeys.logRetentionDays} must be one of ${logRetentionDaysAllowed.join(', ')}; got ${config.logRetentionDays}`);
   if (problems.length === 0) {

@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
@@ -99,6 +99,10 @@ export class ReplicationQueue extends Construct {
       retentionPeriod: Duration.seconds(definition.deadLetterRetentionS),
     });
     (this.deadLetterQueue.node.defaultChild as sqs.CfnQueue).overrideLogicalId(statefulLogicalIds.deadLetterQueue);
+    Validations.of(this.deadLetterQueue).acknowledge({
+      id: 'Serverless-SQSRedrivePolicy',
+      reason: 'This queue is the dead-letter queue of the replication queue: its messages are kept for inspection (the DeadLetters alarm), and a dead-letter queue of the dead-letter queue would only move them again.',
+    });
     this.queue = new sqs.Queue(this, statefulLogicalIds.queue, {
       ...common,
       queueName: names.queue,

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat, type BundlingOptions } from 'aws-cdk-lib/aws-lambda-nodejs';
@@ -52,12 +52,16 @@ export interface HandlerFunctionProps {
   environment?: Record<string, string>;
   /** For scheduled handlers: a failed or late run is not retried, the next minute's run replaces it. */
   asyncRetry?: { retryAttempts: number; maxEventAge: Duration };
+  /** Executions set aside for this function alone (and its ceiling); undefined shares the account's pool. */
+  reservedConcurrency?: number;
 }
 
 /**
  * One deployed handler: a `NodejsFunction` (Node.js 24, arm64), its own role and its own log
  * group. The role starts empty: the log group grants its own write access, and each capability
- * construct grants exactly the table and queue access its handler needs.
+ * construct grants exactly the table and queue access its handler needs. X-Ray active tracing
+ * is on (Lambda grants the role its own segment upload), so an API request is one trace from
+ * API Gateway through the function.
  */
 export class HandlerFunction extends Construct {
   readonly function: NodejsFunction;
@@ -98,7 +102,31 @@ export class HandlerFunction extends Construct {
       logGroup: this.logGroup,
       environment: { ...configToEnv(clusterConfigFor(config, region)), ...props.environment },
       bundling: bundlingOptions,
+      tracing: lambda.Tracing.ACTIVE,
+      ...(props.reservedConcurrency === undefined ? {} : { reservedConcurrentExecutions: props.reservedConcurrency }),
       ...(props.asyncRetry === undefined ? {} : props.asyncRetry),
     });
+    Validations.of(this.role).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'Active tracing grants xray:PutTraceSegments and xray:PutTelemetryRecords, which support no resource-level permissions: X-Ray accepts only Resource "*" for them. Every other statement of the role names its table, queue or log group.',
+    });
+  }
+
+  /** cdk-nag findings that do not apply to how this function is invoked, with the reason. */
+  acknowledge(findings: { id: string; reason: string }[]): void {
+    for (const finding of findings) Validations.of(this.function).acknowledge(finding);
   }
 }
+
+/**
+ * Why the scheduled functions (nodes, replica heartbeat) keep no dead-letter queue or failure
+ * destination: their event is EventBridge's "a minute passed", carrying no data to replay, and
+ * the next minute's run does the same work. A failure is seen by the function's Errors alarm.
+ */
+export const scheduledRunFindings = [
+  { id: 'Serverless-LambdaDLQ', reason: 'A scheduled run\'s event carries no data: a failed run has nothing to replay, and the next minute\'s run replaces it. Failures raise the function\'s Errors alarm.' },
+  {
+    id: 'Serverless-LambdaAsyncFailureDestination',
+    reason: 'Scheduled runs are not retried (MaximumRetryAttempts 0) and their event carries no data; a failure destination would only collect empty "a minute passed" events. Failures raise the function\'s Errors alarm.',
+  },
+];

@@ -1,11 +1,11 @@
-import { Duration } from 'aws-cdk-lib';
+import { Duration, Validations } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import { Construct } from 'constructs';
 import { env } from '../config.ts';
 import { grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
 import type { InfraConfig } from './config.ts';
-import { HandlerFunction } from './handler-function.ts';
+import { HandlerFunction, scheduledRunFindings } from './handler-function.ts';
 
 /**
  * How long one node invocation may run. The handler (functions/node.ts) loops for
@@ -17,6 +17,12 @@ export const nodeTimeout = Duration.seconds(90);
 
 /** EventBridge rules fire at most once a minute; a node ticks every tickMs inside an invocation. */
 export const scheduleRate = Duration.minutes(1);
+
+/** Why a schedule's target has no dead-letter queue (nodes and the replica heartbeat). */
+export const scheduleTargetFinding = {
+  id: 'Serverless-EventBusDLQ',
+  reason: 'The rule only says "a minute passed": an event EventBridge could not deliver has nothing to replay, and the next minute\'s event starts the same run. A function that stops running raises its alarms (NoLeader, ReplicaLag).',
+};
 
 export interface NodeFleetProps {
   config: InfraConfig;
@@ -46,6 +52,9 @@ export class NodeFleet extends Construct {
         environment: { [env.nodeId]: nodeId },
         // A failed or late run is not retried: the next minute's run takes its place.
         asyncRetry: { retryAttempts: 0, maxEventAge: scheduleRate },
+        // Set aside so an API spike elsewhere in the account cannot throttle a node's run and so
+        // its lease renewals; sized in config.ts (`nodeConcurrencyNeeded`), 0 turns it off.
+        ...(config.nodeReservedConcurrency === 0 ? {} : { reservedConcurrency: config.nodeReservedConcurrency }),
       });
       // Leases, heartbeats and the shards' write intakes live in `control`; leader markers go to
       // `log`. A shard's leader is its single writer under load: it commits the intake's writes
@@ -60,6 +69,8 @@ export class NodeFleet extends Construct {
         schedule: events.Schedule.rate(scheduleRate),
         targets: [new targets.LambdaFunction(handler.function, { retryAttempts: 2, maxEventAge: scheduleRate })],
       });
+      handler.acknowledge(scheduledRunFindings);
+      Validations.of(rule).acknowledge(scheduleTargetFinding);
       this.nodes.push({ id: nodeId, handler, rule });
     }
   }

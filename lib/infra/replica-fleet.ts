@@ -1,4 +1,4 @@
-import { Duration } from 'aws-cdk-lib';
+import { Duration, Validations } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
@@ -7,8 +7,8 @@ import { Construct } from 'constructs';
 import { grantReplicaReports, grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
 import type { InfraConfig } from './config.ts';
 import { applyTimeout } from './data.ts';
-import { HandlerFunction } from './handler-function.ts';
-import { scheduleRate } from './node-fleet.ts';
+import { HandlerFunction, scheduledRunFindings } from './handler-function.ts';
+import { scheduleRate, scheduleTargetFinding } from './node-fleet.ts';
 
 /** SQS FIFO event source mappings take at most 10 messages a batch. */
 export const applyBatchSize = 10;
@@ -45,6 +45,13 @@ export class ReplicaApply extends Construct {
     // A gap or a broken chain is repaired from the home log.
     grantTableRead(fn, cluster.homeTables.log);
     fn.addEventSource(new SqsEventSource(props.queue, { batchSize: applyBatchSize, reportBatchItemFailures: true, enabled: true }));
+    // Failures are kept by the queue, not the function: after maxReceiveCount receives a message
+    // moves to the queue's dead-letter queue (alarmed on by DeadLetters).
+    const queueKeepsFailures = 'Failed messages stay on the replication queue and, after maxReceiveCount receives, move to its FIFO dead-letter queue (the DeadLetters alarm watches it).';
+    this.handler.acknowledge([
+      { id: 'Serverless-LambdaDLQ', reason: `The function is invoked synchronously by its SQS event source mapping, never asynchronously. ${queueKeepsFailures}` },
+      { id: 'Serverless-LambdaEventSourceMappingDestination', reason: `On-failure destinations exist for stream and Kafka event sources, not SQS. ${queueKeepsFailures}` },
+    ]);
   }
 }
 
@@ -90,5 +97,7 @@ export class ReplicaHeartbeatSchedule extends Construct {
       schedule: events.Schedule.rate(scheduleRate),
       targets: [new targets.LambdaFunction(fn, { retryAttempts: 2, maxEventAge: Duration.minutes(1) })],
     });
+    this.handler.acknowledge(scheduledRunFindings);
+    Validations.of(this.rule).acknowledge(scheduleTargetFinding);
   }
 }

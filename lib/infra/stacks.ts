@@ -1,5 +1,5 @@
 import { App, CrossStackReferences, ReferenceStrength, Stack, Tags, Validations, type StackProps } from 'aws-cdk-lib';
-import { AwsSolutionsChecks } from 'cdk-nag';
+import { AwsSolutionsChecks, ServerlessChecks } from 'cdk-nag';
 import type { Construct } from 'constructs';
 import { ClusterReferences } from './access.ts';
 import { KvApi } from './api.ts';
@@ -132,9 +132,17 @@ export function buildCluster(app: App, config: InfraConfig): ClusterStacks {
 }
 
 /**
- * cdk-nag's AWS Solutions rules as a validation plugin of the app: any finding not acknowledged
- * (with a reason, on the construct that carries it) interrupts synthesis.
+ * cdk-nag's rule packs the app must pass: AWS Solutions (security) and Serverless (tracing,
+ * failure handling, limits of serverless services).
+ */
+export function nagPacks(app: App): (AwsSolutionsChecks | ServerlessChecks)[] {
+  return [new AwsSolutionsChecks(app, { verbose: true }), new ServerlessChecks(app, { verbose: true })];
+}
+
+/**
+ * The nag packs as validation plugins of the app: any finding not acknowledged (with a reason,
+ * on the construct that carries it) interrupts synthesis.
  */
 export function addNagChecks(app: App): void {
-  Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));
+  Validations.of(app).addPlugins(...nagPacks(app));
 }

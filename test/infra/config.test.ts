@@ -30,7 +30,8 @@ describe('Infra config: typed in one place, from cdk.json context and -c flags',
     // Assess
     expect(config).toEqual({ ...infraDefaults, account: undefined });
     expect(Object.keys(cdkJson.context).filter((key) => key.startsWith('epochkv:')).sort()).toEqual(
-      Object.values(contextKeys).filter((key) => key !== contextKeys.nodeCount && key !== contextKeys.account).sort(),
+      // The account and the alarm email have no default; nodeCount is the alternative to nodeIds.
+      Object.values(contextKeys).filter((key) => key !== contextKeys.nodeCount && key !== contextKeys.account && key !== contextKeys.alarmEmail).sort(),
     );
   });
 
