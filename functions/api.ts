@@ -9,6 +9,7 @@ import { EpochKvError, NoLeaderError, ValidationError } from '../lib/ports/error
 import type { KvChange, KvItem, Precondition } from '../lib/ports/store.ts';
 import { decodeToken, encodeToken, mergeToken, type SessionToken } from '../lib/core/session.ts';
 import { hashTagOf } from '../lib/core/shard.ts';
+import { parseTxn } from '../lib/core/txn.ts';
 import { consistencies, type Consistency } from '../lib/service/kv-service.ts';
 import { clusterStatus } from '../lib/service/cluster-status.ts';
 import { ReadinessCache, regionReadiness } from '../lib/service/readiness.ts';
@@ -61,6 +62,7 @@ const knownQueryParameters: Record<string, readonly string[]> = {
   'DELETE /kv/{key}': ['replication'],
   'GET /kv': ['prefix', 'limit', 'after', 'consistency'],
   'GET /watch': ['shard', 'from', 'prefix', 'limit', 'waitMs'],
+  'POST /txn': ['replication'],
 };
 
 const sessionHeader = 'x-epochkv-session';
@@ -167,7 +169,7 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
   // Only PUT carries a body; a GET or DELETE sent with one is a client mistake worth naming
   // (other methods are answered 405 by their route).
   if ((method === 'GET' || method === 'DELETE') && event.body !== null && event.body !== undefined && event.body.length > 0) {
-    throw new ValidationError('body', `${method} takes no body; only PUT /kv/{key} does`);
+    throw new ValidationError('body', `${method} takes no body; only PUT /kv/{key} and POST /txn do`);
   }
 
   if (path === '/livez') {
@@ -254,7 +256,11 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
     if (method !== 'GET') return methodNotAllowed(method, ['GET']);
     return watch(deps, event);
   }
-  return problem(404, 'NotFound', `no route for ${method} ${path.slice(0, 200)}; routes: /kv/{key}, /kv?prefix=, /watch, /cluster, /health, /livez`);
+  if (path === '/txn') {
+    if (method !== 'POST') return methodNotAllowed(method, ['POST']);
+    return txn(deps, event);
+  }
+  return problem(404, 'NotFound', `no route for ${method} ${path.slice(0, 200)}; routes: /kv/{key}, /kv?prefix=, /txn, /watch, /cluster, /health, /livez`);
 }
 
 const readinessCaches = new WeakMap<KvService, ReadinessCache>();
@@ -303,6 +309,8 @@ async function watch(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
     committedAtMs: entry.committedAtMs,
     hash: entry.hash,
     ops: entry.ops.map((op) => (op.type === 'put' ? { type: 'put', key: op.key, value: Buffer.from(op.value).toString('base64'), encoding: 'base64' } : op)),
+    // A multi-shard transaction's part: its id and every part (shard, index).
+    ...(entry.txn === undefined ? {} : { txn: entry.txn }),
   }));
   // Cut by bytes as well as by count: the answer must fit Lambda's 6 MB response cap.
   const count = countWithinBytes(shown.map(proxyBytesOf), limits.pageBytesMax);
@@ -316,6 +324,27 @@ async function watch(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
 }
 
 const { watchWaitMsDefault, watchWaitMsMax } = limits;
+
+/** `POST /txn`: compare, then the success or the failure ops, atomically (see KvService.txn). */
+async function txn(deps: ApiDependencies, event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> {
+  const query = queryParameters(event, 'POST /txn');
+  let body: unknown;
+  try {
+    body = JSON.parse(Buffer.from(bodyBytes(event)).toString('utf8'));
+  } catch {
+    throw new ValidationError('body', 'the body must be JSON: {"compare": [...], "success": [...], "failure": [...]}');
+  }
+  const parsed = parseTxn(body);
+  if (!parsed.ok) return problem(400, parsed.code, parsed.message);
+  const result = await deps.service.txn(parsed.value, tokenOf(event), { replication: replicationOf(query.replication) });
+  const token = encodeToken(result.token);
+  const results = result.results.map((answer) => {
+    if (answer.op !== 'get' || !answer.found) return answer;
+    const { value, ...rest } = answer;
+    return isValidUtf8(value) ? { ...rest, value: Buffer.from(value).toString('utf8') } : { ...rest, valueBase64: Buffer.from(value).toString('base64') };
+  });
+  return json(200, { succeeded: result.succeeded, results, token }, { [sessionHeader]: token });
+}
 
 /** Bytes a value takes in the proxy result: JSON in the body, a JSON string inside the result. */
 function proxyBytesOf(value: unknown): number {

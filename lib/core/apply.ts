@@ -1,6 +1,6 @@
 import { assert } from './assert.ts';
 import { limits } from './limits.ts';
-import { genesisHash, transactionBytesOf, verifyChain, type LogEntry, type Operation } from './log.ts';
+import { genesisHash, transactionBytesOf, verifyChain, type LogEntry, type Operation, type TxnParts } from './log.ts';
 import { clusterEpochOf } from './replication.ts';
 
 /** How far a replica has applied one shard's log: an unbroken, verified prefix. */
@@ -61,7 +61,9 @@ export function isFencedOff(fence: ReplicaFence | undefined, entry: LogEntry): b
  * DynamoDB transaction may touch an item only once), the last write to a key winning, as
  * applying the entries one by one would leave it.
  */
-export type KvEffect = { type: 'put'; key: string; value: Uint8Array; index: number; epoch: number } | { type: 'delete'; key: string; index: number };
+export type KvEffect =
+  | { type: 'put'; key: string; value: Uint8Array; index: number; epoch: number; txn?: TxnParts }
+  | { type: 'delete'; key: string; index: number; epoch: number; txn?: TxnParts };
 
 export function netEffects(entries: readonly LogEntry[]): KvEffect[] {
   const byKey = new Map<string, KvEffect>();
@@ -81,9 +83,9 @@ export function netEffects(entries: readonly LogEntry[]): KvEffect[] {
 function effectOf(op: Operation, entry: LogEntry): KvEffect | undefined {
   switch (op.type) {
     case 'put':
-      return { type: 'put', key: op.key, value: op.value, index: entry.index, epoch: entry.epoch };
+      return { type: 'put', key: op.key, value: op.value, index: entry.index, epoch: entry.epoch, ...(entry.txn === undefined ? {} : { txn: entry.txn }) };
     case 'delete':
-      return { type: 'delete', key: op.key, index: entry.index };
+      return { type: 'delete', key: op.key, index: entry.index, epoch: entry.epoch, ...(entry.txn === undefined ? {} : { txn: entry.txn }) };
     case 'leader':
       return undefined;
   }

@@ -50,6 +50,13 @@ export const limits = {
    * result) and answers `next`: room under lambdaResponseBytesMax for the envelope and headers.
    */
   pageBytesMax: 6_000_000,
+  /** POST /txn: compares, and ops per branch. */
+  txnComparesMax: 64,
+  txnOpsMax: 64,
+  /** Distinct keys one transaction names: one TransactGetItems snapshot reads them all (100 items). */
+  txnKeysMax: 100,
+  /** Items of one TransactWriteItems. */
+  txnItemsMax: 100,
 
   /** Lease and tick timing defaults (AWS); the local cloud uses shorter ones. */
   leaseMsDefault: 6000,

@@ -22,6 +22,17 @@ export interface LogEntry {
   hash: string;
   requestId: string;
   committedAtMs: number;
+  /**
+   * A multi-shard transaction's part: every shard it wrote has an entry with the same id, and
+   * each names all the parts, so a replica knows when it holds the whole transaction.
+   */
+  txn?: TxnParts;
+}
+
+/** The shared id of a transaction's entries, and each part's place (shard and index). */
+export interface TxnParts {
+  id: string;
+  parts: { shard: number; index: number }[];
 }
 
 /** An entry before it is linked into the chain. */
@@ -67,6 +78,16 @@ export function hashEntry(entry: Omit<LogEntry, 'hash'>): string {
         updateInteger(hash, operation.epoch);
         updateInteger(hash, operation.previousEpoch);
         break;
+    }
+  }
+  // Only entries of multi-shard transactions carry it: every older entry keeps its hash.
+  if (entry.txn !== undefined) {
+    updateString(hash, 'txn');
+    updateString(hash, entry.txn.id);
+    updateInteger(hash, entry.txn.parts.length);
+    for (const part of entry.txn.parts) {
+      updateInteger(hash, part.shard);
+      updateInteger(hash, part.index);
     }
   }
   return hash.digest('hex');
@@ -213,6 +234,15 @@ function describeMalformation(entry: Omit<LogEntry, 'hash'>): string | undefined
   for (const [position, operation] of entry.ops.entries()) {
     const problem = describeOperationProblem(operation as unknown);
     if (problem !== undefined) return `ops[${position}] ${problem}`;
+  }
+  if (entry.txn !== undefined) {
+    const txn = entry.txn as unknown as { id?: unknown; parts?: unknown };
+    const idProblem = describeStringProblem(txn.id as string);
+    if (idProblem !== undefined) return `txn.id ${idProblem}`;
+    if (!Array.isArray(txn.parts) || txn.parts.length === 0) return 'txn.parts must be a non-empty array';
+    for (const part of txn.parts as { shard?: unknown; index?: unknown }[]) {
+      if (!isNonNegativeSafeInteger(part?.shard) || !isNonNegativeSafeInteger(part?.index)) return 'txn.parts must hold {shard, index} integers';
+    }
   }
   return undefined;
 }

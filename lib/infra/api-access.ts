@@ -14,7 +14,7 @@ import type { InfraConfig } from './config.ts';
 
 /** One grant: an HTTP method on an execute-api path (`*` stands for the greedy `{key+}`). */
 export interface ApiGrant {
-  method: 'GET' | 'PUT' | 'DELETE';
+  method: 'GET' | 'PUT' | 'DELETE' | 'POST';
   path: string;
 }
 
@@ -35,8 +35,8 @@ const readGrants: readonly ApiGrant[] = [
 export const apiAccessLevels = {
   /** Reads, listings, watches, cluster status, health and liveness. */
   read: readGrants,
-  /** Everything `read` allows, plus writes (`PUT`, also compare-and-set) and deletes of keys. */
-  readWrite: [...readGrants, { method: 'PUT', path: '/kv/*' }, { method: 'DELETE', path: '/kv/*' }] as readonly ApiGrant[],
+  /** Everything `read` allows, plus writes (`PUT`, also compare-and-set), deletes of keys and transactions. */
+  readWrite: [...readGrants, { method: 'PUT', path: '/kv/*' }, { method: 'DELETE', path: '/kv/*' }, { method: 'POST', path: '/txn' }] as readonly ApiGrant[],
 } as const;
 
 export type ApiAccessLevel = keyof typeof apiAccessLevels;
@@ -86,7 +86,7 @@ export class KvApiAccess extends Construct {
     const names = apiAccessPolicyNames(config.prefix, region);
     const descriptions: Record<ApiAccessLevel, string> = {
       read: `epochkv ${config.prefix}: read-only use of the ${region} API (GET /kv, /kv/*, /watch, /cluster, /health, /livez)`,
-      readWrite: `epochkv ${config.prefix}: read-write use of the ${region} API (the read-only set plus PUT and DELETE /kv/*)`,
+      readWrite: `epochkv ${config.prefix}: read-write use of the ${region} API (the read-only set plus PUT and DELETE /kv/*, POST /txn)`,
     };
     const policies: Partial<Record<ApiAccessLevel, iam.ManagedPolicy>> = {};
     for (const level of Object.keys(apiAccessLevels) as ApiAccessLevel[]) {

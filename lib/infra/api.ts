@@ -17,6 +17,7 @@ export const apiRoutes: { path: string; methods: string[]; open?: boolean }[] = 
   { path: '/kv', methods: ['GET'] },
   { path: '/kv/{key+}', methods: ['GET', 'PUT', 'DELETE'] },
   { path: '/watch', methods: ['GET'] },
+  { path: '/txn', methods: ['POST'] },
   { path: '/cluster', methods: ['GET'] },
   { path: '/health', methods: ['GET'], open: true },
   { path: '/livez', methods: ['GET'], open: true },

@@ -67,6 +67,20 @@ export class TransactionRaceError extends EpochKvError {
   }
 }
 
+/** A transaction beyond what one DynamoDB transaction holds: the message says the counts. */
+export class TxnTooLargeError extends EpochKvError {
+  constructor(readonly field: string, message: string) {
+    super(message, 400, 'TxnTooLarge');
+  }
+}
+
+/** A transaction's snapshot changed before its commit (a key it read was written since): read again. */
+export class SnapshotChangedError extends EpochKvError {
+  constructor(message: string) {
+    super(message, 503, 'TransactionConflict');
+  }
+}
+
 /** No live leader for the shard: writes wait for failover. Retry after a short while. */
 export class NoLeaderError extends EpochKvError {
   constructor(

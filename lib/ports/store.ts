@@ -17,8 +17,13 @@ export interface KvItem {
    * (see docs/write-path.md, "Durability of quorum writes across environments").
    */
   pending?: Exclude<ReplicationMode, 'async'>;
-  /** Home only: a pending quorum/all delete. The key reads as missing once the delete is durable. */
+  /**
+   * A delete that left its item: at home a pending quorum/all delete (the key reads as missing
+   * once it is durable); at a replica a transaction's delete (see txnParts). Always a missing key.
+   */
   tombstone?: true;
+  /** Replica only: the item was written by a multi-shard transaction with these parts. */
+  txnParts?: { shard: number; index: number }[];
 }
 
 export interface LogHead {
@@ -68,6 +73,16 @@ export interface IntakeWrite {
   precondition: Precondition;
   /** The depositor's wall clock: orders the intake (fairness only; nothing depends on it). */
   depositedAtMs: number;
+}
+
+/** A multi-key transaction's commit (see lib/core/txn.ts and KvService.txn). */
+export interface TxnCommit {
+  /** One entry per shard written, each at its shard's head + 1 under the epoch its lease check asserts. */
+  entries: LogEntry[];
+  /** Every key the transaction read, with the version read (undefined: absent): each is a condition. */
+  reads: { shard: number; key: string; version: number | undefined }[];
+  /** The writes, each with the index and epoch of its shard's entry. */
+  writes: { shard: number; change: KvChange; index: number; epoch: number; pending?: KvItem['pending'] }[];
 }
 
 /** What became of an intake write. */
@@ -201,6 +216,13 @@ export interface Store {
   withdrawIntake(shard: number, id: string): Promise<'withdrawn' | IntakeOutcome | undefined>;
   /** Deletes settled intake writes settled before `settledBeforeMs` (writers that never came back); returns how many. */
   sweepIntake(shard: number, settledBeforeMs: number): Promise<number>;
+  /** Up to 100 keys' items in one serializable snapshot (TransactGetItems), as stored; undefined: absent. */
+  readSnapshot(keys: { shard: number; key: string }[]): Promise<(KvItem | undefined)[]>;
+  /**
+   * Commits a transaction all or nothing: StaleEpochError or HeadConflictError for a shard's
+   * part, SnapshotChangedError when a key read has changed since.
+   */
+  commitTxn(commit: TxnCommit): Promise<void>;
   /** The item as stored: at home it may carry a pending mark or be a tombstone (see KvItem). */
   getItem(shard: number, key: string, consistent: boolean): Promise<KvItem | undefined>;
   /**

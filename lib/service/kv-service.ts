@@ -10,6 +10,7 @@ import type { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
 import type { Shipper, ShipOutcome } from '../adapters/aws/replication.ts';
 import { ackMet, ackRequirement, modeStrength, replicationModes, type AckRequirement, type ReplicationMode } from '../core/replication.ts';
 import { shardOf } from '../core/shard.ts';
+import { checkTxnFits, comparesHold, txnKeys, type TxnRequest } from '../core/txn.ts';
 import {
   EpochKvError,
   HeadConflictError,
@@ -18,13 +19,15 @@ import {
   OutcomeUnknownError,
   ReplicationUnmetError,
   RetriesExhaustedError,
+  SnapshotChangedError,
   StaleEpochError,
   TooManyRequestsError,
   TransactionRaceError,
+  TxnTooLargeError,
   ValidationError,
   VersionConflictError,
 } from '../ports/errors.ts';
-import type { IntakeOutcome, KvChange, KvItem, ListPage, LogHead, Precondition, Store } from '../ports/store.ts';
+import type { IntakeOutcome, KvChange, KvItem, ListPage, LogHead, Precondition, Store, TxnCommit } from '../ports/store.ts';
 
 /** How often a watch re-reads the log while there is nothing new. */
 const watchPollMs = 100;
@@ -40,6 +43,17 @@ export interface WriteResult {
   index: number;
   /** The mode the write was acknowledged under and the replica regions whose queue has the entry. */
   replication: { mode: ReplicationMode; acceptedBy: string[] };
+}
+
+export type TxnOpResult =
+  | { op: 'put' | 'delete'; key: string; version: number }
+  | { op: 'get'; key: string; found: true; value: Uint8Array; version: number }
+  | { op: 'get'; key: string; found: false };
+
+export interface TxnResult {
+  succeeded: boolean;
+  results: TxnOpResult[];
+  token: SessionToken;
 }
 
 export interface ServiceOptions {
@@ -222,8 +236,14 @@ export class KvService {
       if (progress.appliedIndex >= needed) {
         // Progress and kv change move in one transaction: a consistent read of the item now
         // sees at least the state at appliedIndex.
-        const item = await local.store.getItem(shard, key, true);
-        return { item, token: mergeToken(token, shard, Math.max(progress.appliedIndex, item?.index ?? 0)), servedBy: 'replica' };
+        const found = await local.store.getItem(shard, key, true);
+        // A multi-shard transaction's item is shown only once this replica holds every part:
+        // a session never sees half a transaction (else the home table answers).
+        if (found?.txnParts === undefined || (await this.#replicaHolds(found.txnParts, waitStartMs))) {
+          let observed = mergeToken(token, shard, Math.max(progress.appliedIndex, found?.index ?? 0));
+          for (const part of found?.txnParts ?? []) observed = mergeToken(observed, part.shard, part.index);
+          return { item: found?.tombstone === true ? undefined : found, token: observed, servedBy: 'replica' };
+        }
       }
     }
     const item = await this.#durableState(shard, key, await this.store.getItem(shard, key, true), 'read');
@@ -235,6 +255,18 @@ export class KvService {
 
   shardOf(key: string): number {
     return shardOf(key, this.options.shardCount);
+  }
+
+  /** Whether this region's replica has applied every part, waiting within the session read's bound. */
+  async #replicaHolds(parts: { shard: number; index: number }[], waitStartMs: number): Promise<boolean> {
+    const local = this.replication.local;
+    if (local === undefined) return false;
+    for (;;) {
+      const progress = await Promise.all(parts.map((part) => local.progress.readProgress(part.shard)));
+      if (parts.every((part, position) => (progress[position]?.appliedIndex ?? 0) >= part.index)) return true;
+      if (this.clock.monotonicMs() - waitStartMs >= sessionWaitMs) return false;
+      await sleep(sessionPollMs);
+    }
   }
 
   /** The mode a write runs under: the cluster's, or a stronger one the caller asked for. */
@@ -304,6 +336,125 @@ export class KvService {
     throw new RetriesExhaustedError(
       `the write to "${change.key}" lost ${limits.writeAttemptsMax} races in a row (${lastRace?.code ?? 'unknown'}) and was not applied; retry`,
     );
+  }
+
+  /**
+   * A multi-key transaction (POST /txn). Every key it names is read in one serializable snapshot
+   * (TransactGetItems); the compares pick the branch. A branch of gets only is answered from the
+   * snapshot: a linearizable snapshot of its keys. A branch that writes commits in one
+   * TransactWriteItems holding, per shard written, the lease-epoch check and that shard's next
+   * log entry (multi-shard: each names every part), the writes, and a condition on every key read
+   * that it still is as read: so the answer is linearizable at the commit. A lost race (a head
+   * taken, a key changed) reads again; bounded like a single write.
+   */
+  async txn(request: TxnRequest, token: SessionToken, writeOptions: WriteOptions = {}): Promise<TxnResult> {
+    const tooLarge = checkTxnFits(request, (key) => this.shardOf(key), 0);
+    if (tooLarge !== undefined) throw new TxnTooLargeError(tooLarge.field, tooLarge.message);
+    const mode = this.replicationFor(writeOptions.replication);
+    const keys = txnKeys(request).map((key) => ({ shard: this.shardOf(key), key }));
+    let lastRace: EpochKvError | undefined;
+    for (let attempt = 0; attempt < limits.writeAttemptsMax; attempt += 1) {
+      if (attempt > 0) await sleep(backoffMs(attempt, limits.retryBackoffMsBase, limits.retryBackoffMsMax, this.random));
+      const found = await this.store.readSnapshot(keys);
+      const state = new Map<string, KvItem | undefined>();
+      for (const [position, { shard, key }] of keys.entries()) {
+        const item = found[position];
+        // A pending quorum write in the snapshot is shown only once durable (else 503), as a read would.
+        if (item?.pending !== undefined) await this.#durableState(shard, key, item, 'read');
+        state.set(key, item?.tombstone === true ? undefined : item);
+      }
+      const succeeded = comparesHold(request.compare, state);
+      const branch = succeeded ? request.success : request.failure;
+      let observed = token;
+      for (const item of state.values()) if (item !== undefined) observed = mergeToken(observed, item.shard, item.index);
+      const writes = branch.filter((op) => op.op !== 'get');
+      if (writes.length === 0) {
+        return { succeeded, token: observed, results: branch.map((op) => this.#getResult(op.key, state)) };
+      }
+      const shards = [...new Set(writes.map((op) => this.shardOf(op.key)))].sort((a, b) => a - b);
+      const txnId = randomUUID();
+      try {
+        const leases = await Promise.all(shards.map((shard) => this.#liveLease(shard)));
+        if (this.beforeCommit !== undefined) for (const [position, shard] of shards.entries()) await this.beforeCommit(shard, leases[position]!.epoch);
+        const heads = await Promise.all(shards.map((shard) => this.store.readHead(shard)));
+        const parts = shards.map((shard, position) => ({ shard, index: (heads[position]?.index ?? 0) + 1 }));
+        const committedAtMs = this.clock.wallMs();
+        const entries = shards.map((shard, position) =>
+          sealEntry(heads[position], {
+            shard,
+            index: parts[position]!.index,
+            epoch: leases[position]!.epoch,
+            ops: writes.filter((op) => this.shardOf(op.key) === shard).map((op): Operation => (op.op === 'put' ? { type: 'put', key: op.key, value: op.value } : { type: 'delete', key: op.key })),
+            requestId: txnId,
+            committedAtMs,
+            ...(shards.length > 1 ? { txn: { id: txnId, parts } } : {}),
+          }),
+        );
+        const entryOf = (key: string) => entries[shards.indexOf(this.shardOf(key))]!;
+        const readKeys = new Set([...request.compare.map((compare) => compare.key), ...branch.map((op) => op.key)]);
+        await this.#commitTxnOnce(
+          {
+            entries,
+            reads: [...readKeys].map((key) => ({ shard: this.shardOf(key), key, version: state.get(key)?.version })),
+            writes: writes.map((op) => ({
+              shard: this.shardOf(op.key),
+              change: op.op === 'put' ? { type: 'put' as const, key: op.key, value: op.value } : { type: 'delete' as const, key: op.key },
+              index: entryOf(op.key).index,
+              epoch: entryOf(op.key).epoch,
+              ...(mode === 'async' ? {} : { pending: mode }),
+            })),
+          },
+          txnId,
+        );
+        for (const entry of entries) this.#heads.set(entry.shard, { head: { index: entry.index, hash: entry.hash }, readAtMs: this.clock.monotonicMs(), own: true });
+        await Promise.all(
+          entries.map((entry) => {
+            const replicated = this.#awaitReplication(entry, mode, this.#ship(entry));
+            const confirmations = writes.filter((op) => this.shardOf(op.key) === entry.shard).map((op) => this.#confirmed(entry, op.op === 'put' ? { type: 'put', key: op.key, value: op.value } : { type: 'delete', key: op.key }, mode, replicated));
+            return Promise.all(confirmations);
+          }),
+        );
+        for (const entry of entries) observed = mergeToken(observed, entry.shard, entry.index);
+        return {
+          succeeded,
+          token: observed,
+          results: branch.map((op): TxnOpResult => (op.op === 'get' ? this.#getResult(op.key, state) : { op: op.op, key: op.key, version: entryOf(op.key).index })),
+        };
+      } catch (error) {
+        if (error instanceof StaleEpochError) {
+          this.#leases.delete(error.shard);
+          lastRace = error;
+        } else if (error instanceof HeadConflictError || error instanceof TransactionRaceError || error instanceof SnapshotChangedError) {
+          for (const shard of shards) this.#heads.delete(shard);
+          lastRace = error;
+        } else {
+          throw error;
+        }
+      }
+    }
+    throw new RetriesExhaustedError(`the transaction lost ${limits.writeAttemptsMax} races in a row (${lastRace?.code ?? 'unknown'}) and was not applied; retry`);
+  }
+
+  #getResult(key: string, state: Map<string, KvItem | undefined>): TxnOpResult {
+    const item = state.get(key);
+    return item === undefined ? { op: 'get', key, found: false } : { op: 'get', key, found: true, value: item.value, version: item.version };
+  }
+
+  /**
+   * One commit attempt. A timeout or a dropped connection may hide a commit: the first part's
+   * log index tells (its entry carries the transaction's id), as for a single write.
+   */
+  async #commitTxnOnce(commit: TxnCommit, txnId: string): Promise<void> {
+    try {
+      await this.store.commitTxn(commit);
+    } catch (error) {
+      if (error instanceof EpochKvError) throw error;
+      const first = commit.entries[0]!;
+      const stored = await this.store.readLogEntry(first.shard, first.index).catch(() => undefined);
+      if (stored?.requestId === txnId) return;
+      if (stored === undefined) throw new OutcomeUnknownError(`the transaction may or may not have been applied: ${String(error)}`);
+      throw new HeadConflictError(first.shard, first.index);
+    }
   }
 
   /**
@@ -602,7 +753,10 @@ export class KvService {
 
   async list(prefix: string, limit: number, after: string | undefined, consistency: Consistency): Promise<ListPage> {
     const local = this.replication.local;
-    if (consistency === 'eventual' && local !== undefined) return local.store.list(prefix, limit, after, false);
+    if (consistency === 'eventual' && local !== undefined) {
+      const page = await local.store.list(prefix, limit, after, false);
+      return { items: page.items.filter((item) => item.tombstone !== true), next: page.next };
+    }
     const page = await this.store.list(prefix, limit, after, consistency !== 'eventual');
     const items: KvItem[] = [];
     for (const found of page.items) {

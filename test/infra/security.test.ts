@@ -36,7 +36,7 @@ const apiLogicalId = (api: Template): string => {
 /** The read-only and read-write sets, as `METHOD /path`. */
 const expected = {
   read: ['GET /cluster', 'GET /health', 'GET /kv', 'GET /kv/*', 'GET /livez', 'GET /watch'],
-  readWrite: ['DELETE /kv/*', 'GET /cluster', 'GET /health', 'GET /kv', 'GET /kv/*', 'GET /livez', 'GET /watch', 'PUT /kv/*'],
+  readWrite: ['DELETE /kv/*', 'GET /cluster', 'GET /health', 'GET /kv', 'GET /kv/*', 'GET /livez', 'GET /watch', 'POST /txn', 'PUT /kv/*'],
 };
 
 beforeAll(() => {

@@ -266,13 +266,13 @@ describe('API', () => {
     expect(unauthenticatedMethods(Template.fromStack(stack))).toEqual([expect.stringContaining('(GET: NONE)')]);
   });
 
-  it('serves /kv, /kv/{key+}, /watch, /cluster, /health, /livez by Lambda proxy, throttled, with JSON access logs, in every region', () => {
+  it('serves /kv, /kv/{key+}, /watch, /txn, /cluster, /health, /livez by Lambda proxy, throttled, with JSON access logs, in every region', () => {
     for (const region of regions()) {
       const name = region === cluster.config.homeRegion ? stackNames.home(cluster.config) : stackNames.replica(cluster.config, region);
       const api = template(name);
       api.hasResourceProperties('AWS::ApiGateway::RestApi', { Name: `${cluster.config.prefix}-api`, BinaryMediaTypes: ['*/*'], EndpointConfiguration: { Types: ['REGIONAL'] } });
       const paths = Object.values(api.findResources('AWS::ApiGateway::Resource')).map((resource) => (resource as { Properties: { PathPart: string } }).Properties.PathPart);
-      expect(paths.sort()).toEqual(['cluster', 'health', 'kv', 'livez', 'watch', '{key+}']);
+      expect(paths.sort()).toEqual(['cluster', 'health', 'kv', 'livez', 'txn', 'watch', '{key+}']);
       api.allResourcesProperties('AWS::ApiGateway::Method', {
         Integration: Match.objectLike({ Type: 'AWS_PROXY', IntegrationHttpMethod: 'POST' }),
         RequestValidatorId: { Ref: Match.stringLikeRegexp('^ApiValidator') },
@@ -458,7 +458,7 @@ describe('cdk-nag', () => {
       }
     }
     expect(Object.fromEntries([...acknowledged].map(([id, paths]) => [id, [...paths].sort()]))).toEqual({
-      'AwsSolutions-COG4': ['Api/Api/Default/cluster/<method>', 'Api/Api/Default/health/<method>', 'Api/Api/Default/kv/<method>', 'Api/Api/Default/kv/{key+}/<method>', 'Api/Api/Default/livez/<method>', 'Api/Api/Default/watch/<method>'],
+      'AwsSolutions-COG4': ['Api/Api/Default/cluster/<method>', 'Api/Api/Default/health/<method>', 'Api/Api/Default/kv/<method>', 'Api/Api/Default/kv/{key+}/<method>', 'Api/Api/Default/livez/<method>', 'Api/Api/Default/txn/<method>', 'Api/Api/Default/watch/<method>'],
       'AwsSolutions-APIG4': ['Api/Api/Default/health/<method>', 'Api/Api/Default/livez/<method>'],
       'AwsSolutions-APIG3': ['Api/Api/DeploymentStage.v1'],
       'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]': ['Api/Api/CloudWatchRole'],

@@ -7,6 +7,7 @@ import {
   GetCommand,
   PutCommand,
   QueryCommand,
+  TransactGetCommand,
   TransactWriteCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
@@ -21,12 +22,13 @@ import {
   HeadConflictError,
   NotFoundError,
   type EpochKvError,
+  SnapshotChangedError,
   StaleEpochError,
   TransactionRaceError,
   VersionConflictError,
   WithdrawnError,
 } from '../../ports/errors.ts';
-import type { ClusterState, CommitRequest, GroupCommitOutcome, HeartbeatItem, InSyncSet, IntakeOutcome, IntakeWrite, KvItem, LeaseExpectation, ListPage, LogHead, ReplicaReport, Store } from '../../ports/store.ts';
+import type { ClusterState, CommitRequest, GroupCommitOutcome, HeartbeatItem, InSyncSet, IntakeOutcome, IntakeWrite, KvItem, LeaseExpectation, ListPage, LogHead, ReplicaReport, Store, TxnCommit } from '../../ports/store.ts';
 
 /** BatchWriteItem takes at most 25 items per request. */
 const batchWriteItemsMax = 25;
@@ -135,6 +137,7 @@ export function toLogEntry(item: Item): LogEntry {
     hash: String(item.hash),
     requestId: String(item.requestId),
     committedAtMs: Number(item.committedAtMs),
+    ...(item.txn === undefined ? {} : { txn: { id: String((item.txn as Item).id), parts: ((item.txn as Item).parts as Item[]).map((part) => ({ shard: Number(part.shard), index: Number(part.index) })) } }),
   };
 }
 
@@ -152,6 +155,7 @@ function toKvItem(item: Item): KvItem {
     index: Number(item.index),
     ...(item.pending === 'quorum' || item.pending === 'all' ? { pending: item.pending } : {}),
     ...(item.tombstone === true ? { tombstone: true as const } : {}),
+    ...(Array.isArray(item.txnParts) ? { txnParts: (item.txnParts as Item[]).map((part) => ({ shard: Number(part.shard), index: Number(part.index) })) } : {}),
   };
 }
 
@@ -872,6 +876,69 @@ export class DynamoStore implements Store {
       );
     } catch (error) {
       if (!(error instanceof ConditionalCheckFailedException)) throw error;
+    }
+  }
+
+  async readSnapshot(keys: { shard: number; key: string }[]): Promise<(KvItem | undefined)[]> {
+    if (keys.length === 0) return [];
+    const result = await this.client.send(new TransactGetCommand({ TransactItems: keys.map(({ shard, key }) => ({ Get: { TableName: this.tables.kv, Key: { shard, key } } })) }));
+    return keys.map((_, position) => {
+      const item = result.Responses?.[position]?.Item;
+      return item === undefined ? undefined : toKvItem(item);
+    });
+  }
+
+  async commitTxn(commit: TxnCommit): Promise<void> {
+    const items: TransactItems = [];
+    const leaseAt = new Map<number, { position: number; epoch: number }>();
+    const logAt = new Map<number, { position: number; index: number }>();
+    for (const entry of commit.entries) {
+      if (this.options.unsafeDisableFencing !== true) {
+        leaseAt.set(entry.shard, { position: items.length, epoch: entry.epoch });
+        items.push({
+          // Each shard's part is fenced by its own lease epoch, as a single write is.
+          ConditionCheck: {
+            TableName: this.tables.control,
+            Key: { pk: leasePartition, sk: leaseSortKey(entry.shard) },
+            ConditionExpression: '#epoch = :epoch AND attribute_exists(#holder) AND attribute_not_exists(#markerPending)',
+            ExpressionAttributeNames: { '#epoch': 'epoch', '#holder': 'holder', '#markerPending': 'markerPending' },
+            ExpressionAttributeValues: { ':epoch': entry.epoch },
+          },
+        });
+      }
+      logAt.set(entry.shard, { position: items.length, index: entry.index });
+      items.push({ Put: { TableName: this.tables.log, Item: fromLogEntry(entry), ConditionExpression: 'attribute_not_exists(#index)', ExpressionAttributeNames: { '#index': 'index' } } });
+    }
+    const readsFrom = items.length;
+    for (const read of commit.reads) {
+      // What the snapshot showed must still hold: a tombstone is a missing key.
+      const condition: { ConditionExpression: string; ExpressionAttributeNames: Record<string, string>; ExpressionAttributeValues?: Record<string, unknown> } =
+        read.version === undefined
+          ? { ConditionExpression: 'attribute_not_exists(#key) OR attribute_exists(#tombstone)', ExpressionAttributeNames: { '#key': 'key', '#tombstone': 'tombstone' } }
+          : { ConditionExpression: '#version = :version AND attribute_not_exists(#tombstone)', ExpressionAttributeNames: { '#version': 'version', '#tombstone': 'tombstone' }, ExpressionAttributeValues: { ':version': read.version } };
+      const write = commit.writes.find((candidate) => candidate.shard === read.shard && candidate.change.key === read.key);
+      const Key = { shard: read.shard, key: read.key };
+      if (write === undefined) {
+        items.push({ ConditionCheck: { TableName: this.tables.kv, Key, ...condition } });
+      } else if (write.change.type === 'put' || write.pending !== undefined) {
+        const { index, epoch, pending } = write;
+        const body = write.change.type === 'put' ? { value: write.change.value } : { value: new Uint8Array(0), tombstone: true };
+        items.push({ Put: { TableName: this.tables.kv, Item: { ...Key, ...body, version: index, epoch, index, ...(pending === undefined ? {} : { pending }) }, ...condition } });
+      } else {
+        items.push({ Delete: { TableName: this.tables.kv, Key, ...condition } });
+      }
+    }
+    assert(commit.writes.every((write) => commit.reads.some((read) => read.shard === write.shard && read.key === write.change.key)), 'a transaction writes only keys it read');
+    try {
+      await this.client.send(new TransactWriteCommand({ TransactItems: items, ClientRequestToken: attemptToken(commit.entries) }));
+    } catch (error) {
+      if (!(error instanceof TransactionCanceledException)) throw error;
+      const codes = reasonCodes(error);
+      for (const [shard, { position, epoch }] of leaseAt) if (codes[position] === 'ConditionalCheckFailed') throw new StaleEpochError(shard, epoch);
+      for (const [shard, { position, index }] of logAt) if (codes[position] === 'ConditionalCheckFailed') throw new HeadConflictError(shard, index);
+      const changed = commit.reads.findIndex((_, position) => codes[readsFrom + position] === 'ConditionalCheckFailed');
+      if (changed >= 0) throw new SnapshotChangedError(`"${commit.reads[changed]?.key ?? ''}" changed after the transaction read it`);
+      throw new TransactionRaceError(`the transaction raced another (${codes.join(', ')})`);
     }
   }
 

@@ -171,8 +171,12 @@ export class DynamoReplicaStore {
       ...run.map((entry) => ({ Put: { TableName: this.tables.log, Item: fromLogEntry(entry) } })),
       ...netEffects(run).map((effect) =>
         effect.type === 'put'
-          ? { Put: { TableName: this.tables.kv, Item: { shard, key: effect.key, value: effect.value, version: effect.index, epoch: effect.epoch, index: effect.index } } }
-          : { Delete: { TableName: this.tables.kv, Key: { shard, key: effect.key } } },
+          ? { Put: { TableName: this.tables.kv, Item: { shard, key: effect.key, value: effect.value, version: effect.index, epoch: effect.epoch, index: effect.index, ...txnPartsOf(effect) } } }
+          : effect.txn === undefined
+            ? { Delete: { TableName: this.tables.kv, Key: { shard, key: effect.key } } }
+            : // A transaction's delete leaves a tombstone naming its parts, so a session read of the
+              // missing key still knows the other shards it must wait for.
+              { Put: { TableName: this.tables.kv, Item: { shard, key: effect.key, value: new Uint8Array(0), version: effect.index, epoch: effect.epoch, index: effect.index, tombstone: true, ...txnPartsOf(effect) } } },
       ),
     ];
     assert(items.length <= runItemsMax(run.length), 'a run touches each item once');
@@ -181,3 +185,8 @@ export class DynamoReplicaStore {
 }
 
 type TransactItems = NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']>;
+
+/** A multi-shard transaction's parts on a replica item (see LogEntry.txn and KvService.read). */
+function txnPartsOf(effect: { txn?: { parts: { shard: number; index: number }[] } }): { txnParts?: { shard: number; index: number }[] } {
+  return effect.txn === undefined ? {} : { txnParts: effect.txn.parts.map((part) => ({ shard: part.shard, index: part.index })) };
+}

@@ -62,6 +62,19 @@ export function decodeEntryMessage(body: string): LogEntry {
     hash: string('hash'),
     requestId: string('requestId'),
     committedAtMs: number('committedAtMs'),
+    ...(wire.txn === undefined ? {} : { txn: decodeTxn(wire.txn) }),
+  };
+}
+
+function decodeTxn(raw: unknown): { id: string; parts: { shard: number; index: number }[] } {
+  const txn = raw as { id?: unknown; parts?: unknown } | null;
+  if (typeof txn?.id !== 'string' || !Array.isArray(txn.parts)) throw new PoisonMessageError('replication message field txn is not {id, parts}');
+  return {
+    id: txn.id,
+    parts: (txn.parts as { shard?: unknown; index?: unknown }[]).map((part) => {
+      if (!Number.isSafeInteger(part?.shard) || !Number.isSafeInteger(part?.index)) throw new PoisonMessageError('replication message field txn.parts is not [{shard, index}]');
+      return { shard: part.shard as number, index: part.index as number };
+    }),
   };
 }
 
