@@ -195,7 +195,8 @@ export class Nemesis {
         // answer 503 within the API's bounds, and once it heals the cluster elects and serves
         // again by itself.
         if (!cloud.faultProxy) return undefined;
-        const before = await cluster(cloud).catch(() => undefined);
+        // /cluster may answer an error (no `shards`) while the cluster is still settling.
+        const before = await cluster(cloud).then((status) => (Array.isArray(status.shards) ? status : undefined)).catch(() => undefined);
         const durationMs = between(2 * leaseMs, 3 * leaseMs, random);
         cloud.blackhole(true);
         const probe = this.#probeWrite(`blackhole-probe-${(this.#probes += 1)}`, limits.apiGatewayTimeoutMs + 5_000);

@@ -14,6 +14,8 @@ import {
 } from '../../lib/adapters/aws/clients.ts';
 import { awsCallMs, awsLatencyModel, setAwsLatency } from '../../lib/local/aws-latency.ts';
 import { ensureReplicationQueue } from '../../lib/local/queues.ts';
+import { startFaultProxy } from '../../lib/local/fault-proxy.ts';
+import { awsCallMsMax, limits } from '../../lib/core/limits.ts';
 import { createReplicaRegion, createStore, uniquePrefix } from '../support.ts';
 
 describe('SQS clients (cached middleware stack, SQS emulator)', () => {
@@ -128,6 +130,62 @@ describe('The local call model (DynamoDB Local): AWS latency and the killed-envi
     } finally {
       client.destroy();
       observer.destroy();
+    }
+  });
+});
+
+describe('Timeouts: an endpoint that accepts connections and never answers (fault proxy in front of DynamoDB Local and the SQS emulator)', () => {
+  it('fails every call by role within its bound (attempts × request timeout + backoff), and works again once healed', async () => {
+    // Arrange
+    const prefix = uniquePrefix('timeouts');
+    const { tables } = await createStore(prefix);
+    const dynamoProxy = await startFaultProxy({ target: inject('dynamoEndpoint') });
+    const sqsProxy = await startFaultProxy({ target: inject('sqsEndpoint') });
+    const node = makeDynamoClient({ region: 'us-east-1', endpoint: dynamoProxy.endpoint, role: 'node' });
+    const api = makeDynamoClient({ region: 'us-east-1', endpoint: dynamoProxy.endpoint, role: 'api' });
+    const sqs = makeSqsClient({ region: 'us-east-1', endpoint: sqsProxy.endpoint, role: 'node' });
+    const get = (client: typeof node) => client.send(new GetItemCommand({ TableName: tables.kv, Key: { shard: { N: '0' }, key: { S: 'k' } }, ConsistentRead: true }));
+    const timed = async (call: () => Promise<unknown>): Promise<{ error: { name?: string; $metadata?: { attempts?: number } } | undefined; ms: number }> => {
+      const startMs = performance.now();
+      try {
+        await call();
+        return { error: undefined, ms: performance.now() - startMs };
+      } catch (error) {
+        return { error: error as { name?: string }, ms: performance.now() - startMs };
+      }
+    };
+    try {
+      await get(node);
+
+      // Act
+      dynamoProxy.setBlackhole(true);
+      sqsProxy.setBlackhole(true);
+      const [nodeCall, apiCall, sqsCall] = await Promise.all([
+        timed(() => get(node)),
+        timed(() => get(api)),
+        timed(() => sqs.send(new SendMessageBatchCommand({ QueueUrl: `${sqsProxy.endpoint}/000000000000/none`, Entries: [{ Id: '1', MessageBody: 'x' }] }))),
+      ]);
+      dynamoProxy.setBlackhole(false);
+      sqsProxy.setBlackhole(false);
+      const healed = await timed(() => get(node));
+
+      // Assess: each ends with a TimeoutError after every attempt, within its role's bound.
+      expect(nodeCall.error).toMatchObject({ name: 'TimeoutError', $metadata: { attempts: limits.awsAttemptsMax } });
+      expect(nodeCall.ms).toBeGreaterThanOrEqual(limits.awsAttemptsMax * limits.nodeRequestTimeoutMs - 50);
+      expect(nodeCall.ms).toBeLessThan(awsCallMsMax(limits.nodeRequestTimeoutMs) + 500);
+      expect(apiCall.error).toMatchObject({ name: 'TimeoutError' });
+      expect(apiCall.ms).toBeGreaterThanOrEqual(limits.awsAttemptsMax * limits.apiRequestTimeoutMs - 50);
+      expect(apiCall.ms).toBeLessThan(awsCallMsMax(limits.apiRequestTimeoutMs) + 500);
+      expect(sqsCall.error).toMatchObject({ name: 'TimeoutError' });
+      expect(sqsCall.ms).toBeLessThan(awsCallMsMax(limits.nodeRequestTimeoutMs) + 500);
+      expect(healed.error).toBeUndefined();
+      expect(dynamoProxy.stats().blackholedConnections).toBeGreaterThan(0);
+    } finally {
+      node.destroy();
+      api.destroy();
+      sqs.destroy();
+      await dynamoProxy.close();
+      await sqsProxy.close();
     }
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, inject, it } from 'vitest';
 import { parseNemeses, runChaos } from '../../lib/chaos/run.ts';
+import { awsCallMsMax, limits } from '../../lib/core/limits.ts';
 
 describe('Function: runChaos', () => {
   it('a short run with every nemesis stays linearizable, loses nothing and converges', async () => {
@@ -28,6 +29,40 @@ describe('Function: runChaos', () => {
     expect(report.ok).toBe(true);
     expect(lines.at(-1)).toMatch(/^chaos: linearizable=yes lost=0 diverged=0 ops=\d+ faults=\d+$/);
   }, 180_000);
+
+  it('blackholes DynamoDB and SQS: writes answer 503 within the SDK timeouts, nothing acknowledged is lost, the cluster recovers by itself', async () => {
+    // Act
+    const lines: string[] = [];
+    const report = await runChaos({
+      durationS: 20,
+      seed: 4242,
+      nemeses: ['blackhole'],
+      clients: 8,
+      keyCount: 5,
+      dynamoEndpoint: inject('dynamoEndpoint'),
+      print: (line) => lines.push(line),
+    });
+    console.log(lines.join('\n'));
+
+    // Assess
+    expect(report.blackholes.length).toBeGreaterThanOrEqual(1);
+    for (const hole of report.blackholes) {
+      // The API's calls time out (lib/core/limits.ts): a 503, far below API Gateway's 29 s.
+      expect(hole.probeStatus).toBe(503);
+      expect(hole.probeMs).toBeLessThan(2 * awsCallMsMax(limits.apiRequestTimeoutMs) + 2_000);
+      expect(hole.recoveredMs).not.toBeNull();
+    }
+    // Leaders stepped down: at least one shard changed hands across a blackhole.
+    expect(report.blackholes.some((hole) => hole.shardsNewEpoch > 0)).toBe(true);
+    // Fewer than in the other runs: clients wait out the timeouts while the store hangs.
+    expect(report.operations.ok).toBeGreaterThan(20);
+    expect(report.checker.linearizable).toBe(true);
+    expect(report.lost.count).toBe(0);
+    expect(report.diverged.count).toBe(0);
+    expect(report.epochOrder.violations).toBe(0);
+    expect(report.operations.unexpected).toBe(0);
+    expect(report.ok).toBe(true);
+  }, 240_000);
 
   it('catches the violation when the epoch ConditionCheck is disabled (the suite can fail)', async () => {
     // Act: writers frozen with an old epoch while leadership moves, released without fencing.
