@@ -23,6 +23,7 @@ import {
   VersionConflictError,
   type Consistency,
   type ListedItem,
+  type TxnRequest,
   type WatchEntry,
 } from '../lib/client/index.ts';
 
@@ -51,6 +52,19 @@ value does not end in one). --json prints {key, value | valueBase64, version, ..
 valueBase64 when the value is not UTF-8.`,
   },
   del: { usage: 'del <key>                       delete a key' },
+  txn: {
+    usage: 'txn [--file f]                  a transaction: its JSON body from stdin or --file',
+    help: `Sends POST /txn with the JSON body read from stdin (or --file):
+  {"compare": [{"key": "a", "version": 12}, {"key": "b", "absent": true}, {"key": "c", "value": "x"}],
+   "success": [{"op": "put", "key": "a", "value": "v"}, {"op": "put", "key": "d", "valueBase64": "AAE="},
+               {"op": "delete", "key": "b"}, {"op": "get", "key": "c"}],
+   "failure": [{"op": "get", "key": "a"}]}
+When every compare holds the success ops run, else the failure ops, atomically across shards.
+Prints the answer as JSON: {"succeeded", "results", "token"}; a get's value is "value" when it is
+UTF-8 text, else "valueBase64". Exit 0 when the compares held (success ran), 4 when they did
+not (failure ran; its results are printed all the same).
+  --replication quorum|all   wait for more than the cluster's mode for this transaction`,
+  },
   cas: {
     usage: 'cas <key> <version> [value]     write only while the key is at <version> (value as put)',
   },
@@ -88,9 +102,9 @@ const options = `options:
   -h, --help          usage (of a command: epochkv <command> --help)
   --version           the version`;
 
-const exitCodeText = `exit codes: 0 ok, 1 error, 2 bad usage, 3 not found, 4 version conflict,
-  5 access denied (401/403), 6 outcome unknown (a write got no verdict: it may or may not have
-  been applied; read the key to find out)`;
+const exitCodeText = `exit codes: 0 ok, 1 error, 2 bad usage, 3 not found, 4 version conflict (or a
+  txn whose compares failed), 5 access denied (401/403), 6 outcome unknown (a write got no
+  verdict: it may or may not have been applied; read the key to find out)`;
 
 const usage = `usage: epochkv <command> [arguments] [options]
 
@@ -275,6 +289,48 @@ async function cli(): Promise<void> {
     return readStdin();
   }
 
+  /** A JSON body from --file or stdin. */
+  async function jsonBody(): Promise<unknown> {
+    let text: string;
+    if (values.file !== undefined) {
+      try {
+        text = readFileSync(values.file, 'utf8');
+      } catch (error) {
+        return usageError(`--file: cannot read ${values.file} (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+      }
+    } else {
+      text = (await readStdin()).toString('utf8');
+    }
+    try {
+      return JSON.parse(text);
+    } catch (error) {
+      return usageError(`the transaction must be JSON: ${(error as Error).message}`);
+    }
+  }
+
+  /**
+   * The typed request of a JSON body: each `valueBase64` becomes bytes, each `value` stays
+   * text; anything else passes through unchanged for the server to judge and name.
+   */
+  function txnRequestOf(body: unknown): TxnRequest {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) usageError('the transaction must be a JSON object {"compare": [...], "success": [...], "failure": [...]}');
+    const withBytes = (entry: unknown, field: string): unknown => {
+      if (typeof entry !== 'object' || entry === null || !('valueBase64' in entry)) return entry;
+      const { valueBase64, ...rest } = entry as { valueBase64: unknown };
+      if ('value' in rest) usageError(`${field} needs one of "value" or "valueBase64", not both`);
+      if (typeof valueBase64 !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(valueBase64) || valueBase64.length % 4 !== 0) usageError(`${field}.valueBase64 must be standard base64`);
+      return { ...rest, value: new Uint8Array(Buffer.from(valueBase64 as string, 'base64')) };
+    };
+    const request: Record<string, unknown> = { ...(body as Record<string, unknown>) };
+    for (const name of ['compare', 'success', 'failure']) {
+      const list = request[name];
+      if (list === undefined) continue;
+      if (!Array.isArray(list)) usageError(`"${name}" must be an array`);
+      request[name] = (list as unknown[]).map((entry, position) => withBytes(entry, `${name}[${position}]`));
+    }
+    return request as TxnRequest;
+  }
+
   function pad(cells: (string | number)[], widths: number[]): string {
     return cells.map((cell, index) => String(cell).padEnd(widths[index] ?? 0)).join('  ').trimEnd();
   }
@@ -364,6 +420,20 @@ async function cli(): Promise<void> {
         const deleted = await client.delete(key);
         out(deleted ? `${key} deleted` : `${key}: not found`, { key, deleted, session: client.sessionToken });
         return deleted ? exitCodes.ok : exitCodes.notFound;
+      }
+      case 'txn': {
+        if (positionals.length > 1) usageError(`txn takes its JSON body from stdin or --file, not as an argument (got "${positionals[1]}")`);
+        const request = txnRequestOf(await jsonBody());
+        const result = await client.txn(request, { replication: replicationMode() });
+        console.log(
+          JSON.stringify({
+            succeeded: result.succeeded,
+            results: result.results.map((entry) => (entry.op === 'get' && entry.found ? { op: entry.op, key: entry.key, found: true, ...valueJson(entry.value), version: entry.version } : entry)),
+            token: result.token,
+          }),
+        );
+        // The failure branch ran: as a CAS whose version did not match.
+        return result.succeeded ? exitCodes.ok : exitCodes.conflict;
       }
       case 'cas': {
         const key = arg(1, 'key');

@@ -80,6 +80,60 @@ export interface WatchEntry {
   ops: ({ type: 'put'; key: string; value: string; encoding: 'base64' } | { type: 'delete'; key: string } | { type: 'leader'; node: string; epoch: number; previousEpoch: number })[];
 }
 
+/**
+ * A compare of `kv.txn`: the key's current version (`0`: the key is absent), its absence, or
+ * its exact bytes (a string is compared as its UTF-8 bytes).
+ */
+export type TxnCompare = { key: string; version: number } | { key: string; absent: true } | { key: string; value: string | Uint8Array };
+
+/** An op of a `kv.txn` branch; a key may appear once per branch. */
+export type TxnOp = { op: 'put'; key: string; value: string | Uint8Array } | { op: 'delete'; key: string } | { op: 'get'; key: string };
+
+/** `POST /txn`: when every compare holds the `success` ops run, else the `failure` ops, atomically. */
+export interface TxnRequest {
+  compare?: TxnCompare[];
+  success?: TxnOp[];
+  failure?: TxnOp[];
+}
+
+/** One op's answer, in the order of the branch that ran; a found get carries bytes and `text()` as `get` does. */
+export type TxnOpResult =
+  | { op: 'put' | 'delete'; key: string; version: number }
+  | { op: 'get'; key: string; found: true; value: Uint8Array; version: number; text(): string }
+  | { op: 'get'; key: string; found: false };
+
+export interface TxnResult {
+  /** Whether every compare held (the `success` branch ran) or not (the `failure` branch ran). */
+  succeeded: boolean;
+  results: TxnOpResult[];
+  /** The session token after the transaction (the client keeps it too: see `sessionToken`). */
+  token: string;
+}
+
+/** The API's JSON for a get result of a transaction. */
+type TxnOpAnswer = { op: 'put' | 'delete'; key: string; version: number } | { op: 'get'; key: string; found: true; value?: string; valueBase64?: string; version: number } | { op: 'get'; key: string; found: false };
+
+/** Bytes go as `valueBase64` (exact), text as `value` (the server stores its UTF-8 bytes). */
+function txnValue(value: string | Uint8Array): { value: string } | { valueBase64: string } {
+  return typeof value === 'string' ? { value } : { valueBase64: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64') };
+}
+
+/** The request as the API takes it; other fields pass through, so the server judges (and names) them. */
+function txnBody(request: TxnRequest): string {
+  const withBytes = <T extends object>(entry: T): object => {
+    if (!('value' in entry)) return entry;
+    const { value, ...rest } = entry as T & { value: string | Uint8Array };
+    return { ...rest, ...txnValue(value) };
+  };
+  return JSON.stringify({ compare: (request.compare ?? []).map(withBytes), success: (request.success ?? []).map(withBytes), failure: (request.failure ?? []).map(withBytes) });
+}
+
+function txnResultOf(answer: TxnOpAnswer): TxnOpResult {
+  if (answer.op !== 'get' || !answer.found) return answer;
+  const value = answer.valueBase64 !== undefined ? new Uint8Array(Buffer.from(answer.valueBase64, 'base64')) : new TextEncoder().encode(answer.value ?? '');
+  return { op: 'get', key: answer.key, found: true, value, version: answer.version, text: () => new TextDecoder().decode(value) };
+}
+
 /** `GET /cluster`: nodes, shard leaders and epochs, log heads, replica lag. */
 export interface ClusterStatus {
   region: string;
@@ -130,12 +184,22 @@ export class UnavailableError extends EpochKvError {}
 
 /**
  * A write was sent and no verdict came back (no answer, a 502/504 from the gateway, the call's
- * deadline, or the server's own `OutcomeUnknown`): it may or may not have been applied. Read the
- * key to find out; it is not retried blindly, since the write may have happened.
+ * deadline, the server's own `OutcomeUnknown`, or a 503 whose code does not say that nothing
+ * was applied), or it came back `503 ReplicationUnmet` (committed at home, but not yet in enough
+ * replica regions: it may survive, or be lost with the home region): it may or may not have
+ * been applied. Read the key to find out; it is not retried blindly, since the write may have
+ * happened.
  */
 export class OutcomeUnknownError extends UnavailableError {}
 
 const sessionHeader = 'x-epochkv-session';
+
+/**
+ * Codes of a 503 that guarantee a write was not applied (lost races, no leader, a region cut
+ * off): such a write is retried. Any other 503 on a write (`OutcomeUnknown`, `ReplicationUnmet`,
+ * a store error without a verdict) is an unknown outcome and is not.
+ */
+const notAppliedCodes: ReadonlySet<string> = new Set(['NoLeader', 'Busy', 'StaleEpoch', 'HeadConflict', 'TransactionConflict', 'RegionUnreachable', 'RegionDetached']);
 
 /** A call's own deadline and signal, combined once and shared by its attempts and backoffs. */
 interface CallScope {
@@ -181,7 +245,8 @@ function networkCode(error: unknown): string | undefined {
 /**
  * A typed client for the epochkv API. It carries the session token from every response to the
  * next request (read-your-writes and monotonic reads, even across regions), retries 429/503
- * with backoff honouring `Retry-After`, and surfaces version conflicts as VersionConflictError.
+ * with backoff honouring `Retry-After` (a write's 503 only when its code says nothing was
+ * applied), and surfaces version conflicts as VersionConflictError.
  * Every call takes a `signal` and a `timeoutMs` (CallOptions).
  */
 export class EpochKv {
@@ -257,6 +322,21 @@ export class EpochKv {
     const headers: Record<string, string> = options.ifVersion === undefined ? {} : { 'if-match': `"${options.ifVersion}"` };
     const response = await this.#request('DELETE', `/kv/${encodeKey(key)}`, headers, undefined, scopeOf(options));
     return response.status !== 404;
+  }
+
+  /**
+   * A multi-key transaction (`POST /txn`), atomic across shards: when every compare holds the
+   * `success` ops run, else the `failure` ops. Values may be strings or bytes; a found get's
+   * `value` is bytes, with `text()`. A read-only transaction is a linearizable snapshot of its
+   * keys. Lost races (503 with a code that says nothing was applied) are retried; an unknown
+   * outcome rejects with OutcomeUnknownError and is not; a refused request (400 `TxnTooLarge`,
+   * `BadRequest`) rejects with BadRequestError.
+   */
+  async txn(request: TxnRequest, options: { replication?: 'async' | 'quorum' | 'all' } & CallOptions = {}): Promise<TxnResult> {
+    const query = options.replication === undefined ? '' : `?replication=${encodeURIComponent(options.replication)}`;
+    const response = await this.#request('POST', `/txn${query}`, { 'content-type': 'application/json' }, new TextEncoder().encode(txnBody(request)), scopeOf(options));
+    const body = (await response.json()) as { succeeded: boolean; results: TxnOpAnswer[]; token: string };
+    return { succeeded: body.succeeded, results: body.results.map(txnResultOf), token: body.token };
   }
 
   /** One page of keys with a prefix, in key order. */
@@ -371,8 +451,11 @@ export class EpochKv {
         continue;
       }
       if (response.status === 429 || response.status === 503) {
-        // An unknown outcome must not be retried blindly: the write may have happened.
-        if (code === 'OutcomeUnknown') throw new OutcomeUnknownError(response.status, code, message);
+        // An unknown outcome must not be retried blindly: the write may have happened. A 429
+        // never reached the store; a 503 only says "not applied" through its code.
+        if (write && response.status === 503 && !notAppliedCodes.has(code)) {
+          throw new OutcomeUnknownError(response.status, code, code === 'OutcomeUnknown' ? message : `${message}; the write may or may not have been applied`);
+        }
         lastError = new RetryAfter(response.status, code, message, response.headers.get('retry-after'));
         continue;
       }
