@@ -5,19 +5,26 @@
 import { randomInt } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { nemesisKinds } from '../lib/chaos/nemesis.ts';
-import { parseNemeses, runChaos } from '../lib/chaos/run.ts';
+import { chaosWorkloads, parseNemeses, runChaos, type ChaosWorkload } from '../lib/chaos/run.ts';
 import { isReplicationMode, replicationModes } from '../lib/core/replication.ts';
 import { numberOption } from '../lib/cli-options.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-const usage = `usage: npm run chaos -- [--duration 60] [--seed N] [--nemesis all|none|kind,kind] [--replication async|quorum|all] [--clients 10] [--keys 5]
+const usage = `usage: npm run chaos -- [--duration 60] [--seed N] [--nemesis all|none|kind,kind] [--workload all|register|bank] [--replication async|quorum|all] [--clients 10] [--keys 5] [--bank-clients 4]
 
 Runs concurrent clients against a fresh local cloud while faults are injected, then checks
 that the history is linearizable, no acknowledged write was lost, the replicas converged to
 the home state, sessions kept read-your-writes and monotonic reads, and no log entry of an
 epoch follows a higher epoch's first entry. The report is printed and written as JSON under
 chaos/results/. Exit code 1 on any violation.
+
+workloads (default all: both side by side, each on its own keys):
+  register              --clients clients on --keys keys: put, strong get, CAS, delete; the
+                        linearizability checker and the session client at the replicas
+  bank                  --bank-clients clients move money between 8 accounts on 8 shards by
+                        compare-and-transaction (POST /txn); every read-only transaction of all
+                        accounts must sum to the total, none negative, none missing (Jepsen's bank)
 
 nemeses: ${nemesisKinds.join(', ')} (all = every one but region-loss)
   region-loss           alone: cuts the home region off a third into the run and promotes
@@ -45,6 +52,8 @@ try {
       nemesis: { type: 'string', default: 'all' },
       clients: { type: 'string' },
       keys: { type: 'string' },
+      workload: { type: 'string', default: 'all' },
+      'bank-clients': { type: 'string' },
       replication: { type: 'string', default: 'async' },
       'unsafe-no-fencing': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -65,6 +74,12 @@ try {
   console.error(`${(error as Error).message}\n\n${usage}`);
   process.exit(2);
 }
+const workloadOption = values.workload ?? 'all';
+const workloads = (workloadOption === 'all' ? [...chaosWorkloads] : workloadOption.split(',').map((name) => name.trim())) as ChaosWorkload[];
+if (workloads.length === 0 || workloads.some((name) => !(chaosWorkloads as readonly string[]).includes(name))) {
+  console.error(`--workload must be all or a list of ${chaosWorkloads.join(', ')}, got "${workloadOption}"\n\n${usage}`);
+  process.exit(2);
+}
 const replication = values.replication ?? 'async';
 if (!isReplicationMode(replication)) {
   console.error(`--replication must be one of ${replicationModes.join(', ')}, got "${replication}"\n\n${usage}`);
@@ -77,6 +92,8 @@ const report = await runChaos({
   nemeses,
   clients: integer(values.clients, 'clients', 10, 1, 100),
   keyCount: integer(values.keys, 'keys', 5, 1, 1_000),
+  workloads,
+  bankClients: integer(values['bank-clients'], 'bank-clients', 4, 1, 100),
   unsafeDisableFencing: values['unsafe-no-fencing'] === true,
   resultsDirectory: 'chaos/results',
   print: (line) => console.log(line),

@@ -1043,3 +1043,39 @@ function firstCalledAfter(effects: readonly number[], operations: readonly Histo
 function describeEffect(operation: HistoryOperation): string {
   return operation.kind === 'delete' ? 'deleted the key' : `wrote ${quote(operation.input.value ?? '')}`;
 }
+
+/** What the bank checker reads: each read-only transaction's balances, in account order (null: missing). */
+export interface BankSnapshot {
+  client: number;
+  balances: (number | null)[];
+}
+
+export interface BankVerdict {
+  reads: number;
+  /** Reads that saw a missing account, a negative balance, or a sum other than the total. */
+  violations: number;
+  samples: string[];
+}
+
+/**
+ * Jepsen's bank checker: transfers move money but never create or destroy it, so every
+ * snapshot of all accounts must hold every account, none below zero, summing to `total`. A
+ * snapshot that saw half a transfer (one shard's part) shows up as a wrong sum.
+ */
+export function checkBank(reads: readonly BankSnapshot[], total: number): BankVerdict {
+  const samples: string[] = [];
+  let violations = 0;
+  for (const read of reads) {
+    const problems: string[] = [];
+    const missing = read.balances.flatMap((balance, account) => (balance === null ? [account] : []));
+    if (missing.length > 0) problems.push(`accounts ${missing.join(',')} missing`);
+    const negative = read.balances.flatMap((balance, account) => (balance !== null && balance < 0 ? [`${account}=${balance}`] : []));
+    if (negative.length > 0) problems.push(`negative ${negative.join(',')}`);
+    const sum = read.balances.reduce<number>((sum, balance) => sum + (balance ?? 0), 0);
+    if (sum !== total) problems.push(`sum ${sum}, not ${total}`);
+    if (problems.length === 0) continue;
+    violations += 1;
+    if (samples.length < 5) samples.push(`client ${read.client} read [${read.balances.join(', ')}]: ${problems.join('; ')}`);
+  }
+  return { reads: reads.length, violations, samples };
+}

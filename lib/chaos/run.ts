@@ -9,9 +9,21 @@ import { shardOf } from '../core/shard.ts';
 import { startLocalCloud, type LocalCloud } from '../local/cloud.ts';
 import type { ReplicationMode } from '../core/replication.ts';
 import { between, mulberry32, pick } from '../random.ts';
-import { checkHistory, formatViolation } from './checker.ts';
+import { checkBank, checkHistory, formatViolation } from './checker.ts';
 import { Nemesis, nemesisKinds, nodeNemeses, type BlackholeRecord, type NemesisKind } from './nemesis.ts';
-import { runSessionClient, runWorkload, type AcknowledgedWrite } from './workload.ts';
+import { bankAccounts, finalBankRead, runBankWorkload, runSessionClient, runWorkload, setupBank, type AcknowledgedWrite, type BankHistory } from './workload.ts';
+
+/**
+ * register: put, strong get, CAS and delete on a few keys, checked for linearizability (with
+ * the session client at the replicas). bank: transfers between accounts on different shards by
+ * POST /txn, every read-only transaction of all accounts checked for the total.
+ */
+export const chaosWorkloads = ['register', 'bank'] as const;
+export type ChaosWorkload = (typeof chaosWorkloads)[number];
+
+/** Bank accounts, each starting with bankBalance: the total every snapshot must see. */
+const bankAccountCount = 8;
+const bankBalance = 100;
 
 export interface ChaosOptions {
   durationS: number;
@@ -29,6 +41,10 @@ export interface ChaosOptions {
   singleProcess?: boolean;
   /** Where the JSON report goes; nothing is written when undefined. */
   resultsDirectory?: string;
+  /** The workloads run side by side, each on its own keys; default register alone. */
+  workloads?: ChaosWorkload[];
+  /** Clients of the bank workload (default 4). */
+  bankClients?: number;
   print: (line: string) => void;
 }
 
@@ -51,6 +67,22 @@ export interface ChaosReport {
   session: { reads: number; servedByReplica: number; readYourWritesViolations: number; monotonicViolations: number; samples: string[] };
   epochOrder: { violations: number; samples: string[] };
   convergedMs: number | null;
+  workloads: ChaosWorkload[];
+  /** The bank workload (null when it did not run). */
+  bank: {
+    accounts: number;
+    total: number;
+    transfers: { ok: number; fail: number; info: number; byReason: Record<string, number> };
+    reads: number;
+    readsUnavailable: number;
+    /** Reads whose accounts did not sum to the total, or held a missing or negative account. */
+    violations: number;
+    samples: string[];
+    /** The read after healing (null: none answered within its deadline, itself a failure). */
+    finalBalances: (number | null)[] | null;
+    unexpected: number;
+    unexpectedSamples: string[];
+  } | null;
   ok: boolean;
   summary: string;
 }
@@ -74,7 +106,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const replication = options.replication ?? 'async';
   const regionLossRun = options.nemeses.includes('region-loss');
   if (regionLossRun && options.nemeses.length > 1) throw new Error('the region-loss nemesis runs alone: it rewires the whole cloud');
-  print(`chaos: seed ${options.seed}, ${options.durationS} s, nemeses ${options.nemeses.join(',') || 'none'}, replication ${replication}, ${options.clients} clients on ${options.keyCount} keys${options.unsafeDisableFencing ? ', FENCING DISABLED (test only)' : ''}`);
+  const workloads = options.workloads ?? ['register'];
+  const register = workloads.includes('register');
+  const bankClients = workloads.includes('bank') ? (options.bankClients ?? 4) : 0;
+  print(
+    `chaos: seed ${options.seed}, ${options.durationS} s, nemeses ${options.nemeses.join(',') || 'none'}, replication ${replication}, ${register ? `${options.clients} clients on ${options.keyCount} keys` : 'no register clients'}${bankClients > 0 ? `, bank: ${bankClients} clients on ${bankAccountCount} accounts` : ''}${options.unsafeDisableFencing ? ', FENCING DISABLED (test only)' : ''}`,
+  );
   const cloud = await startLocalCloud({
     replication,
     basePort: 0,
@@ -90,10 +127,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   });
   try {
     await cloud.waitForLeaders(30_000);
+    // The accounts exist before the first fault: the total is known from the start.
+    const accounts = bankClients > 0 ? bankAccounts(bankAccountCount, cloud.config.shardCount, 'bank') : [];
+    if (bankClients > 0) await setupBank(cloud.apiUrl, accounts, bankBalance, 30_000);
     const startedMs = Date.now();
     const deadlineMs = startedMs + options.durationS * 1_000;
-    const keys = Array.from({ length: options.keyCount }, (_, index) => `k${index}`);
-    const busyShards = [...new Set(keys.map((key) => shardOf(key, cloud.config.shardCount)))];
+    const keys = register ? Array.from({ length: options.keyCount }, (_, index) => `k${index}`) : [];
+    const busyShards = [...new Set([...keys, ...accounts].map((key) => shardOf(key, cloud.config.shardCount)))];
     const nemesis = new Nemesis(cloud, random, (line) => print(`  [${((Date.now() - startedMs) / 1_000).toFixed(1)} s] ${line}`), busyShards);
 
     // Two lanes of faults run side by side: one on the nodes and the API, one on replication.
@@ -117,16 +157,20 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         }
       }),
     );
-    const [workload, session] = await Promise.all([
-      runWorkload({ apiUrl: () => cloud.apiUrl, shardCount: cloud.config.shardCount, clients: options.clients, keys, seed: options.seed, deadlineMs, requestTimeoutMs: 4 * cloud.config.leaseMs }),
+    const emptyBank: BankHistory = { reads: [], transfers: [], readsUnavailable: 0, acknowledged: [], counters: { unexpected: 0, unexpectedSamples: [] } };
+    const [workload, session, bankHistory] = await Promise.all([
+      runWorkload({ apiUrl: () => cloud.apiUrl, shardCount: cloud.config.shardCount, clients: register ? options.clients : 0, keys, seed: options.seed, deadlineMs, requestTimeoutMs: 4 * cloud.config.leaseMs }),
       runSessionClient({
         homeUrl: cloud.apiUrl,
         replicaUrls: cloud.regions.filter((region) => region.role === 'replica').map((region) => region.apiUrl),
         seed: options.seed,
         // A lost region takes its APIs along: sessions are checked in the other runs.
-        deadlineMs: regionLossRun ? 0 : deadlineMs,
+        deadlineMs: regionLossRun || !register ? 0 : deadlineMs,
         requestTimeoutMs: 4 * cloud.config.leaseMs,
       }),
+      bankClients > 0
+        ? runBankWorkload({ apiUrl: () => cloud.apiUrl, shardCount: cloud.config.shardCount, accounts, clients: bankClients, seed: options.seed, deadlineMs, requestTimeoutMs: 4 * cloud.config.leaseMs })
+        : Promise.resolve(emptyBank),
       schedule,
     ]);
     await schedule;
@@ -135,6 +179,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const home = new DynamoStore(makeDynamoClient({ region: cloud.config.homeRegion, endpoint: cloud.dynamoEndpoint }), cloud.config.tables, cloud.config.shardCount);
     print(`chaos: workload done (${workload.history.length} operations); healing and waiting for the replicas to converge...`);
     const convergedMs = await waitForConvergence(cloud, home, 60_000);
+    const finalRead = bankClients > 0 ? await finalBankRead(cloud.apiUrl, accounts, 30_000) : undefined;
 
     const checkStartMs = performance.now();
     const verdict = checkHistory(workload.history);
@@ -150,7 +195,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       logs = await readLogs();
       diverged = await findDivergence(cloud, home, logs);
     }
-    const lost = findLost(workload.acknowledged, logs);
+    const lost = findLost([...workload.acknowledged, ...bankHistory.acknowledged], logs);
+    const bank = bankClients > 0 ? bankReport(bankHistory, finalRead, accounts.length) : null;
     const epochOrder = checkEpochOrder(logs);
 
     const byKind: Record<string, number> = {};
@@ -162,7 +208,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // async replication loses the unshipped tail with the home region: that loss (and the
     // non-linearizable history it makes) is the measured trade-off, not a failure of the run.
     const lossExpected = regionLossRun && replication === 'async';
-    const ok = (lossExpected || (verdict.linearizable && lost.count === 0)) && diverged.count === 0 && sessionViolations === 0 && epochOrder.violations === 0 && workload.counters.unexpected === 0;
+    const bankOk = bank === null || (bank.violations === 0 && bank.finalBalances !== null && bank.unexpected === 0) || (lossExpected && bank.unexpected === 0);
+    const ok = (lossExpected || (verdict.linearizable && lost.count === 0)) && diverged.count === 0 && sessionViolations === 0 && epochOrder.violations === 0 && workload.counters.unexpected === 0 && bankOk;
     const report: ChaosReport = {
       seed: options.seed,
       durationS: options.durationS,
@@ -193,8 +240,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       session: { reads: session.reads, servedByReplica: session.servedByReplica, readYourWritesViolations: session.readYourWritesViolations, monotonicViolations: session.monotonicViolations, samples: session.samples },
       epochOrder,
       convergedMs,
+      workloads,
+      bank,
       ok,
-      summary: `chaos: linearizable=${verdict.linearizable ? 'yes' : 'no'} lost=${lost.count} diverged=${diverged.count} ops=${workload.history.length} faults=${nemesis.log.faults.length + (regionLoss === null ? 0 : 1)}${regionLossRun ? ` replication=${replication}` : ''}`,
+      summary: `chaos: linearizable=${verdict.linearizable ? 'yes' : 'no'} lost=${lost.count} diverged=${diverged.count} ops=${workload.history.length} faults=${nemesis.log.faults.length + (regionLoss === null ? 0 : 1)}${regionLossRun ? ` replication=${replication}` : ''}${bank === null ? '' : ` bank=${bankOk ? 'ok' : 'FAILED'} transfers=${bank.transfers.ok} reads=${bank.reads}`}`,
     };
     printReport(report, print);
     if (options.resultsDirectory !== undefined) {
@@ -259,18 +308,19 @@ function findLost(acknowledged: AcknowledgedWrite[], logs: LogEntry[][]): { coun
   let count = 0;
   for (const write of acknowledged) {
     const entry = logs[write.shard]?.[write.index - 1];
-    const op = entry?.ops[0];
+    // A single write is its entry's only op; a transaction's put is one of its shard part's ops.
+    const op = write.epoch === undefined ? entry?.ops.find((candidate) => candidate.type !== 'leader' && candidate.key === write.key) : entry?.ops[0];
     const matches =
       entry !== undefined &&
       entry.index === write.index &&
-      entry.epoch === write.epoch &&
+      (write.epoch === undefined || entry.epoch === write.epoch) &&
       op !== undefined &&
       op.type !== 'leader' &&
       op.key === write.key &&
       (write.value === undefined ? op.type === 'delete' : op.type === 'put' && Buffer.from(op.value).toString('utf8') === write.value);
     if (!matches) {
       count += 1;
-      if (samples.length < 5) samples.push(`${write.value === undefined ? 'delete' : `put ${write.value}`} of ${write.key} acknowledged at shard ${write.shard} index ${write.index} epoch ${write.epoch} is not in the log`);
+      if (samples.length < 5) samples.push(`${write.value === undefined ? 'delete' : `put ${write.value}`} of ${write.key} acknowledged at shard ${write.shard} index ${write.index}${write.epoch === undefined ? ' (a transaction)' : ` epoch ${write.epoch}`} is not in the log`);
     }
   }
   return { count, samples };
@@ -362,6 +412,36 @@ function printReport(report: ChaosReport, print: (line: string) => void): void {
   line('epoch order', `${report.epochOrder.violations} violations`);
   for (const sample of report.epochOrder.samples) print(`    ${sample}`);
   if (report.operations.unexpected > 0) line('unexpected answers', `${report.operations.unexpected}: ${report.operations.unexpectedSamples.join(' | ')}`);
+  const bank = report.bank;
+  if (bank !== null) {
+    const reasons = Object.entries(bank.transfers.byReason).sort().map(([reason, count]) => `${reason}=${count}`).join(' ');
+    line('bank transfers', `ok ${bank.transfers.ok}, failed ${bank.transfers.fail}, indeterminate ${bank.transfers.info}${reasons === '' ? '' : ` (${reasons})`}`);
+    line('bank reads', `${bank.reads} snapshots of ${bank.accounts} accounts (${bank.readsUnavailable} unavailable), ${bank.violations} not summing to ${bank.total}`);
+    for (const sample of bank.samples) print(`    ${sample}`);
+    line('bank after healing', bank.finalBalances === null ? 'NO snapshot answered within 30 s' : `[${bank.finalBalances.join(', ')}] sum ${bank.finalBalances.reduce<number>((sum, balance) => sum + (balance ?? 0), 0)}`);
+    if (bank.unexpected > 0) line('bank unexpected', `${bank.unexpected}: ${bank.unexpectedSamples.join(' | ')}`);
+  }
+}
+
+/** The bank workload's part of the report: every snapshot, the one after healing included, checked for the total. */
+function bankReport(history: BankHistory, finalRead: BankHistory['reads'][number] | undefined, accounts: number): NonNullable<ChaosReport['bank']> {
+  const total = accounts * bankBalance;
+  const verdict = checkBank(finalRead === undefined ? history.reads : [...history.reads, finalRead], total);
+  const byReason: Record<string, number> = {};
+  for (const transfer of history.transfers) if (transfer.reason !== undefined) byReason[transfer.reason] = (byReason[transfer.reason] ?? 0) + 1;
+  const count = (status: string) => history.transfers.filter((transfer) => transfer.status === status).length;
+  return {
+    accounts,
+    total,
+    transfers: { ok: count('ok'), fail: count('fail'), info: count('info'), byReason },
+    reads: history.reads.length,
+    readsUnavailable: history.readsUnavailable,
+    violations: verdict.violations,
+    samples: verdict.samples,
+    finalBalances: finalRead?.balances ?? null,
+    unexpected: history.counters.unexpected,
+    unexpectedSamples: history.counters.unexpectedSamples,
+  };
 }
 
 export function parseNemeses(raw: string): NemesisKind[] {

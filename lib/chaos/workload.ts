@@ -10,7 +10,8 @@ export interface AcknowledgedWrite {
   value: string | undefined;
   shard: number;
   index: number;
-  epoch: number;
+  /** undefined for a transaction's write (its answer carries no epoch). */
+  epoch: number | undefined;
 }
 
 export interface WorkloadCounters {
@@ -230,4 +231,190 @@ export async function runSessionClient(options: { homeUrl: string; replicaUrls: 
     await new Promise((resolve) => setTimeout(resolve, between(5, 30, random)));
   }
   return counters;
+}
+
+/** One read-only transaction of every account, as the bank workload saw it. */
+export interface BankRead {
+  client: number;
+  /** Balance per account in account order; null when the account was missing. */
+  balances: (number | null)[];
+  callMs: number;
+  returnMs: number;
+}
+
+/** One transfer: its outcome as the store answered it (`info`: it may or may not have happened). */
+export interface BankTransfer {
+  client: number;
+  from: string;
+  to: string;
+  amount: number;
+  status: 'ok' | 'fail' | 'info';
+  /** Why it failed or is indeterminate: the answer's code, `compare` (the failure branch ran) or `timeout`. */
+  reason?: string;
+  callMs: number;
+  returnMs: number;
+}
+
+export interface BankHistory {
+  reads: BankRead[];
+  transfers: BankTransfer[];
+  /** Reads that got no snapshot (a 503, a timeout): availability, not correctness. */
+  readsUnavailable: number;
+  /** The puts of committed transfers, with where the store says it put them: checked against the log. */
+  acknowledged: AcknowledgedWrite[];
+  counters: Pick<WorkloadCounters, 'unexpected' | 'unexpectedSamples'>;
+}
+
+export interface BankOptions {
+  apiUrl: string | (() => string);
+  shardCount: number;
+  accounts: string[];
+  clients: number;
+  seed: number;
+  deadlineMs: number;
+  requestTimeoutMs: number;
+}
+
+/** Account keys spread over the shards: account n on shard n mod shardCount. */
+export function bankAccounts(count: number, shardCount: number, prefix: string): string[] {
+  return Array.from({ length: count }, (_, account) => {
+    for (let attempt = 0; ; attempt += 1) {
+      const key = `${prefix}/acct${account}-${attempt}`;
+      if (shardOf(key, shardCount) === account % shardCount) return key;
+    }
+  });
+}
+
+const postTxn = (apiUrl: string, body: unknown, timeoutMs: number) => send(`${apiUrl}/txn`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }, timeoutMs);
+
+type TxnGet = { op: 'get'; key: string; found: boolean; value?: string; version?: number };
+
+/** Balances and versions of `accounts` from a read-only transaction's answer. */
+function balancesOf(answer: Answer): { balance: number | null; version: number }[] {
+  return (answer.body.results as TxnGet[]).map((result) => (result.found ? { balance: Number(result.value), version: Number(result.version) } : { balance: null, version: 0 }));
+}
+
+/**
+ * Writes `balance` into every account, once: a transaction that creates them all only while
+ * they are all absent. Re-reads after any answer, so an unknown outcome is settled by what the
+ * store holds. Throws when the accounts are not all there by the deadline.
+ */
+export async function setupBank(apiUrl: string, accounts: string[], balance: number, timeoutMs: number): Promise<void> {
+  const deadlineMs = Date.now() + timeoutMs;
+  while (Date.now() < deadlineMs) {
+    const read = await postTxn(apiUrl, { success: accounts.map((key) => ({ op: 'get', key })) }, 5_000);
+    if (read !== 'timeout' && read.status === 200) {
+      const found = balancesOf(read).filter((account) => account.balance !== null).length;
+      if (found === accounts.length) return;
+      if (found > 0) throw new Error(`bank setup: ${found} of ${accounts.length} accounts exist; the setup transaction is all or nothing`);
+      await postTxn(apiUrl, { compare: accounts.map((key) => ({ key, absent: true })), success: accounts.map((key) => ({ op: 'put', key, value: String(balance) })) }, 10_000);
+      continue;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`bank setup: the accounts were not created within ${timeoutMs} ms`);
+}
+
+/**
+ * Jepsen's bank: concurrent clients move money between accounts on different shards by
+ * compare-and-transaction over `POST /txn` (read both balances and versions, then commit both
+ * puts only while both versions hold; never more than the source holds), and read every account
+ * in one read-only transaction. Whatever the faults, every read must see the whole total and no
+ * negative balance (checkBank).
+ */
+export async function runBankWorkload(options: BankOptions): Promise<BankHistory> {
+  const history: BankHistory = { reads: [], transfers: [], readsUnavailable: 0, acknowledged: [], counters: { unexpected: 0, unexpectedSamples: [] } };
+  const unexpected = (what: string) => {
+    history.counters.unexpected += 1;
+    if (history.counters.unexpectedSamples.length < 10) history.counters.unexpectedSamples.push(what);
+  };
+  const { accounts } = options;
+
+  /** ok / fail (certainly not applied) / info (unknown), as for single writes. */
+  const transferStatus = (answer: Answer | 'timeout'): { status: BankTransfer['status']; reason?: string } => {
+    if (answer === 'timeout') return { status: 'info', reason: 'timeout' };
+    if (answer.status === 200) return answer.body.succeeded === true ? { status: 'ok' } : { status: 'fail', reason: 'compare' };
+    const code = String(answer.body.error ?? `Http${answer.status}`);
+    if (answer.status === 503) return { status: notAppliedCodes.has(code) ? 'fail' : 'info', reason: code };
+    // A Lambda that crashed (502) or timed out (504) mid-request: the commit may have landed.
+    if (answer.status === 502 || answer.status === 504) return { status: 'info', reason: code };
+    if (answer.status === 500 && code === 'LambdaThrottled') return { status: 'fail', reason: code };
+    unexpected(`POST /txn ${answer.status} ${JSON.stringify(answer.body).slice(0, 200)}`);
+    return { status: 'info', reason: code };
+  };
+
+  const readAll = async (apiUrl: string, clientId: number): Promise<BankRead | undefined> => {
+    const callMs = performance.now();
+    const answer = await postTxn(apiUrl, { success: accounts.map((key) => ({ op: 'get', key })) }, options.requestTimeoutMs);
+    const returnMs = performance.now();
+    if (answer === 'timeout' || answer.status !== 200) {
+      if (answer !== 'timeout' && ![500, 502, 503, 504].includes(answer.status)) unexpected(`POST /txn (read) ${answer.status} ${JSON.stringify(answer.body).slice(0, 200)}`);
+      history.readsUnavailable += 1;
+      return undefined;
+    }
+    const read: BankRead = { client: clientId, balances: balancesOf(answer).map((account) => account.balance), callMs, returnMs };
+    history.reads.push(read);
+    return read;
+  };
+
+  const client = async (clientId: number) => {
+    const random = mulberry32(options.seed * 1_000 + 500 + clientId);
+    let backoff = false;
+    while (Date.now() < options.deadlineMs) {
+      // A refusal (no leader, a lost race) comes back at once: back off a little, as clients do.
+      if (backoff) await new Promise((resolve) => setTimeout(resolve, between(20, 80, random)));
+      backoff = false;
+      const apiUrl = typeof options.apiUrl === 'string' ? options.apiUrl : options.apiUrl();
+      if (random() < 0.4) {
+        backoff = (await readAll(apiUrl, clientId)) === undefined;
+        continue;
+      }
+      const fromIndex = Math.floor(random() * accounts.length);
+      const toIndex = (fromIndex + 1 + Math.floor(random() * (accounts.length - 1))) % accounts.length;
+      const [from, to] = [accounts[fromIndex]!, accounts[toIndex]!];
+      const read = await postTxn(apiUrl, { success: [{ op: 'get', key: from }, { op: 'get', key: to }] }, options.requestTimeoutMs);
+      if (read === 'timeout' || read.status !== 200) {
+        backoff = true;
+        continue;
+      }
+      const [source, target] = balancesOf(read);
+      if (source?.balance == null || target?.balance == null || source.balance <= 0) continue;
+      const amount = 1 + Math.floor(random() * Math.min(5, source.balance));
+      const callMs = performance.now();
+      const answer = await postTxn(
+        apiUrl,
+        {
+          compare: [{ key: from, version: source.version }, { key: to, version: target.version }],
+          success: [{ op: 'put', key: from, value: String(source.balance - amount) }, { op: 'put', key: to, value: String(target.balance + amount) }],
+        },
+        options.requestTimeoutMs,
+      );
+      const returnMs = performance.now();
+      const { status, reason } = transferStatus(answer);
+      history.transfers.push({ client: clientId, from, to, amount, status, ...(reason === undefined ? {} : { reason }), callMs, returnMs });
+      if (status === 'fail') backoff = true;
+      if (status === 'ok' && answer !== 'timeout') {
+        const values = [String(source.balance - amount), String(target.balance + amount)];
+        for (const [position, result] of (answer.body.results as { key: string; version: number }[]).entries()) {
+          // A transaction's answer has no epoch: the log check matches key, value and index.
+          history.acknowledged.push({ key: result.key, value: values[position], shard: shardOf(result.key, options.shardCount), index: result.version, epoch: undefined });
+        }
+      }
+    }
+  };
+
+  await Promise.all(Array.from({ length: options.clients }, (_, clientId) => client(clientId)));
+  return history;
+}
+
+/** A read-only transaction of every account once the faults are healed, retried until `timeoutMs`. */
+export async function finalBankRead(apiUrl: string, accounts: string[], timeoutMs: number): Promise<BankRead | undefined> {
+  const deadlineMs = Date.now() + timeoutMs;
+  while (Date.now() < deadlineMs) {
+    const callMs = performance.now();
+    const answer = await postTxn(apiUrl, { success: accounts.map((key) => ({ op: 'get', key })) }, 5_000);
+    if (answer !== 'timeout' && answer.status === 200) return { client: -1, balances: balancesOf(answer).map((account) => account.balance), callMs, returnMs: performance.now() };
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return undefined;
 }
