@@ -5,12 +5,14 @@ import { configFromEnv, type ClusterConfig } from '../lib/config.ts';
 import { limits } from '../lib/core/limits.ts';
 import { countWithinBytes } from '../lib/core/page.ts';
 import { isValidUtf8, parseListLimit, parseVersion, validateKey, validateValue, type Invalid } from '../lib/core/validation.ts';
-import { EpochKvError, NoLeaderError, ValidationError } from '../lib/ports/errors.ts';
+import { EpochKvError, FenceRejectedError, LeaseNotFoundError, LockHeldError, NoLeaderError, NotFoundError, ValidationError, VersionConflictError } from '../lib/ports/errors.ts';
 import type { KvChange, KvItem, Precondition } from '../lib/ports/store.ts';
 import { decodeToken, encodeToken, mergeToken, type SessionToken } from '../lib/core/session.ts';
 import { hashTagOf } from '../lib/core/shard.ts';
-import { parseTxn } from '../lib/core/txn.ts';
-import { consistencies, type Consistency } from '../lib/service/kv-service.ts';
+import { parseTxn, type TxnCompare, type TxnOp } from '../lib/core/txn.ts';
+import { isReservedKey, lockKey, parseFence, reservedPrefix, validateLeaseId, validateName, validateTtlMs } from '../lib/core/coordination.ts';
+import { CoordinationService } from '../lib/service/coordination.ts';
+import { consistencies, type Consistency, type Fence, type WriteResult } from '../lib/service/kv-service.ts';
 import { clusterStatus } from '../lib/service/cluster-status.ts';
 import { ReadinessCache, regionReadiness } from '../lib/service/readiness.ts';
 import { createRegionService } from '../lib/service/factory.ts';
@@ -58,8 +60,12 @@ function header(event: APIGatewayProxyEvent, name: string): string | undefined {
 
 const knownQueryParameters: Record<string, readonly string[]> = {
   'GET /kv/{key}': ['consistency'],
-  'PUT /kv/{key}': ['replication'],
+  'PUT /kv/{key}': ['replication', 'lease', 'ttlMs'],
   'DELETE /kv/{key}': ['replication'],
+  'POST /locks/{name}': ['waitMs'],
+  'DELETE /locks/{name}': ['token'],
+  'POST /elections/{name}/campaign': ['waitMs'],
+  'DELETE /elections/{name}': ['token'],
   'GET /kv': ['prefix', 'limit', 'after', 'consistency'],
   'GET /watch': ['shard', 'from', 'prefix', 'limit', 'waitMs'],
   'POST /txn': ['replication'],
@@ -229,6 +235,7 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
         isBase64Encoded: true,
       };
     }
+    refuseReserved(key);
     const precondition = preconditionOf(event, method);
     let change: KvChange;
     if (method === 'PUT') {
@@ -238,8 +245,14 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
     } else {
       change = { type: 'delete', key };
     }
-    // Writes sent to a replica region run against the home region: the same fenced path.
-    const result = await service.write(change, precondition, { replication: replicationOf(query.replication) });
+    const fence = fenceOf(event);
+    const leased = method === 'PUT' && (query.lease !== undefined || query.ttlMs !== undefined);
+    // Writes sent to a replica region run against the home region: the same fenced path. A
+    // fenced or leased write is a transaction (its lock or lease checked in the same commit).
+    const result =
+      fence !== undefined || leased
+        ? await coordinatedWrite(deps, change, precondition, { fence, leaseId: query.lease, ttlMs: query.ttlMs, token, replication: replicationOf(query.replication) })
+        : await service.write(change, precondition, { replication: replicationOf(query.replication) });
     const next = encodeToken(mergeToken(token, result.shard, result.index));
     const body = {
       key,
@@ -260,7 +273,10 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
     if (method !== 'POST') return methodNotAllowed(method, ['POST']);
     return txn(deps, event);
   }
-  return problem(404, 'NotFound', `no route for ${method} ${path.slice(0, 200)}; routes: /kv/{key}, /kv?prefix=, /txn, /watch, /cluster, /health, /livez`);
+  if (path === '/leases' || path.startsWith('/leases/')) return leasesRoute(deps, event, method, path);
+  if (path.startsWith('/locks/')) return locksRoute(deps, event, method, path);
+  if (path.startsWith('/elections/')) return electionsRoute(deps, event, method, path);
+  return problem(404, 'NotFound', `no route for ${method} ${path.slice(0, 200)}; routes: /kv/{key}, /kv?prefix=, /txn, /leases, /locks/{name}, /elections/{name}, /watch, /cluster, /health, /livez`);
 }
 
 const readinessCaches = new WeakMap<KvService, ReadinessCache>();
@@ -325,6 +341,206 @@ async function watch(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
 
 const { watchWaitMsDefault, watchWaitMsMax } = limits;
 
+/** Leases, locks and elections keep their state under a reserved prefix: user writes may not touch it. */
+function refuseReserved(key: string): void {
+  if (isReservedKey(key)) throw new ValidationError('key', `keys under "${reservedPrefix}" are reserved: they hold leases, locks and elections; use /leases, /locks and /elections to change them`);
+}
+
+/** `X-Epochkv-Fence: <lock>:<token>`: the write commits only while the lock is held with that token. */
+function fenceOf(event: APIGatewayProxyEvent): Fence | undefined {
+  const raw = header(event, 'x-epochkv-fence');
+  if (raw === undefined) return undefined;
+  const parsed = parseFence(raw);
+  if (!parsed.ok) invalid(parsed);
+  return { key: lockKey(parsed.value.name), token: parsed.value.token, what: `lock "${parsed.value.name}"` };
+}
+
+const coordinations = new WeakMap<KvService, CoordinationService>();
+
+function coordinationOf(deps: ApiDependencies): CoordinationService {
+  let coordination = coordinations.get(deps.service);
+  if (coordination === undefined) {
+    coordination = new CoordinationService(deps.service, deps.clock);
+    coordinations.set(deps.service, coordination);
+  }
+  return coordination;
+}
+
+/** A fenced or leased single-key write, as a transaction whose compare is its precondition. */
+async function coordinatedWrite(
+  deps: ApiDependencies,
+  change: KvChange,
+  precondition: Precondition,
+  options: { fence: Fence | undefined; leaseId: string | undefined; ttlMs: string | undefined; token: SessionToken; replication: ReplicationMode | undefined },
+): Promise<WriteResult> {
+  const { service } = deps;
+  const key = change.key;
+  if (options.leaseId !== undefined && options.ttlMs !== undefined) throw new ValidationError('lease', 'send lease=<id> or ttlMs=<n>, not both');
+  let leaseId = options.leaseId;
+  if (leaseId !== undefined) {
+    const checked = validateLeaseId(leaseId);
+    if (!checked.ok) invalid(checked);
+  }
+  if (options.ttlMs !== undefined) {
+    const ttlMs = validateTtlMs(Number(options.ttlMs));
+    if (!ttlMs.ok) invalid(ttlMs);
+    // A key's own expiry: a lease of its own that nobody keeps alive.
+    leaseId = (await coordinationOf(deps).grantLease(ttlMs.value)).id;
+  }
+  // A delete without If-Match must find the key (404 otherwise), as an unfenced delete does.
+  let expected = precondition.ifVersion;
+  if (change.type === 'delete' && expected === undefined) {
+    const current = await service.read(key, 'strong', options.token);
+    if (current.item === undefined) throw new NotFoundError(`key "${key}" does not exist`);
+    expected = current.item.version;
+  }
+  const compare: TxnCompare[] = expected !== undefined ? [{ key, version: expected }] : precondition.ifAbsent === true ? [{ key, absent: true }] : [];
+  const op: TxnOp = change.type === 'put' ? { op: 'put', key, value: change.value } : { op: 'delete', key };
+  const result =
+    leaseId !== undefined && change.type === 'put'
+      ? await coordinationOf(deps).putWithLease(key, change.value, leaseId, options.token, options.fence, compare)
+      : await service.txn({ compare, success: [op], failure: [{ op: 'get', key }] }, options.token, { fence: options.fence, replication: options.replication });
+  if (!result.succeeded) {
+    const current = result.results[0];
+    const version = current?.op === 'get' && current.found ? current.version : undefined;
+    if (change.type === 'delete' && version === undefined) throw new NotFoundError(`key "${key}" does not exist`);
+    const wanted = precondition.ifAbsent === true ? 'no existing item' : `version ${expected}`;
+    throw new VersionConflictError(`version conflict on "${key}": expected ${wanted}, but ${version === undefined ? 'the key does not exist' : `the current version is ${version}`}`, version);
+  }
+  const part = result.parts?.find((candidate) => candidate.shard === service.shardOf(key));
+  const index = part?.index ?? 0;
+  return { key, shard: service.shardOf(key), version: index, epoch: part?.epoch ?? 0, index, replication: { mode: service.replicationFor(options.replication), acceptedBy: result.acceptedBy ?? [] } };
+}
+
+function jsonBody(event: APIGatewayProxyEvent): Record<string, unknown> {
+  const text = Buffer.from(bodyBytes(event)).toString('utf8');
+  if (text.trim() === '') return {};
+  try {
+    const parsed = JSON.parse(text) as unknown;
+    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+  } catch {
+    // answered below
+  }
+  throw new ValidationError('body', 'the body must be a JSON object');
+}
+
+function ownerOf(body: Record<string, unknown>): { leaseId?: string; ttlMs?: number } {
+  if (body.leaseId !== undefined) {
+    const checked = validateLeaseId(String(body.leaseId));
+    if (!checked.ok) invalid(checked);
+    return { leaseId: checked.value };
+  }
+  if (body.ttlMs !== undefined) {
+    const checked = validateTtlMs(body.ttlMs);
+    if (!checked.ok) invalid(checked);
+    return { ttlMs: checked.value };
+  }
+  throw new ValidationError('body', 'send {"leaseId": "<id from POST /leases>"} or {"ttlMs": n} (a new lease for this holder)');
+}
+
+function tokenParameter(raw: string | undefined): number {
+  return integerParameter(raw, 'token', 1, Number.MAX_SAFE_INTEGER, 0);
+}
+
+/** `/leases`: grant, keepalive, show, revoke. */
+async function leasesRoute(deps: ApiDependencies, event: APIGatewayProxyEvent, method: string, path: string): Promise<APIGatewayProxyResult> {
+  const coordination = coordinationOf(deps);
+  const segments = path.split('/').filter(Boolean);
+  if (segments.length === 1) {
+    if (method !== 'POST') return methodNotAllowed(method, ['POST']);
+    const ttlMs = validateTtlMs(jsonBody(event).ttlMs);
+    if (!ttlMs.ok) invalid(ttlMs);
+    return json(201, await coordination.grantLease(ttlMs.value));
+  }
+  const id = validateLeaseId(decodeURIComponent(segments[1] ?? ''));
+  if (!id.ok) invalid(id);
+  if (segments.length === 3 && segments[2] === 'keepalive') {
+    if (method !== 'POST') return methodNotAllowed(method, ['POST']);
+    return json(200, await coordination.keepAlive(id.value));
+  }
+  if (segments.length !== 2) return problem(404, 'NotFound', 'use /leases, /leases/{id} or /leases/{id}/keepalive');
+  if (method === 'GET') {
+    const info = await coordination.leaseInfo(id.value);
+    return json(200, { ...info, remainingMs: await coordination.remainingMs(id.value, info.ttlMs) });
+  }
+  if (method === 'DELETE') {
+    const revoked = await coordination.revokeLease(id.value);
+    if (revoked === undefined) throw new LeaseNotFoundError(id.value);
+    return json(200, { id: id.value, revoked: true, keysDeleted: revoked.keysDeleted });
+  }
+  return methodNotAllowed(method, ['GET', 'DELETE']);
+}
+
+/** `/locks/{name}`: acquire (POST), show (GET), release (DELETE ?token=). */
+async function locksRoute(deps: ApiDependencies, event: APIGatewayProxyEvent, method: string, path: string): Promise<APIGatewayProxyResult> {
+  const coordination = coordinationOf(deps);
+  const segments = path.split('/').filter(Boolean);
+  if (segments.length !== 2) return problem(404, 'NotFound', 'use /locks/{name}');
+  const name = validateName(decodeURIComponent(segments[1]!), 'lock');
+  if (!name.ok) invalid(name);
+  if (method === 'POST') {
+    const query = queryParameters(event, 'POST /locks/{name}');
+    const waitMs = integerParameter(query.waitMs, 'waitMs', 0, limits.lockWaitMsMax, 0);
+    const holder = await coordination.acquireLock(name.value, ownerOf(jsonBody(event)), waitMs);
+    return json(200, { name: name.value, token: holder.token, leaseId: holder.leaseId, fence: `${name.value}:${holder.token}` });
+  }
+  if (method === 'GET') {
+    const holder = await coordination.lockHolder(name.value);
+    return json(200, holder === undefined ? { name: name.value, held: false, token: null, leaseId: null } : { name: name.value, held: true, token: holder.token, leaseId: holder.leaseId });
+  }
+  if (method === 'DELETE') {
+    const query = queryParameters(event, 'DELETE /locks/{name}');
+    if (query.token === undefined) throw new ValidationError('token', 'release needs ?token=<the token POST /locks answered>');
+    await coordination.releaseLock(name.value, tokenParameter(query.token));
+    return json(200, { name: name.value, released: true });
+  }
+  return methodNotAllowed(method, ['GET', 'POST', 'DELETE']);
+}
+
+/** `/elections/{name}`: campaign, leader, proclaim, resign. */
+async function electionsRoute(deps: ApiDependencies, event: APIGatewayProxyEvent, method: string, path: string): Promise<APIGatewayProxyResult> {
+  const coordination = coordinationOf(deps);
+  const segments = path.split('/').filter(Boolean);
+  const name = validateName(decodeURIComponent(segments[1] ?? ''), 'election');
+  if (!name.ok) invalid(name);
+  const valueOf = (body: Record<string, unknown>): Uint8Array => {
+    if (typeof body.value !== 'string') throw new ValidationError('value', 'send "value" as a string');
+    const bytes = validateValue(new Uint8Array(Buffer.from(body.value, 'utf8')));
+    if (!bytes.ok) invalid(bytes, 413);
+    return bytes.value;
+  };
+  const text = (bytes: Uint8Array) => Buffer.from(bytes).toString('utf8');
+  if (segments.length === 3 && segments[2] === 'campaign') {
+    if (method !== 'POST') return methodNotAllowed(method, ['POST']);
+    const query = queryParameters(event, 'POST /elections/{name}/campaign');
+    const body = jsonBody(event);
+    const value = valueOf(body);
+    const holder = await coordination.campaign(name.value, ownerOf(body), value, integerParameter(query.waitMs, 'waitMs', 0, limits.lockWaitMsMax, 0));
+    return json(200, { name: name.value, token: holder.token, leaseId: holder.leaseId, value: text(value) });
+  }
+  if (segments.length === 3 && segments[2] === 'proclaim') {
+    if (method !== 'POST') return methodNotAllowed(method, ['POST']);
+    const body = jsonBody(event);
+    if (typeof body.token !== 'number') throw new ValidationError('token', 'send the "token" campaign answered');
+    const value = valueOf(body);
+    await coordination.proclaim(name.value, body.token, value);
+    return json(200, { name: name.value, token: body.token, value: text(value) });
+  }
+  if (segments.length !== 2) return problem(404, 'NotFound', 'use /elections/{name}, /elections/{name}/campaign or /elections/{name}/proclaim');
+  if (method === 'GET') {
+    const leader = await coordination.leader(name.value);
+    if (leader === undefined) return problem(404, 'NotFound', `election "${name.value}" has no leader`);
+    return json(200, { name: name.value, token: leader.token, leaseId: leader.leaseId, value: text(leader.value) });
+  }
+  if (method === 'DELETE') {
+    const query = queryParameters(event, 'DELETE /elections/{name}');
+    if (query.token === undefined) throw new ValidationError('token', 'resign needs ?token=<the token campaign answered>');
+    await coordination.resign(name.value, tokenParameter(query.token));
+    return json(200, { name: name.value, resigned: true });
+  }
+  return methodNotAllowed(method, ['GET', 'DELETE']);
+}
+
 /** `POST /txn`: compare, then the success or the failure ops, atomically (see KvService.txn). */
 async function txn(deps: ApiDependencies, event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> {
   const query = queryParameters(event, 'POST /txn');
@@ -336,7 +552,8 @@ async function txn(deps: ApiDependencies, event: APIGatewayProxyEvent): Promise<
   }
   const parsed = parseTxn(body);
   if (!parsed.ok) return problem(400, parsed.code, parsed.message);
-  const result = await deps.service.txn(parsed.value, tokenOf(event), { replication: replicationOf(query.replication) });
+  for (const op of [...parsed.value.success, ...parsed.value.failure]) if (op.op !== 'get') refuseReserved(op.key);
+  const result = await deps.service.txn(parsed.value, tokenOf(event), { replication: replicationOf(query.replication), fence: fenceOf(event) });
   const token = encodeToken(result.token);
   const results = result.results.map((answer) => {
     if (answer.op !== 'get' || !answer.found) return answer;
@@ -359,6 +576,9 @@ export function createApiHandler(deps: ApiDependencies, log: (line: string) => v
     } catch (error) {
       if (error instanceof NoLeaderError) {
         return problem(error.status, error.code, error.message, { 'retry-after': String(error.retryAfterSeconds) });
+      }
+      if (error instanceof LockHeldError || error instanceof FenceRejectedError) {
+        return json(error.status, { error: error.code, message: error.message, token: error.token ?? null });
       }
       if (error instanceof EpochKvError) {
         const headers: Record<string, string> = error.status === 503 || error.status === 429 ? { 'retry-after': String(limits.retryAfterSeconds) } : {};

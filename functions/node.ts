@@ -14,7 +14,9 @@ import { nextInSync, type InSyncBounds } from '../lib/core/replication.ts';
 import { Shipper } from '../lib/adapters/aws/replication.ts';
 import { nodeTelemetry } from './telemetry.ts';
 import { IntakeCommitter } from '../lib/service/intake.ts';
-import { intakeStickMs } from '../lib/service/kv-service.ts';
+import { intakeStickMs, KvService } from '../lib/service/kv-service.ts';
+import { CoordinationService } from '../lib/service/coordination.ts';
+import { LeaseExpirer } from '../lib/service/lease-expiry.ts';
 
 export interface NodeRunOptions {
   config: ClusterConfig;
@@ -268,6 +270,10 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
         });
     }
   };
+  // Leader duty: leases of the shards led expire on this node's clock (lib/service/lease-expiry.ts);
+  // their keys are deleted through the log, by the same fenced transactions as the API's.
+  const coordination = new CoordinationService(new KvService(store, { ...config, writePath: 'direct' }, clock, { ...(options.shipper === undefined ? {} : { shipper: options.shipper }), log }), clock);
+  const leaseExpirer = new LeaseExpirer({ store, coordination, clock, log, label: node });
   let lastSweepMs = clock.monotonicMs();
   const maybeSweepIntake = async (): Promise<void> => {
     if (clock.monotonicMs() - lastSweepMs < intakeSweepEveryMs) return;
@@ -327,6 +333,7 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
       syncCommitters();
       if (fullTick) await maybeReship();
       if (fullTick) await maybeSweepIntake();
+      if (fullTick) await leaseExpirer.run(election.leading());
     } catch (error) {
       summary.errors += 1;
       tickFailed = true;

@@ -50,6 +50,11 @@ export const limits = {
    * result) and answers `next`: room under lambdaResponseBytesMax for the envelope and headers.
    */
   pageBytesMax: 6_000_000,
+  /** Leases: the ttl a client may ask for (1 s to a day). */
+  leaseTtlMsMin: 1_000,
+  leaseTtlMsMax: 86_400_000,
+  /** How long POST /locks and /elections/campaign may wait for the lock (within API Gateway's 29 s). */
+  lockWaitMsMax: 20_000,
   /** POST /txn: compares, and ops per branch. */
   txnComparesMax: 64,
   txnOpsMax: 64,

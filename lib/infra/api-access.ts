@@ -23,6 +23,9 @@ const readGrants: readonly ApiGrant[] = [
   { method: 'GET', path: '/kv/*' },
   { method: 'GET', path: '/watch' },
   { method: 'GET', path: '/cluster' },
+  { method: 'GET', path: '/leases/*' },
+  { method: 'GET', path: '/locks/*' },
+  { method: 'GET', path: '/elections/*' },
   { method: 'GET', path: '/health' },
   // Open to anyone (no IAM, lib/infra/api.ts); granted too, so every route is in a level.
   { method: 'GET', path: '/livez' },
@@ -36,7 +39,19 @@ export const apiAccessLevels = {
   /** Reads, listings, watches, cluster status, health and liveness. */
   read: readGrants,
   /** Everything `read` allows, plus writes (`PUT`, also compare-and-set), deletes of keys and transactions. */
-  readWrite: [...readGrants, { method: 'PUT', path: '/kv/*' }, { method: 'DELETE', path: '/kv/*' }, { method: 'POST', path: '/txn' }] as readonly ApiGrant[],
+  readWrite: [
+    ...readGrants,
+    { method: 'PUT', path: '/kv/*' }, { method: 'DELETE', path: '/kv/*' }, { method: 'POST', path: '/txn' },
+    // Leases, locks and elections: granting, keeping alive, acquiring, proclaiming, releasing.
+    { method: 'POST', path: '/leases' },
+    { method: 'POST', path: '/leases/*/keepalive' },
+    { method: 'DELETE', path: '/leases/*' },
+    { method: 'POST', path: '/locks/*' },
+    { method: 'DELETE', path: '/locks/*' },
+    { method: 'POST', path: '/elections/*/campaign' },
+    { method: 'POST', path: '/elections/*/proclaim' },
+    { method: 'DELETE', path: '/elections/*' },
+  ] as readonly ApiGrant[],
 } as const;
 
 export type ApiAccessLevel = keyof typeof apiAccessLevels;

@@ -74,6 +74,33 @@ export class TxnTooLargeError extends EpochKvError {
   }
 }
 
+/** The lease is expired, revoked or was never granted. */
+export class LeaseNotFoundError extends EpochKvError {
+  constructor(id: string) {
+    super(`lease ${id} is not found: it expired, was revoked, or never existed; grant a new one with POST /leases`, 404, 'LeaseNotFound');
+  }
+}
+
+/** The lock (or election) is held by someone else; `token` is the holder's. */
+export class LockHeldError extends EpochKvError {
+  constructor(
+    message: string,
+    readonly token: number,
+  ) {
+    super(message, 409, 'LockHeld');
+  }
+}
+
+/** A fenced write or a release whose token is not the lock's current one: nothing was written. */
+export class FenceRejectedError extends EpochKvError {
+  constructor(
+    message: string,
+    readonly token: number | undefined,
+  ) {
+    super(message, 409, 'FenceRejected');
+  }
+}
+
 /** A transaction's snapshot changed before its commit (a key it read was written since): read again. */
 export class SnapshotChangedError extends EpochKvError {
   constructor(message: string) {

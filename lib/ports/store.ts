@@ -216,6 +216,11 @@ export interface Store {
   withdrawIntake(shard: number, id: string): Promise<'withdrawn' | IntakeOutcome | undefined>;
   /** Deletes settled intake writes settled before `settledBeforeMs` (writers that never came back); returns how many. */
   sweepIntake(shard: number, settledBeforeMs: number): Promise<number>;
+  /** One shard's keys starting with `prefix`, in key order, after `after`; consistent. */
+  listShard(shard: number, prefix: string, limit: number, after: string | undefined): Promise<ListPage>;
+  /** What the shard's last leader carried of its lease clock (lib/core/coordination.ts LeaseClock). */
+  readLeaseClock(shard: number): Promise<Map<string, { version: number; remainingMs: number }>>;
+  writeLeaseClock(shard: number, carried: ReadonlyMap<string, { version: number; remainingMs: number }>): Promise<void>;
   /** Up to 100 keys' items in one serializable snapshot (TransactGetItems), as stored; undefined: absent. */
   readSnapshot(keys: { shard: number; key: string }[]): Promise<(KvItem | undefined)[]>;
   /**

@@ -18,6 +18,7 @@ import {
   NotFoundError,
   OutcomeUnknownError,
   ReplicationUnmetError,
+  FenceRejectedError,
   RetriesExhaustedError,
   SnapshotChangedError,
   StaleEpochError,
@@ -54,6 +55,17 @@ export interface TxnResult {
   succeeded: boolean;
   results: TxnOpResult[];
   token: SessionToken;
+  /** Each shard's entry the commit wrote (none for a branch without writes). */
+  parts?: { shard: number; index: number; epoch: number }[];
+  acceptedBy?: string[];
+}
+
+/** A write's fence: the lock key must be at exactly this version (its token) at the commit. */
+export interface Fence {
+  key: string;
+  token: number;
+  /** For messages: `lock "cron"`. */
+  what: string;
 }
 
 export interface ServiceOptions {
@@ -347,11 +359,12 @@ export class KvService {
    * that it still is as read: so the answer is linearizable at the commit. A lost race (a head
    * taken, a key changed) reads again; bounded like a single write.
    */
-  async txn(request: TxnRequest, token: SessionToken, writeOptions: WriteOptions = {}): Promise<TxnResult> {
-    const tooLarge = checkTxnFits(request, (key) => this.shardOf(key), 0);
+  async txn(request: TxnRequest, token: SessionToken, writeOptions: WriteOptions & { fence?: Fence | undefined } = {}): Promise<TxnResult> {
+    const fence = writeOptions.fence;
+    const tooLarge = checkTxnFits(request, (key) => this.shardOf(key), fence === undefined ? 0 : 1);
     if (tooLarge !== undefined) throw new TxnTooLargeError(tooLarge.field, tooLarge.message);
     const mode = this.replicationFor(writeOptions.replication);
-    const keys = txnKeys(request).map((key) => ({ shard: this.shardOf(key), key }));
+    const keys = [...new Set([...txnKeys(request), ...(fence === undefined ? [] : [fence.key])])].map((key) => ({ shard: this.shardOf(key), key }));
     let lastRace: EpochKvError | undefined;
     for (let attempt = 0; attempt < limits.writeAttemptsMax; attempt += 1) {
       if (attempt > 0) await sleep(backoffMs(attempt, limits.retryBackoffMsBase, limits.retryBackoffMsMax, this.random));
@@ -362,6 +375,10 @@ export class KvService {
         // A pending quorum write in the snapshot is shown only once durable (else 503), as a read would.
         if (item?.pending !== undefined) await this.#durableState(shard, key, item, 'read');
         state.set(key, item?.tombstone === true ? undefined : item);
+      }
+      if (fence !== undefined && state.get(fence.key)?.version !== fence.token) {
+        const current = state.get(fence.key)?.version;
+        throw new FenceRejectedError(`${fence.what} is ${current === undefined ? 'not held' : `held with token ${current}`}, not ${fence.token}; nothing was written`, current);
       }
       const succeeded = comparesHold(request.compare, state);
       const branch = succeeded ? request.success : request.failure;
@@ -391,7 +408,8 @@ export class KvService {
           }),
         );
         const entryOf = (key: string) => entries[shards.indexOf(this.shardOf(key))]!;
-        const readKeys = new Set([...request.compare.map((compare) => compare.key), ...branch.map((op) => op.key)]);
+        // The fence is a read like the others: the lock must still be at its token at the commit.
+        const readKeys = new Set([...request.compare.map((compare) => compare.key), ...branch.map((op) => op.key), ...(fence === undefined ? [] : [fence.key])]);
         await this.#commitTxnOnce(
           {
             entries,
@@ -419,6 +437,8 @@ export class KvService {
           succeeded,
           token: observed,
           results: branch.map((op): TxnOpResult => (op.op === 'get' ? this.#getResult(op.key, state) : { op: op.op, key: op.key, version: entryOf(op.key).index })),
+          parts: entries.map((entry) => ({ shard: entry.shard, index: entry.index, epoch: entry.epoch })),
+          acceptedBy: [],
         };
       } catch (error) {
         if (error instanceof StaleEpochError) {

@@ -35,8 +35,29 @@ const apiLogicalId = (api: Template): string => {
 };
 /** The read-only and read-write sets, as `METHOD /path`. */
 const expected = {
-  read: ['GET /cluster', 'GET /health', 'GET /kv', 'GET /kv/*', 'GET /livez', 'GET /watch'],
-  readWrite: ['DELETE /kv/*', 'GET /cluster', 'GET /health', 'GET /kv', 'GET /kv/*', 'GET /livez', 'GET /watch', 'POST /txn', 'PUT /kv/*'],
+  read: ['GET /cluster', 'GET /elections/*', 'GET /health', 'GET /kv', 'GET /kv/*', 'GET /leases/*', 'GET /livez', 'GET /locks/*', 'GET /watch'],
+  readWrite: [
+    'DELETE /elections/*',
+    'DELETE /kv/*',
+    'DELETE /leases/*',
+    'DELETE /locks/*',
+    'GET /cluster',
+    'GET /elections/*',
+    'GET /health',
+    'GET /kv',
+    'GET /kv/*',
+    'GET /leases/*',
+    'GET /livez',
+    'GET /locks/*',
+    'GET /watch',
+    'POST /elections/*/campaign',
+    'POST /elections/*/proclaim',
+    'POST /leases',
+    'POST /leases/*/keepalive',
+    'POST /locks/*',
+    'POST /txn',
+    'PUT /kv/*',
+  ],
 };
 
 beforeAll(() => {

@@ -272,7 +272,7 @@ describe('API', () => {
       const api = template(name);
       api.hasResourceProperties('AWS::ApiGateway::RestApi', { Name: `${cluster.config.prefix}-api`, BinaryMediaTypes: ['*/*'], EndpointConfiguration: { Types: ['REGIONAL'] } });
       const paths = Object.values(api.findResources('AWS::ApiGateway::Resource')).map((resource) => (resource as { Properties: { PathPart: string } }).Properties.PathPart);
-      expect(paths.sort()).toEqual(['cluster', 'health', 'kv', 'livez', 'txn', 'watch', '{key+}']);
+      expect(paths.sort()).toEqual(['campaign', 'cluster', 'elections', 'health', 'keepalive', 'kv', 'leases', 'livez', 'locks', 'proclaim', 'txn', 'watch', '{id}', '{key+}', '{name}', '{name}']);
       api.allResourcesProperties('AWS::ApiGateway::Method', {
         Integration: Match.objectLike({ Type: 'AWS_PROXY', IntegrationHttpMethod: 'POST' }),
         RequestValidatorId: { Ref: Match.stringLikeRegexp('^ApiValidator') },
@@ -452,13 +452,28 @@ describe('cdk-nag', () => {
             .replace(/<Api[0-9A-F]{8}>/, '<Api>');
           expect(String(reason).length, id).toBeGreaterThan(40);
           const paths = acknowledged.get(id) ?? new Set<string>();
-          paths.add(construct.node.path.replace(/^[^/]+\//, '').replace(/\/(GET|PUT|DELETE)$/, '/<method>'));
+          paths.add(construct.node.path.replace(/^[^/]+\//, '').replace(/\/(GET|PUT|DELETE|POST)$/, '/<method>'));
           acknowledged.set(id, paths);
         }
       }
     }
     expect(Object.fromEntries([...acknowledged].map(([id, paths]) => [id, [...paths].sort()]))).toEqual({
-      'AwsSolutions-COG4': ['Api/Api/Default/cluster/<method>', 'Api/Api/Default/health/<method>', 'Api/Api/Default/kv/<method>', 'Api/Api/Default/kv/{key+}/<method>', 'Api/Api/Default/livez/<method>', 'Api/Api/Default/txn/<method>', 'Api/Api/Default/watch/<method>'],
+      'AwsSolutions-COG4': [
+        'Api/Api/Default/cluster/<method>',
+        'Api/Api/Default/elections/{name}/<method>',
+        'Api/Api/Default/elections/{name}/campaign/<method>',
+        'Api/Api/Default/elections/{name}/proclaim/<method>',
+        'Api/Api/Default/health/<method>',
+        'Api/Api/Default/kv/<method>',
+        'Api/Api/Default/kv/{key+}/<method>',
+        'Api/Api/Default/leases/<method>',
+        'Api/Api/Default/leases/{id}/<method>',
+        'Api/Api/Default/leases/{id}/keepalive/<method>',
+        'Api/Api/Default/livez/<method>',
+        'Api/Api/Default/locks/{name}/<method>',
+        'Api/Api/Default/txn/<method>',
+        'Api/Api/Default/watch/<method>',
+      ],
       'AwsSolutions-APIG4': ['Api/Api/Default/health/<method>', 'Api/Api/Default/livez/<method>'],
       'AwsSolutions-APIG3': ['Api/Api/DeploymentStage.v1'],
       'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]': ['Api/Api/CloudWatchRole'],
@@ -466,6 +481,13 @@ describe('cdk-nag', () => {
       'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<region>:<AWS::AccountId>:<Api>/v1/GET/kv/*]': ['Api/Access/ReadOnly', 'Api/Access/ReadWrite'],
       'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<region>:<AWS::AccountId>:<Api>/v1/PUT/kv/*]': ['Api/Access/ReadWrite'],
       'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<region>:<AWS::AccountId>:<Api>/v1/DELETE/kv/*]': ['Api/Access/ReadWrite'],
+      // Leases, locks and elections: their id or name in the path, per policy and only for the methods it grants.
+      ...Object.fromEntries(
+        ['GET/leases/*', 'GET/locks/*', 'GET/elections/*', 'POST/leases/*/keepalive', 'DELETE/leases/*', 'POST/locks/*', 'DELETE/locks/*', 'POST/elections/*/campaign', 'POST/elections/*/proclaim', 'DELETE/elections/*'].map((path) => [
+          `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<region>:<AWS::AccountId>:<Api>/v1/${path}]`,
+          path.startsWith('GET') ? ['Api/Access/ReadOnly', 'Api/Access/ReadWrite'] : ['Api/Access/ReadWrite'],
+        ]),
+      ),
       // X-Ray's segment upload (active tracing) takes Resource "*" only.
       'AwsSolutions-IAM5[Resource::*]': ['Api/Handler/Role', 'Apply/Apply/Role', 'Heartbeat/Heartbeat/Role', 'Nodes/node-a/Role', 'Nodes/node-b/Role', 'Nodes/node-c/Role'],
       // The alarm topic: CloudWatch cannot publish to a topic under the AWS managed key.

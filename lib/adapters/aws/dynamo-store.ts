@@ -35,6 +35,8 @@ const batchWriteItemsMax = 25;
 const batchWriteAttemptsMax = 8;
 
 const leasePartition = 'lease';
+/** Each shard leader's lease clock, carried to its successor (lib/core/coordination.ts LeaseClock). */
+const leaseClockPartition = 'leaseclock';
 const nodePartition = 'node';
 const replicaPartition = replicaReportPartition;
 const inSyncPartition = 'insync';
@@ -877,6 +879,22 @@ export class DynamoStore implements Store {
     } catch (error) {
       if (!(error instanceof ConditionalCheckFailedException)) throw error;
     }
+  }
+
+  async listShard(shard: number, prefix: string, limit: number, after: string | undefined): Promise<ListPage> {
+    const page = await this.#listShard(shard, prefix, limit, after, true);
+    const last = page.items.at(-1);
+    return { items: page.items, next: page.more && last !== undefined ? last.key : undefined };
+  }
+
+  async readLeaseClock(shard: number): Promise<Map<string, { version: number; remainingMs: number }>> {
+    const result = await this.client.send(new GetCommand({ TableName: this.tables.control, Key: { pk: leaseClockPartition, sk: leaseSortKey(shard) }, ConsistentRead: true }));
+    const leases = (result.Item?.leases ?? {}) as Record<string, { version: number; remainingMs: number }>;
+    return new Map(Object.entries(leases).map(([id, { version, remainingMs }]) => [id, { version: Number(version), remainingMs: Number(remainingMs) }]));
+  }
+
+  async writeLeaseClock(shard: number, carried: ReadonlyMap<string, { version: number; remainingMs: number }>): Promise<void> {
+    await this.client.send(new PutCommand({ TableName: this.tables.control, Item: { pk: leaseClockPartition, sk: leaseSortKey(shard), shard, leases: Object.fromEntries(carried) } }));
   }
 
   async readSnapshot(keys: { shard: number; key: string }[]): Promise<(KvItem | undefined)[]> {
