@@ -10,12 +10,14 @@ import { parseArgs } from 'node:util';
 import type { BenchReport } from '../lib/bench/report.ts';
 import { runBench, writeReport } from '../lib/bench/run.ts';
 import { awsModelTable, runAwsModelBench } from '../lib/bench/aws-model.ts';
+import { runTxnBench, txnTable } from '../lib/bench/txn.ts';
 import { numberOption } from '../lib/cli-options.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const usage = `usage: npm run bench -- [--quick] [--profile] [--no-etcd] [--results <dir>] [--no-save-latest] [--lag-rate <writes/s>] [--lag-seconds <s>]
        npm run bench -- --aws-model [--quick] [--results <dir>]
+       npm run bench -- --txn [--quick] [--results <dir>]
        npm run bench -- --render <report.json>
 
   --aws-model       the write path under Lambda's concurrency model against the one-process API,
@@ -25,6 +27,14 @@ const usage = `usage: npm run bench -- [--quick] [--profile] [--no-etcd] [--resu
                     Last line: bench-aws: shard_writes_per_s=… process_writes_per_s=…
                     ratio_to_process=… failed_txn_per_write=… p50_ms=… p99_ms=… errors=…
                     one_writer_p50_ratio=…
+
+  --txn             transactions (POST /txn) of 2 and 8 keys, on 1 shard and on 2 or 8 shards,
+                    under Lambda's concurrency model with the AWS latency model on, each as a
+                    ratio to single-key writes measured in the same run at the same writers
+                    (1 and 16 writers with --quick, 4 s cells; 1, 16 and 64 without, 12 s).
+                    Writes JSON to the results directory. Last line: bench-txn: writers=…
+                    write_1shard_per_s=… write_8shards_per_s=… txn2_1shard_per_s=… txn2_1shard_ratio=…
+                    txn2_2shards_… txn8_1shard_… txn8_8shards_… errors=…
 
   --quick           a 1–2 minute version: fewer cells, shorter phases, 2 failovers
   --profile         CPU-profile an extra write phase (always done in full runs)
@@ -46,6 +56,7 @@ try {
     options: {
       quick: { type: 'boolean', default: false },
       'aws-model': { type: 'boolean', default: false },
+      txn: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       'no-etcd': { type: 'boolean', default: false },
       results: { type: 'string', default: 'bench/results' },
@@ -82,6 +93,23 @@ if (values['aws-model'] === true) {
     writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
     console.log('');
     for (const line of awsModelTable(report)) console.log(line);
+    console.log(`\nreport: ${file}`);
+    console.log(report.summaryLine);
+    process.exit(0);
+  } catch (error) {
+    console.error(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    process.exit(1);
+  }
+}
+if (values.txn === true) {
+  try {
+    const report = await runTxnBench({ quick, progress: (line) => console.log(line) });
+    const directory = values.results ?? 'bench/results';
+    mkdirSync(directory, { recursive: true });
+    const file = path.join(directory, `txn-${report.startedAt.replace(/[:.]/g, '-')}.json`);
+    writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+    console.log('');
+    for (const line of txnTable(report)) console.log(line);
     console.log(`\nreport: ${file}`);
     console.log(report.summaryLine);
     process.exit(0);
