@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { isReplicationMode, replicationModes, type ReplicationMode } from '../lib/core/replication.ts';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { systemClock, type Clock } from '../lib/clock.ts';
@@ -5,14 +6,14 @@ import { configFromEnv, type ClusterConfig } from '../lib/config.ts';
 import { limits } from '../lib/core/limits.ts';
 import { countWithinBytes } from '../lib/core/page.ts';
 import { isValidUtf8, parseListLimit, parseVersion, validateKey, validateValue, type Invalid } from '../lib/core/validation.ts';
-import { EpochKvError, FenceRejectedError, LeaseNotFoundError, LockHeldError, NoLeaderError, NotFoundError, ValidationError, VersionConflictError } from '../lib/ports/errors.ts';
+import { EpochKvError, FenceRejectedError, IdempotencyKeyReusedError, IdempotencyRaceError, LeaseNotFoundError, LockHeldError, NoLeaderError, NotFoundError, ValidationError, VersionConflictError } from '../lib/ports/errors.ts';
 import type { KvChange, KvItem, Precondition } from '../lib/ports/store.ts';
 import { decodeToken, encodeToken, mergeToken, type SessionToken } from '../lib/core/session.ts';
 import { hashTagOf } from '../lib/core/shard.ts';
 import { parseTxn, type TxnCompare, type TxnOp } from '../lib/core/txn.ts';
 import { isReservedKey, lockKey, parseFence, reservedPrefix, validateLeaseId, validateName, validateTtlMs } from '../lib/core/coordination.ts';
 import { CoordinationService } from '../lib/service/coordination.ts';
-import { consistencies, type Consistency, type Fence, type WriteResult } from '../lib/service/kv-service.ts';
+import { consistencies, type Consistency, type Fence, type TxnResult, type WriteResult } from '../lib/service/kv-service.ts';
 import { clusterStatus } from '../lib/service/cluster-status.ts';
 import { ReadinessCache, regionReadiness } from '../lib/service/readiness.ts';
 import { createRegionService } from '../lib/service/factory.ts';
@@ -248,11 +249,13 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
     const fence = fenceOf(event);
     const leased = method === 'PUT' && (query.lease !== undefined || query.ttlMs !== undefined);
     // Writes sent to a replica region run against the home region: the same fenced path. A
-    // fenced or leased write is a transaction (its lock or lease checked in the same commit).
-    const result =
-      fence !== undefined || leased
-        ? await coordinatedWrite(deps, change, precondition, { fence, leaseId: query.lease, ttlMs: query.ttlMs, token, replication: replicationOf(query.replication) })
-        : await service.write(change, precondition, { replication: replicationOf(query.replication) });
+    // fenced, leased or idempotent write is a transaction (its lock, lease or Idempotency-Key
+    // record in the same commit).
+    if (fence !== undefined || leased || header(event, 'idempotency-key') !== undefined) {
+      const options = { fence, leaseId: query.lease, ttlMs: query.ttlMs, token, replication: replicationOf(query.replication) };
+      return idempotent(deps, event, (idempotency) => coordinatedWrite(deps, change, precondition, { ...options, idempotency }));
+    }
+    const result = await service.write(change, precondition, { replication: replicationOf(query.replication) });
     const next = encodeToken(mergeToken(token, result.shard, result.index));
     const body = {
       key,
@@ -273,9 +276,20 @@ async function route(deps: ApiDependencies, event: APIGatewayProxyEvent): Promis
     if (method !== 'POST') return methodNotAllowed(method, ['POST']);
     return txn(deps, event);
   }
-  if (path === '/leases' || path.startsWith('/leases/')) return leasesRoute(deps, event, method, path);
-  if (path.startsWith('/locks/')) return locksRoute(deps, event, method, path);
-  if (path.startsWith('/elections/')) return electionsRoute(deps, event, method, path);
+  const coordinationRoute = path === '/leases' || path.startsWith('/leases/') ? leasesRoute : path.startsWith('/locks/') ? locksRoute : path.startsWith('/elections/') ? electionsRoute : undefined;
+  if (coordinationRoute !== undefined) {
+    if (method !== 'POST' && method !== 'DELETE') return coordinationRoute(deps, event, method, path);
+    // Their first answer is stored right after it (not in the same transaction as for /kv and /txn).
+    return idempotent(
+      deps,
+      event,
+      async () => {
+        const answer = await coordinationRoute(deps, event, method, path);
+        return { status: answer.statusCode, body: answer.body };
+      },
+      true,
+    );
+  }
   return problem(404, 'NotFound', `no route for ${method} ${path.slice(0, 200)}; routes: /kv/{key}, /kv?prefix=, /txn, /leases, /locks/{name}, /elections/{name}, /watch, /cluster, /health, /livez`);
 }
 
@@ -371,8 +385,8 @@ async function coordinatedWrite(
   deps: ApiDependencies,
   change: KvChange,
   precondition: Precondition,
-  options: { fence: Fence | undefined; leaseId: string | undefined; ttlMs: string | undefined; token: SessionToken; replication: ReplicationMode | undefined },
-): Promise<WriteResult> {
+  options: { fence: Fence | undefined; leaseId: string | undefined; ttlMs: string | undefined; token: SessionToken; replication: ReplicationMode | undefined; idempotency: { key: string; fingerprint: string } | undefined },
+): Promise<{ status: number; body: string }> {
   const { service } = deps;
   const key = change.key;
   if (options.leaseId !== undefined && options.ttlMs !== undefined) throw new ValidationError('lease', 'send lease=<id> or ttlMs=<n>, not both');
@@ -396,20 +410,31 @@ async function coordinatedWrite(
   }
   const compare: TxnCompare[] = expected !== undefined ? [{ key, version: expected }] : precondition.ifAbsent === true ? [{ key, absent: true }] : [];
   const op: TxnOp = change.type === 'put' ? { op: 'put', key, value: change.value } : { op: 'delete', key };
+  // The answer, from the transaction's result: the same for the first request and for its repeats.
+  const answer = (result: TxnResult): { status: number; body: string } => {
+    if (!result.succeeded) {
+      const current = result.results[0];
+      const version = current?.op === 'get' && current.found ? current.version : undefined;
+      if (change.type === 'delete' && version === undefined) return { status: 404, body: JSON.stringify({ error: 'NotFound', message: `key "${key}" does not exist` }) };
+      const wanted = precondition.ifAbsent === true ? 'no existing item' : `version ${expected}`;
+      return { status: 412, body: JSON.stringify({ error: 'VersionConflict', message: `version conflict on "${key}": expected ${wanted}, but ${version === undefined ? 'the key does not exist' : `the current version is ${version}`}` }) };
+    }
+    const part = result.parts?.find((candidate) => candidate.shard === service.shardOf(key));
+    const index = part?.index ?? 0;
+    const written: WriteResult = { key, shard: service.shardOf(key), version: index, epoch: part?.epoch ?? 0, index, replication: { mode: service.replicationFor(options.replication), acceptedBy: result.acceptedBy ?? [] } };
+    return { status: 200, body: JSON.stringify(writeBody(written, change, encodeToken(result.token))) };
+  };
+  const idempotency = options.idempotency === undefined ? undefined : { ...options.idempotency, answer };
   const result =
     leaseId !== undefined && change.type === 'put'
-      ? await coordinationOf(deps).putWithLease(key, change.value, leaseId, options.token, options.fence, compare)
-      : await service.txn({ compare, success: [op], failure: [{ op: 'get', key }] }, options.token, { fence: options.fence, replication: options.replication });
-  if (!result.succeeded) {
-    const current = result.results[0];
-    const version = current?.op === 'get' && current.found ? current.version : undefined;
-    if (change.type === 'delete' && version === undefined) throw new NotFoundError(`key "${key}" does not exist`);
-    const wanted = precondition.ifAbsent === true ? 'no existing item' : `version ${expected}`;
-    throw new VersionConflictError(`version conflict on "${key}": expected ${wanted}, but ${version === undefined ? 'the key does not exist' : `the current version is ${version}`}`, version);
-  }
-  const part = result.parts?.find((candidate) => candidate.shard === service.shardOf(key));
-  const index = part?.index ?? 0;
-  return { key, shard: service.shardOf(key), version: index, epoch: part?.epoch ?? 0, index, replication: { mode: service.replicationFor(options.replication), acceptedBy: result.acceptedBy ?? [] } };
+      ? await coordinationOf(deps).putWithLease(key, change.value, leaseId, options.token, options.fence, compare, idempotency)
+      : await service.txn({ compare, success: [op], failure: [{ op: 'get', key }] }, options.token, { fence: options.fence, replication: options.replication, idempotency });
+  return answer(result);
+}
+
+/** A write's answer body (PUT and DELETE /kv/{key}). */
+function writeBody(result: WriteResult, change: KvChange, token: string): Record<string, unknown> {
+  return { key: result.key, ...(change.type === 'delete' ? { deleted: true } : {}), version: result.version, epoch: result.epoch, index: result.index, token, replication: result.replication };
 }
 
 function jsonBody(event: APIGatewayProxyEvent): Record<string, unknown> {
@@ -553,14 +578,64 @@ async function txn(deps: ApiDependencies, event: APIGatewayProxyEvent): Promise<
   const parsed = parseTxn(body);
   if (!parsed.ok) return problem(400, parsed.code, parsed.message);
   for (const op of [...parsed.value.success, ...parsed.value.failure]) if (op.op !== 'get') refuseReserved(op.key);
-  const result = await deps.service.txn(parsed.value, tokenOf(event), { replication: replicationOf(query.replication), fence: fenceOf(event) });
-  const token = encodeToken(result.token);
-  const results = result.results.map((answer) => {
-    if (answer.op !== 'get' || !answer.found) return answer;
-    const { value, ...rest } = answer;
-    return isValidUtf8(value) ? { ...rest, value: Buffer.from(value).toString('utf8') } : { ...rest, valueBase64: Buffer.from(value).toString('base64') };
-  });
-  return json(200, { succeeded: result.succeeded, results, token }, { [sessionHeader]: token });
+  const fence = fenceOf(event);
+  const answer = (result: TxnResult) => {
+    const results = result.results.map((one) => {
+      if (one.op !== 'get' || !one.found) return one;
+      const { value, ...rest } = one;
+      return isValidUtf8(value) ? { ...rest, value: Buffer.from(value).toString('utf8') } : { ...rest, valueBase64: Buffer.from(value).toString('base64') };
+    });
+    return { status: 200, body: JSON.stringify({ succeeded: result.succeeded, results, token: encodeToken(result.token) }) };
+  };
+  return idempotent(deps, event, async (idempotency) => answer(await deps.service.txn(parsed.value, tokenOf(event), { replication: replicationOf(query.replication), fence, ...(idempotency === undefined ? {} : { idempotency: { ...idempotency, answer } }) })));
+}
+
+/**
+ * `Idempotency-Key`: a repeat of a request within 24 h gets its first answer (same status and
+ * body, `Idempotent-Replayed: true`) and writes nothing; the same key on another request is a
+ * 422. `run` gets the key and fingerprint when there is one; /kv writes and /txn store the
+ * answer in their commit's transaction, other routes right after (see the README).
+ */
+async function idempotent(
+  deps: ApiDependencies,
+  event: APIGatewayProxyEvent,
+  run: (idempotency: { key: string; fingerprint: string } | undefined) => Promise<{ status: number; body: string }>,
+  storeAfter = false,
+): Promise<APIGatewayProxyResult> {
+  const key = header(event, 'idempotency-key');
+  const session = (body: string): Record<string, string> => {
+    const token = (JSON.parse(body) as { token?: unknown }).token;
+    return typeof token === 'string' ? { [sessionHeader]: token } : {};
+  };
+  if (key === undefined) {
+    const { status, body } = await run(undefined);
+    return { statusCode: status, headers: { ...jsonHeaders, ...session(body) }, body };
+  }
+  if (!/^[\x20-\x7E]{1,128}$/.test(key)) throw new ValidationError('Idempotency-Key', `Idempotency-Key must be 1 to ${limits.idempotencyKeyCharsMax} printable ASCII characters`);
+  const fingerprint = createHash('sha256')
+    .update(JSON.stringify([event.httpMethod.toUpperCase(), event.path, Object.entries(event.queryStringParameters ?? {}).sort(), header(event, 'if-match') ?? null, header(event, 'if-none-match') ?? null, header(event, 'x-epochkv-fence') ?? null]))
+    .update(bodyBytes(event))
+    .digest('hex');
+  const replay = async (): Promise<APIGatewayProxyResult | undefined> => {
+    const record = await deps.service.store.readIdempotency(key, deps.clock.wallMs());
+    if (record === undefined) return undefined;
+    if (record.fingerprint !== fingerprint) throw new IdempotencyKeyReusedError(key);
+    return { statusCode: record.status, headers: { ...jsonHeaders, ...session(record.body), 'idempotent-replayed': 'true' }, body: record.body };
+  };
+  const earlier = await replay();
+  if (earlier !== undefined) return earlier;
+  try {
+    const { status, body } = await run({ key, fingerprint });
+    if (storeAfter) await deps.service.store.putIdempotency({ key, fingerprint, status, body, expiresAtMs: deps.clock.wallMs() + limits.idempotencyKeepMs }, deps.clock.wallMs());
+    return { statusCode: status, headers: { ...jsonHeaders, ...session(body) }, body };
+  } catch (error) {
+    // A concurrent request with the key committed first: its answer is ours.
+    if (error instanceof IdempotencyRaceError) {
+      const theirs = await replay();
+      if (theirs !== undefined) return theirs;
+    }
+    throw error;
+  }
 }
 
 /** Bytes a value takes in the proxy result: JSON in the body, a JSON string inside the result. */

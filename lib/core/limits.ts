@@ -50,6 +50,10 @@ export const limits = {
    * result) and answers `next`: room under lambdaResponseBytesMax for the envelope and headers.
    */
   pageBytesMax: 6_000_000,
+  /** How long a write's first answer is kept for its Idempotency-Key. */
+  idempotencyKeepMs: 24 * 60 * 60 * 1000,
+  /** Idempotency-Key: 1 to 128 printable ASCII characters. */
+  idempotencyKeyCharsMax: 128,
   /** Leases: the ttl a client may ask for (1 s to a day). */
   leaseTtlMsMin: 1_000,
   leaseTtlMsMax: 86_400_000,

@@ -19,8 +19,10 @@ export const controlTable: TableDefinition = {
   // pk 'lease' / sk shard: all leases in one partition, read with one consistent Query.
   // pk 'node' / sk node id: heartbeats.
   // pk 'replica' / sk region#shard: replica progress reports (replicaReportPartition).
+  // pk 'idempotency' / sk Idempotency-Key: a write's first answer, for 24 h (expiresAt, TTL).
   partitionKey: { name: 'pk', type: 'S' },
   sortKey: { name: 'sk', type: 'S' },
+  timeToLiveAttribute: 'expiresAt',
 };
 
 /** The control partition of replica progress reports: the only one replica heartbeats may write. */

@@ -101,6 +101,20 @@ export class FenceRejectedError extends EpochKvError {
   }
 }
 
+/** Another request with the same Idempotency-Key committed first: read its record and answer with it. */
+export class IdempotencyRaceError extends EpochKvError {
+  constructor(readonly key: string) {
+    super(`another request with Idempotency-Key "${key.slice(0, 40)}" committed first`, 409, 'IdempotencyRace');
+  }
+}
+
+/** The Idempotency-Key was used for a different request within 24 h. */
+export class IdempotencyKeyReusedError extends EpochKvError {
+  constructor(key: string) {
+    super(`Idempotency-Key "${key.slice(0, 40)}" was used for a different request in the last 24 h; use a new key for a new request`, 422, 'IdempotencyKeyReused');
+  }
+}
+
 /** A transaction's snapshot changed before its commit (a key it read was written since): read again. */
 export class SnapshotChangedError extends EpochKvError {
   constructor(message: string) {

@@ -75,8 +75,25 @@ export interface IntakeWrite {
   depositedAtMs: number;
 }
 
+/**
+ * A write's first answer under its Idempotency-Key: a repeat of the same request gets it again
+ * and writes nothing. Written in the same transaction as the commit it answers.
+ */
+export interface IdempotencyRecord {
+  key: string;
+  /** SHA-256 of what makes the request the same request (method, path, query, body, conditions). */
+  fingerprint: string;
+  status: number;
+  /** The answer's JSON body. */
+  body: string;
+  /** Wall-clock ms after which the record no longer counts (and DynamoDB's TTL deletes it). */
+  expiresAtMs: number;
+}
+
 /** A multi-key transaction's commit (see lib/core/txn.ts and KvService.txn). */
 export interface TxnCommit {
+  /** Written with the commit, on condition that no live record holds its key. */
+  idempotency?: IdempotencyRecord;
   /** One entry per shard written, each at its shard's head + 1 under the epoch its lease check asserts. */
   entries: LogEntry[];
   /** Every key the transaction read, with the version read (undefined: absent): each is a condition. */
@@ -216,6 +233,10 @@ export interface Store {
   withdrawIntake(shard: number, id: string): Promise<'withdrawn' | IntakeOutcome | undefined>;
   /** Deletes settled intake writes settled before `settledBeforeMs` (writers that never came back); returns how many. */
   sweepIntake(shard: number, settledBeforeMs: number): Promise<number>;
+  /** The live record of an Idempotency-Key (undefined: none, or expired). */
+  readIdempotency(key: string, nowMs: number): Promise<IdempotencyRecord | undefined>;
+  /** Stores a record unless a live one holds the key; false when one does. */
+  putIdempotency(record: IdempotencyRecord, nowMs: number): Promise<boolean>;
   /** One shard's keys starting with `prefix`, in key order, after `after`; consistent. */
   listShard(shard: number, prefix: string, limit: number, after: string | undefined): Promise<ListPage>;
   /** What the shard's last leader carried of its lease clock (lib/core/coordination.ts LeaseClock). */

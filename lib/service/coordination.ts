@@ -14,7 +14,7 @@ import type { SessionToken } from '../core/session.ts';
 import type { TxnCompare, TxnOp, TxnRequest } from '../core/txn.ts';
 import { FenceRejectedError, LeaseNotFoundError, LockHeldError, ValidationError } from '../ports/errors.ts';
 import type { KvItem } from '../ports/store.ts';
-import type { Fence, KvService, TxnResult } from './kv-service.ts';
+import type { Fence, Idempotency, KvService, TxnResult } from './kv-service.ts';
 
 /** How often a waiting lock or campaign tries again. */
 const lockPollMs = 100;
@@ -86,7 +86,7 @@ export class CoordinationService {
   }
 
   /** Attaches a key to a lease in the same transaction as its write (the lease must exist). */
-  async putWithLease(key: string, value: Uint8Array, id: string, token: SessionToken, fence: Fence | undefined, compare: TxnCompare[] = []): Promise<TxnResult> {
+  async putWithLease(key: string, value: Uint8Array, id: string, token: SessionToken, fence: Fence | undefined, compare: TxnCompare[] = [], idempotency?: Idempotency): Promise<TxnResult> {
     const lease = await this.#lease(id);
     const done = await this.kv.txn(
       {
@@ -95,7 +95,7 @@ export class CoordinationService {
         failure: [{ op: 'get', key }, { op: 'get', key: leaseKey(id) }],
       },
       token,
-      { fence },
+      { fence, idempotency },
     );
     const leaseNow = done.results[1];
     if (!done.succeeded && leaseNow?.op === 'get' && !leaseNow.found) throw new LeaseNotFoundError(id);

@@ -19,6 +19,7 @@ import {
   OutcomeUnknownError,
   ReplicationUnmetError,
   FenceRejectedError,
+  IdempotencyRaceError,
   RetriesExhaustedError,
   SnapshotChangedError,
   StaleEpochError,
@@ -28,7 +29,7 @@ import {
   ValidationError,
   VersionConflictError,
 } from '../ports/errors.ts';
-import type { IntakeOutcome, KvChange, KvItem, ListPage, LogHead, Precondition, Store, TxnCommit } from '../ports/store.ts';
+import type { IdempotencyRecord, IntakeOutcome, KvChange, KvItem, ListPage, LogHead, Precondition, Store, TxnCommit } from '../ports/store.ts';
 
 /** How often a watch re-reads the log while there is nothing new. */
 const watchPollMs = 100;
@@ -58,6 +59,14 @@ export interface TxnResult {
   /** Each shard's entry the commit wrote (none for a branch without writes). */
   parts?: { shard: number; index: number; epoch: number }[];
   acceptedBy?: string[];
+}
+
+/** A request's Idempotency-Key: its first answer is stored with the commit (see IdempotencyRecord). */
+export interface Idempotency {
+  key: string;
+  fingerprint: string;
+  /** The answer the caller will give for this result: stored, so a repeat gets exactly it. */
+  answer(result: TxnResult): { status: number; body: string };
 }
 
 /** A write's fence: the lock key must be at exactly this version (its token) at the commit. */
@@ -359,7 +368,10 @@ export class KvService {
    * that it still is as read: so the answer is linearizable at the commit. A lost race (a head
    * taken, a key changed) reads again; bounded like a single write.
    */
-  async txn(request: TxnRequest, token: SessionToken, writeOptions: WriteOptions & { fence?: Fence | undefined } = {}): Promise<TxnResult> {
+  async txn(request: TxnRequest, token: SessionToken, writeOptions: WriteOptions & { fence?: Fence | undefined; idempotency?: Idempotency | undefined } = {}): Promise<TxnResult> {
+    const idempotency = writeOptions.idempotency;
+    const recordOf = (result: TxnResult): IdempotencyRecord | undefined =>
+      idempotency === undefined ? undefined : { key: idempotency.key, fingerprint: idempotency.fingerprint, ...idempotency.answer(result), expiresAtMs: this.clock.wallMs() + limits.idempotencyKeepMs };
     const fence = writeOptions.fence;
     const tooLarge = checkTxnFits(request, (key) => this.shardOf(key), fence === undefined ? 0 : 1);
     if (tooLarge !== undefined) throw new TxnTooLargeError(tooLarge.field, tooLarge.message);
@@ -386,7 +398,11 @@ export class KvService {
       for (const item of state.values()) if (item !== undefined) observed = mergeToken(observed, item.shard, item.index);
       const writes = branch.filter((op) => op.op !== 'get');
       if (writes.length === 0) {
-        return { succeeded, token: observed, results: branch.map((op) => this.#getResult(op.key, state)) };
+        const result: TxnResult = { succeeded, token: observed, results: branch.map((op) => this.#getResult(op.key, state)) };
+        // Nothing to commit: the answer is stored on its own (a read changes nothing to repeat).
+        const record = recordOf(result);
+        if (record !== undefined && !(await this.store.putIdempotency(record, this.clock.wallMs()))) throw new IdempotencyRaceError(record.key);
+        return result;
       }
       const shards = [...new Set(writes.map((op) => this.shardOf(op.key)))].sort((a, b) => a - b);
       const txnId = randomUUID();
@@ -410,8 +426,21 @@ export class KvService {
         const entryOf = (key: string) => entries[shards.indexOf(this.shardOf(key))]!;
         // The fence is a read like the others: the lock must still be at its token at the commit.
         const readKeys = new Set([...request.compare.map((compare) => compare.key), ...branch.map((op) => op.key), ...(fence === undefined ? [] : [fence.key])]);
+        let committed = observed;
+        for (const entry of entries) committed = mergeToken(committed, entry.shard, entry.index);
+        // The answer is known before the commit (versions are the entries' indexes): the
+        // idempotency record goes into the same transaction.
+        const result: TxnResult = {
+          succeeded,
+          token: committed,
+          results: branch.map((op): TxnOpResult => (op.op === 'get' ? this.#getResult(op.key, state) : { op: op.op, key: op.key, version: entryOf(op.key).index })),
+          parts: entries.map((entry) => ({ shard: entry.shard, index: entry.index, epoch: entry.epoch })),
+          acceptedBy: [],
+        };
+        const record = recordOf(result);
         await this.#commitTxnOnce(
           {
+            ...(record === undefined ? {} : { idempotency: record }),
             entries,
             reads: [...readKeys].map((key) => ({ shard: this.shardOf(key), key, version: state.get(key)?.version })),
             writes: writes.map((op) => ({
@@ -432,14 +461,7 @@ export class KvService {
             return Promise.all(confirmations);
           }),
         );
-        for (const entry of entries) observed = mergeToken(observed, entry.shard, entry.index);
-        return {
-          succeeded,
-          token: observed,
-          results: branch.map((op): TxnOpResult => (op.op === 'get' ? this.#getResult(op.key, state) : { op: op.op, key: op.key, version: entryOf(op.key).index })),
-          parts: entries.map((entry) => ({ shard: entry.shard, index: entry.index, epoch: entry.epoch })),
-          acceptedBy: [],
-        };
+        return result;
       } catch (error) {
         if (error instanceof StaleEpochError) {
           this.#leases.delete(error.shard);

@@ -22,13 +22,14 @@ import {
   HeadConflictError,
   NotFoundError,
   type EpochKvError,
+  IdempotencyRaceError,
   SnapshotChangedError,
   StaleEpochError,
   TransactionRaceError,
   VersionConflictError,
   WithdrawnError,
 } from '../../ports/errors.ts';
-import type { ClusterState, CommitRequest, GroupCommitOutcome, HeartbeatItem, InSyncSet, IntakeOutcome, IntakeWrite, KvItem, LeaseExpectation, ListPage, LogHead, ReplicaReport, Store, TxnCommit } from '../../ports/store.ts';
+import type { ClusterState, CommitRequest, GroupCommitOutcome, HeartbeatItem, InSyncSet, IntakeOutcome, IntakeWrite, KvItem, LeaseExpectation, IdempotencyRecord, ListPage, LogHead, ReplicaReport, Store, TxnCommit } from '../../ports/store.ts';
 
 /** BatchWriteItem takes at most 25 items per request. */
 const batchWriteItemsMax = 25;
@@ -37,6 +38,19 @@ const batchWriteAttemptsMax = 8;
 const leasePartition = 'lease';
 /** Each shard leader's lease clock, carried to its successor (lib/core/coordination.ts LeaseClock). */
 const leaseClockPartition = 'leaseclock';
+/** Idempotency-Key records (see IdempotencyRecord). */
+const idempotencyPartition = 'idempotency';
+
+function idempotencyItem(record: IdempotencyRecord): Item {
+  // DynamoDB's TTL takes epoch seconds.
+  return { pk: idempotencyPartition, sk: record.key, fingerprint: record.fingerprint, status: record.status, body: record.body, expiresAtMs: record.expiresAtMs, expiresAt: Math.ceil(record.expiresAtMs / 1000) };
+}
+
+/** Only where no live record holds the key: TTL deletes lazily, so an expired one may still be there. */
+const idempotencyAbsent = {
+  ConditionExpression: 'attribute_not_exists(#pk) OR #expiresAtMs < :nowMs',
+  ExpressionAttributeNames: { '#pk': 'pk', '#expiresAtMs': 'expiresAtMs' },
+};
 const nodePartition = 'node';
 const replicaPartition = replicaReportPartition;
 const inSyncPartition = 'insync';
@@ -881,6 +895,23 @@ export class DynamoStore implements Store {
     }
   }
 
+  async readIdempotency(key: string, nowMs: number): Promise<IdempotencyRecord | undefined> {
+    const result = await this.client.send(new GetCommand({ TableName: this.tables.control, Key: { pk: idempotencyPartition, sk: key }, ConsistentRead: true }));
+    const item = result.Item;
+    if (item === undefined || Number(item.expiresAtMs) < nowMs) return undefined;
+    return { key, fingerprint: String(item.fingerprint), status: Number(item.status), body: String(item.body), expiresAtMs: Number(item.expiresAtMs) };
+  }
+
+  async putIdempotency(record: IdempotencyRecord, nowMs: number): Promise<boolean> {
+    try {
+      await this.client.send(new PutCommand({ TableName: this.tables.control, Item: idempotencyItem(record), ...idempotencyAbsent, ExpressionAttributeValues: { ':nowMs': nowMs } }));
+      return true;
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) return false;
+      throw error;
+    }
+  }
+
   async listShard(shard: number, prefix: string, limit: number, after: string | undefined): Promise<ListPage> {
     const page = await this.#listShard(shard, prefix, limit, after, true);
     const last = page.items.at(-1);
@@ -947,6 +978,11 @@ export class DynamoStore implements Store {
       }
     }
     assert(commit.writes.every((write) => commit.reads.some((read) => read.shard === write.shard && read.key === write.change.key)), 'a transaction writes only keys it read');
+    const idempotencyAt = commit.idempotency === undefined ? undefined : items.length;
+    if (commit.idempotency !== undefined) {
+      // The answer is stored by the commit itself: a retry after an unknown outcome finds it, or finds nothing committed.
+      items.push({ Put: { TableName: this.tables.control, Item: idempotencyItem(commit.idempotency), ...idempotencyAbsent, ExpressionAttributeValues: { ':nowMs': commit.entries[0]?.committedAtMs ?? 0 } } });
+    }
     try {
       await this.client.send(new TransactWriteCommand({ TransactItems: items, ClientRequestToken: attemptToken(commit.entries) }));
     } catch (error) {
@@ -954,6 +990,7 @@ export class DynamoStore implements Store {
       const codes = reasonCodes(error);
       for (const [shard, { position, epoch }] of leaseAt) if (codes[position] === 'ConditionalCheckFailed') throw new StaleEpochError(shard, epoch);
       for (const [shard, { position, index }] of logAt) if (codes[position] === 'ConditionalCheckFailed') throw new HeadConflictError(shard, index);
+      if (idempotencyAt !== undefined && codes[idempotencyAt] === 'ConditionalCheckFailed') throw new IdempotencyRaceError(commit.idempotency!.key);
       const changed = commit.reads.findIndex((_, position) => codes[readsFrom + position] === 'ConditionalCheckFailed');
       if (changed >= 0) throw new SnapshotChangedError(`"${commit.reads[changed]?.key ?? ''}" changed after the transaction read it`);
       throw new TransactionRaceError(`the transaction raced another (${codes.join(', ')})`);
