@@ -31,6 +31,11 @@ nemeses: ${nemesisKinds.join(', ')} (all = every one but region-loss)
                         a replica; with --replication quorum|all no acknowledged write may be
                         lost, with async the report counts the writes lost (the trade-off)
   --replication MODE    the cluster's replication mode (default async)
+  --log-retain-entries N
+                        log compaction with a retention of N entries (default: the
+                        cluster's 100000, so nothing is trimmed in a run): leaders trim
+                        the logs under the faults and replicas left behind are seeded
+                        from snapshots; the run records the log as it goes to check it
   --unsafe-no-fencing   TEST ONLY: the API writes without the epoch check; the run must fail`;
 
 function integer(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {
@@ -56,6 +61,7 @@ try {
       'bank-clients': { type: 'string' },
       replication: { type: 'string', default: 'async' },
       'unsafe-no-fencing': { type: 'boolean', default: false },
+      'log-retain-entries': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   }).values;
@@ -95,6 +101,7 @@ const report = await runChaos({
   workloads,
   bankClients: integer(values['bank-clients'], 'bank-clients', 4, 1, 100),
   unsafeDisableFencing: values['unsafe-no-fencing'] === true,
+  ...(values['log-retain-entries'] === undefined ? {} : { logRetainEntries: integer(values['log-retain-entries'], 'log-retain-entries', 100_000, 1, 1_000_000_000) }),
   resultsDirectory: 'chaos/results',
   print: (line) => console.log(line),
 });

@@ -7,12 +7,15 @@ import { awsLatencyEnabled } from '../lib/local/aws-latency.ts';
 import { startLocalCloud } from '../lib/local/cloud.ts';
 import { removeDiscoveryFile, writeDiscoveryFile } from '../lib/local/discovery.ts';
 import { isReplicationMode, replicationModes } from '../lib/core/replication.ts';
+import { numberOption } from '../lib/cli-options.ts';
+import { env } from '../lib/config.ts';
 
 // The SDK warns that releases after January 2027 need Node 22; this project supports Node 20 today.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const usage = `usage: npm start -- [--in-memory] [--data <dir>] [--replication async|quorum|all]
                     [--single-process] [--aws-latency]
+                    [--log-retain-entries N] [--log-retain-age-ms MS]
 
 Starts the epochkv local cloud: DynamoDB Local and the SQS emulator on loopback, the
 home region's tables, three node processes (node-a, node-b, node-c) and the API.
@@ -30,6 +33,14 @@ home region's tables, three node processes (node-a, node-b, node-c) and the API.
   --aws-latency delay every AWS SDK call by what it takes on AWS (DynamoDB and SQS
                 in the region, and the round trip between regions; figures and
                 sources in lib/local/aws-latency.ts and docs/aws-model.md)
+  --log-retain-entries N
+                keep each shard's log to its last N entries (default 100000, or
+                EPOCHKV_LOG_RETAIN_ENTRIES); older entries are trimmed by the shard
+                leader once every replica region has applied them, and a watch from
+                before them answers 410 Compacted
+  --log-retain-age-ms MS
+                and to entries younger than MS (default 7 days, or
+                EPOCHKV_LOG_RETAIN_AGE_MS); the head entry always stays
   -h, --help    this text
 
 Environment: EPOCHKV_BASE_PORT (default 8080) sets the home API port; the replica
@@ -47,6 +58,8 @@ try {
       replication: { type: 'string' },
       'single-process': { type: 'boolean', default: false },
       'aws-latency': { type: 'boolean', default: false },
+      'log-retain-entries': { type: 'string' },
+      'log-retain-age-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   }).values;
@@ -82,6 +95,19 @@ if (!isReplicationMode(replication)) {
   console.error(`--replication must be one of ${replicationModes.join(', ')}, got "${replication}"\n\n${usage}`);
   process.exit(2);
 }
+/** A positive integer flag, or its environment variable, or undefined (the cluster's default). */
+function retention(flag: string | undefined, name: string, variable: string): number | undefined {
+  const raw = flag ?? (process.env[variable] || undefined);
+  if (raw === undefined) return undefined;
+  try {
+    return numberOption(raw, name, { min: 1, max: Number.MAX_SAFE_INTEGER, integer: true });
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${usage}`);
+    process.exit(2);
+  }
+}
+const logRetainEntries = retention(args['log-retain-entries'], 'log-retain-entries', env.logRetainEntries);
+const logRetainAgeMs = retention(args['log-retain-age-ms'], 'log-retain-age-ms', env.logRetainAgeMs);
 const dataDirectory = args['in-memory'] ? undefined : path.resolve(args.data ?? path.join('.epochkv', 'dynamodb'));
 
 console.log(`epochkv local cloud: starting DynamoDB Local (${dataDirectory === undefined ? 'in memory' : `data in ${dataDirectory}`}) and the SQS emulator...`);
@@ -97,6 +123,8 @@ try {
     // Without the flag the cloud keeps this process's setting, which EPOCHKV_LOCAL_AWS_LATENCY=1 turns on.
     ...(args['aws-latency'] ? { awsLatency: true } : {}),
     ...(rateLimitPerSecond === undefined ? {} : { rateLimitPerSecond }),
+    ...(logRetainEntries === undefined ? {} : { logRetainEntries }),
+    ...(logRetainAgeMs === undefined ? {} : { logRetainAgeMs }),
   });
 } catch (error) {
   console.error(`epochkv local cloud failed to start: ${(error as Error).message}`);

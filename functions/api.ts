@@ -657,6 +657,8 @@ export function createApiHandler(deps: ApiDependencies, log: (line: string) => v
       }
       if (error instanceof EpochKvError) {
         const headers: Record<string, string> = error.status === 503 || error.status === 429 ? { 'retry-after': String(limits.retryAfterSeconds) } : {};
+        // An error with more to say (410 Compacted: compactedThrough) adds its fields to the answer.
+        if (error.details !== undefined) return json(error.status, { error: error.code, message: error.message, ...error.details }, headers);
         return problem(error.status, error.code, error.message, headers);
       }
       log(`api: ${event.httpMethod} ${event.path} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);

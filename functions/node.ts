@@ -3,7 +3,7 @@ import type { Context, ScheduledEvent } from 'aws-lambda';
 import { makeDynamoClient } from '../lib/adapters/aws/clients.ts';
 import { DynamoStore } from '../lib/adapters/aws/dynamo-store.ts';
 import { sleep, systemClock, type Clock } from '../lib/clock.ts';
-import { configFromEnv, env, type ClusterConfig } from '../lib/config.ts';
+import { configFromEnv, env, retentionOf, type ClusterConfig } from '../lib/config.ts';
 import { FailureDetector } from '../lib/core/failure-detector.ts';
 import { Election, type ActionOutcome, type LeaseAction, type LeaseRecord } from '../lib/core/lease.ts';
 import { sealEntry } from '../lib/core/log.ts';
@@ -14,6 +14,8 @@ import { nextInSync, type InSyncBounds } from '../lib/core/replication.ts';
 import { Shipper } from '../lib/adapters/aws/replication.ts';
 import { nodeTelemetry } from './telemetry.ts';
 import { IntakeCommitter } from '../lib/service/intake.ts';
+import { LogCompactor } from '../lib/service/compaction.ts';
+import { holdBoundsFor } from '../lib/core/compaction.ts';
 import { intakeStickMs, KvService } from '../lib/service/kv-service.ts';
 import { CoordinationService } from '../lib/service/coordination.ts';
 import { LeaseExpirer } from '../lib/service/lease-expiry.ts';
@@ -281,6 +283,27 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
     await Promise.all(election.leading().map((shard) => store.sweepIntake(shard, clock.wallMs() - intakeSettledKeepMs)));
   };
 
+  // Leader duty: keep each shard's log within the retention (lib/service/compaction.ts).
+  const retention = retentionOf(config);
+  const compactor = new LogCompactor({ store, policy: retention, hold: holdBoundsFor(config, retention), clock, log, label: node });
+  let lastCompactionMs = clock.monotonicMs();
+  let compacting: Promise<void> | undefined;
+  const maybeCompact = (): void => {
+    if (compacting !== undefined || clock.monotonicMs() - lastCompactionMs < compactionEveryMs(config)) return;
+    lastCompactionMs = clock.monotonicMs();
+    // Beside the tick, not in it: a trim's deletes must never delay a lease renewal. Its own
+    // failure is no reason to fail the tick either: the next run goes on where it stopped.
+    compacting = compactor
+      .run(election.leading(), options.shipper?.regions() ?? [])
+      .then(
+        () => undefined,
+        (error: unknown) => log(`${node} log compaction failed: ${String(error)}`),
+      )
+      .finally(() => {
+        compacting = undefined;
+      });
+  };
+
   // Leases are observed twice per tick but renewed (and heartbeats written) once per tick:
   // a takeover waits for a lease to stand still for leaseMs after it was first seen still,
   // so observing more often than renewing shortens failover by up to half a tick for the
@@ -334,6 +357,7 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
       if (fullTick) await maybeReship();
       if (fullTick) await maybeSweepIntake();
       if (fullTick) await leaseExpirer.run(election.leading());
+      if (fullTick) maybeCompact();
     } catch (error) {
       summary.errors += 1;
       tickFailed = true;
@@ -356,6 +380,7 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
     if (waitMs > 0) await sleep(waitMs);
   }
   for (const committer of committers.values()) committer.stop();
+  await compacting;
   return summary;
 }
 
@@ -369,6 +394,11 @@ const intakeBusyPollMs = 5;
 /** Settled intake items whose writer never came back for them are deleted after a minute. */
 const intakeSettledKeepMs = 60_000;
 const intakeSweepEveryMs = 10_000;
+
+/** The leader compacts the logs it leads every four ticks. */
+function compactionEveryMs(config: ClusterConfig): number {
+  return 4 * config.tickMs;
+}
 
 /** The leader looks at replica progress every four ticks. */
 function replicaCheckEveryMs(config: ClusterConfig): number {

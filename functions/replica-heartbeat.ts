@@ -6,6 +6,7 @@ import { sleep, systemClock, type Clock } from '../lib/clock.ts';
 import { configFromEnv, type ClusterConfig } from '../lib/config.ts';
 import type { ReplicaReport, Store } from '../lib/ports/store.ts';
 import { ReplicaApplier } from '../lib/service/replica-applier.ts';
+import { ReplicaLogCompactor } from '../lib/service/compaction.ts';
 import { replicaHeartbeatTelemetry } from './telemetry.ts';
 
 export interface ReplicaHeartbeatOptions {
@@ -59,6 +60,9 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
   const lastHeadReadMs = new Map<number, number>();
   const pullBehindEntries = 64;
   const summary = { ticks: 0, repaired: 0 };
+  // This region's copy of the log follows the home's compaction point, as often as reports go out.
+  const compactor = new ReplicaLogCompactor(home, replica, clock);
+  let lastCompactionMs = Number.NEGATIVE_INFINITY;
   while (!options.signal?.aborted && clock.monotonicMs() - startedMs < options.budgetMs) {
     const tickStartMs = clock.monotonicMs();
     summary.ticks += 1;
@@ -108,6 +112,10 @@ export async function runReplicaHeartbeat(options: ReplicaHeartbeatOptions): Pro
       await home.putReplicaReports(reports.sort((a, b) => a.shard - b.shard));
       const reportedAtMs = clock.monotonicMs();
       for (const report of reports) lastReported.set(report.shard, { appliedIndex: report.appliedIndex, atMs: reportedAtMs });
+      if (reportedAtMs - lastCompactionMs >= reportEveryMs) {
+        lastCompactionMs = reportedAtMs;
+        await compactor.run(appliedNow).catch((error: unknown) => log(`replica ${config.region}: log compaction failed: ${String(error)}`));
+      }
     } catch (error) {
       log(`replica ${config.region}: heartbeat failed: ${String(error)}`);
     }

@@ -1,4 +1,5 @@
 import { assert } from './core/assert.ts';
+import { retainEntriesMin, retentionDefaults, type RetentionPolicy } from './core/compaction.ts';
 import { checkTimings, limits } from './core/limits.ts';
 import { isReplicationMode, replicationModes, type ReplicationMode } from './core/replication.ts';
 import { tableNames, type TableNames } from './infra/schema.ts';
@@ -36,6 +37,12 @@ export const env = {
    * (lib/local/aws-latency.ts). The local cloud sets it for the node processes it spawns.
    */
   localAwsLatency: 'EPOCHKV_LOCAL_AWS_LATENCY',
+  /**
+   * Log retention (lib/core/compaction.ts): each shard's log keeps at most this many entries and
+   * none older than this many ms (the head always stays); defaults 100000 and 7 days.
+   */
+  logRetainEntries: 'EPOCHKV_LOG_RETAIN_ENTRIES',
+  logRetainAgeMs: 'EPOCHKV_LOG_RETAIN_AGE_MS',
 } as const;
 
 export interface ClusterConfig {
@@ -55,6 +62,10 @@ export interface ClusterConfig {
   replication: ReplicationMode;
   /** How the API writes; default intake. */
   writePath?: WritePath | undefined;
+  /** Log retention in entries; default retentionDefaults.retainEntries. */
+  logRetainEntries?: number | undefined;
+  /** Log retention in ms of age; default retentionDefaults.retainAgeMs. */
+  logRetainAgeMs?: number | undefined;
   dynamoEndpoint: string | undefined;
   sqsEndpoint: string | undefined;
   local: boolean;
@@ -97,6 +108,8 @@ export function configFromEnv(source: NodeJS.ProcessEnv = process.env): ClusterC
     local: source[env.local] === '1',
     // Only when set: the handlers' default (intake) needs no variable.
     ...(source[env.writePath] ? { writePath: writePathOf(source[env.writePath] as string) } : {}),
+    ...(source[env.logRetainEntries] ? { logRetainEntries: integer(source, env.logRetainEntries, retentionDefaults.retainEntries) } : {}),
+    ...(source[env.logRetainAgeMs] ? { logRetainAgeMs: integer(source, env.logRetainAgeMs, retentionDefaults.retainAgeMs) } : {}),
   };
   validateConfig(config);
   return config;
@@ -117,6 +130,14 @@ export function validateConfig(config: ClusterConfig): void {
   assert(config.nodeIds.length >= 1 && config.nodeIds.length <= limits.nodesMax, `nodeIds must list 1..${limits.nodesMax} nodes`);
   assert(new Set(config.nodeIds).size === config.nodeIds.length, `nodeIds has duplicates: ${config.nodeIds.join(',')}`);
   checkTimings(config);
+  const retention = retentionOf(config);
+  assert(Number.isSafeInteger(retention.retainEntries) && retention.retainEntries >= retainEntriesMin, `logRetainEntries must be an integer >= ${retainEntriesMin}, got ${retention.retainEntries}`);
+  assert(Number.isSafeInteger(retention.retainAgeMs) && retention.retainAgeMs >= 1, `logRetainAgeMs must be a positive integer, got ${retention.retainAgeMs}`);
+}
+
+/** The log retention the shard leaders keep (lib/core/compaction.ts). */
+export function retentionOf(config: ClusterConfig): RetentionPolicy {
+  return { retainEntries: config.logRetainEntries ?? retentionDefaults.retainEntries, retainAgeMs: config.logRetainAgeMs ?? retentionDefaults.retainAgeMs };
 }
 
 export function configToEnv(config: ClusterConfig): Record<string, string> {
@@ -132,6 +153,8 @@ export function configToEnv(config: ClusterConfig): Record<string, string> {
     [env.replication]: config.replication,
   };
   if (config.writePath !== undefined) out[env.writePath] = config.writePath;
+  if (config.logRetainEntries !== undefined) out[env.logRetainEntries] = String(config.logRetainEntries);
+  if (config.logRetainAgeMs !== undefined) out[env.logRetainAgeMs] = String(config.logRetainAgeMs);
   if (config.dynamoEndpoint) out[env.dynamoEndpoint] = config.dynamoEndpoint;
   if (config.sqsEndpoint) out[env.sqsEndpoint] = config.sqsEndpoint;
   if (config.local) out[env.local] = '1';

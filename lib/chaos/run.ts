@@ -41,6 +41,12 @@ export interface ChaosOptions {
   singleProcess?: boolean;
   /** Where the JSON report goes; nothing is written when undefined. */
   resultsDirectory?: string;
+  /**
+   * Log compaction with this retention (entries): the leaders trim the logs during the run and
+   * replicas that fall behind are seeded from snapshots. A recorder keeps every entry it sees,
+   * so the checks after the run still see the whole log. Default: the cluster's (100000).
+   */
+  logRetainEntries?: number;
   /** The workloads run side by side, each on its own keys; default register alone. */
   workloads?: ChaosWorkload[];
   /** Clients of the bank workload (default 4). */
@@ -67,6 +73,8 @@ export interface ChaosReport {
   session: { reads: number; servedByReplica: number; readYourWritesViolations: number; monotonicViolations: number; samples: string[] };
   epochOrder: { violations: number; samples: string[] };
   convergedMs: number | null;
+  /** With logRetainEntries: what the run compacted, and entries the recorder never saw before they were trimmed (the checks cannot see those). */
+  compaction: { retainEntries: number; compactedThrough: number[]; unrecorded: number } | null;
   workloads: ChaosWorkload[];
   /** The bank workload (null when it did not run). */
   bank: {
@@ -121,12 +129,17 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     faultSeed: options.seed,
     unsafeDisableFencing: options.unsafeDisableFencing === true,
     singleProcess: options.singleProcess === true,
+    ...(options.logRetainEntries === undefined ? {} : { logRetainEntries: options.logRetainEntries }),
     // The blackhole nemesis makes DynamoDB and SQS hang through loopback proxies in front of them.
     faultProxy: options.nemeses.includes('blackhole'),
     log: process.env.EPOCHKV_CHAOS_DEBUG === "1" ? (line) => print(`    cloud: ${line}`) : () => undefined,
   });
+  let recorder: LogRecorder | undefined;
   try {
     await cloud.waitForLeaders(30_000);
+    if (options.logRetainEntries !== undefined) {
+      recorder = new LogRecorder(new DynamoStore(makeDynamoClient({ region: cloud.config.homeRegion, endpoint: cloud.dynamoEndpoint }), cloud.config.tables, cloud.config.shardCount), cloud.config.shardCount);
+    }
     // The accounts exist before the first fault: the total is known from the start.
     const accounts = bankClients > 0 ? bankAccounts(bankAccountCount, cloud.config.shardCount, 'bank') : [];
     if (bankClients > 0) await setupBank(cloud.apiUrl, accounts, bankBalance, 30_000);
@@ -184,20 +197,28 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const checkStartMs = performance.now();
     const verdict = checkHistory(workload.history);
     const checkMs = Math.round(performance.now() - checkStartMs);
-    const readLogs = () => Promise.all(Array.from({ length: cloud.config.shardCount }, (_, shard) => home.readLog(shard, 1, 1_000_000)));
+    const readLogs = async () => {
+      const retained = await Promise.all(Array.from({ length: cloud.config.shardCount }, (_, shard) => home.readLog(shard, 1, 1_000_000)));
+      return recorder === undefined ? retained : recorder.merged(retained);
+    };
     let logs = await readLogs();
-    let diverged = await findDivergence(cloud, home, logs);
+    let diverged = await findDivergence(cloud, home, logs, recorder !== undefined);
     // The log can grow after the convergence check: a node's next invocation takes its own
     // leases over and appends leader markers. A replica that is merely behind catches up; a
     // real divergence (a different hash, a different table) stays. Look again a few times.
     for (let attempt = 0; diverged.count > 0 && attempt < 3; attempt += 1) {
       await waitForConvergence(cloud, home, 10_000);
       logs = await readLogs();
-      diverged = await findDivergence(cloud, home, logs);
+      diverged = await findDivergence(cloud, home, logs, recorder !== undefined);
     }
     const lost = findLost([...workload.acknowledged, ...bankHistory.acknowledged], logs);
     const bank = bankClients > 0 ? bankReport(bankHistory, finalRead, accounts.length) : null;
     const epochOrder = checkEpochOrder(logs);
+    await recorder?.stop();
+    const compaction =
+      recorder === undefined || options.logRetainEntries === undefined
+        ? null
+        : { retainEntries: options.logRetainEntries, compactedThrough: await Promise.all(Array.from({ length: cloud.config.shardCount }, (_, shard) => home.readCompaction(shard))), unrecorded: recorder.unrecorded };
 
     const byKind: Record<string, number> = {};
     for (const operation of workload.history) byKind[`${operation.kind}:${operation.status}`] = (byKind[`${operation.kind}:${operation.status}`] ?? 0) + 1;
@@ -209,7 +230,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // non-linearizable history it makes) is the measured trade-off, not a failure of the run.
     const lossExpected = regionLossRun && replication === 'async';
     const bankOk = bank === null || (bank.violations === 0 && bank.finalBalances !== null && bank.unexpected === 0) || (lossExpected && bank.unexpected === 0);
-    const ok = (lossExpected || (verdict.linearizable && lost.count === 0)) && diverged.count === 0 && sessionViolations === 0 && epochOrder.violations === 0 && workload.counters.unexpected === 0 && bankOk;
+    const ok = (lossExpected || (verdict.linearizable && lost.count === 0)) && diverged.count === 0 && sessionViolations === 0 && epochOrder.violations === 0 && workload.counters.unexpected === 0 && bankOk &&
+      // An entry trimmed before anyone saw it could hide a lost write: the run cannot vouch for it.
+      (compaction === null || compaction.unrecorded === 0);
     const report: ChaosReport = {
       seed: options.seed,
       durationS: options.durationS,
@@ -240,6 +263,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       session: { reads: session.reads, servedByReplica: session.servedByReplica, readYourWritesViolations: session.readYourWritesViolations, monotonicViolations: session.monotonicViolations, samples: session.samples },
       epochOrder,
       convergedMs,
+      compaction,
       workloads,
       bank,
       ok,
@@ -255,6 +279,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     print(report.summary);
     return report;
   } finally {
+    await recorder?.stop();
     await cloud.stop();
   }
 }
@@ -306,8 +331,10 @@ async function waitForConvergence(cloud: LocalCloud, home: DynamoStore, timeoutM
 function findLost(acknowledged: AcknowledgedWrite[], logs: LogEntry[][]): { count: number; samples: string[] } {
   const samples: string[] = [];
   let count = 0;
+  // By index: with compaction the log checked after the run is the recorder's, which need not start at 1.
+  const byIndex = logs.map((log) => new Map(log.map((entry) => [entry.index, entry])));
   for (const write of acknowledged) {
-    const entry = logs[write.shard]?.[write.index - 1];
+    const entry = byIndex[write.shard]?.get(write.index);
     // A single write is its entry's only op; a transaction's put is one of its shard part's ops.
     const op = write.epoch === undefined ? entry?.ops.find((candidate) => candidate.type !== 'leader' && candidate.key === write.key) : entry?.ops[0];
     const matches =
@@ -349,7 +376,7 @@ function checkEpochOrder(logs: LogEntry[][]): { violations: number; samples: str
 }
 
 /** Each replica's log copy equals the home log and its table equals the home table. */
-async function findDivergence(cloud: LocalCloud, home: DynamoStore, logs: LogEntry[][]): Promise<{ count: number; samples: string[] }> {
+async function findDivergence(cloud: LocalCloud, home: DynamoStore, logs: LogEntry[][], compacted: boolean): Promise<{ count: number; samples: string[] }> {
   const samples: string[] = [];
   let count = 0;
   const homeRows = await scan(home);
@@ -357,7 +384,14 @@ async function findDivergence(cloud: LocalCloud, home: DynamoStore, logs: LogEnt
     const copy = new DynamoStore(makeDynamoClient({ region, endpoint: cloud.dynamoEndpoint }), cloud.config.tables, cloud.config.shardCount);
     for (const [shard, log] of logs.entries()) {
       const copied = await copy.readLog(shard, 1, 1_000_000);
-      const same = copied.length === log.length && copied.every((entry, index) => entry.hash === log[index]?.hash);
+      // With compaction a copy holds the tail of the log: dense, ending at the home head, each
+      // entry the home's. Without, the whole log from 1.
+      const hashes = new Map(log.map((entry) => [entry.index, entry.hash]));
+      const start = copied[0]?.index ?? (log.at(-1)?.index ?? 0) + 1;
+      const same =
+        (compacted || start === (log[0]?.index ?? 1)) &&
+        (copied.at(-1)?.index ?? 0) === (log.at(-1)?.index ?? 0) &&
+        copied.every((entry, position) => entry.index === start + position && hashes.get(entry.index) === entry.hash);
       if (!same) {
         count += 1;
         if (samples.length < 5) samples.push(`${region} shard ${shard}: log copy has ${copied.length} entries, home ${log.length}, or a different hash`);
@@ -383,6 +417,59 @@ async function scan(store: DynamoStore): Promise<[string, number, string][]> {
   } while (after !== undefined);
   return rows;
 }
+
+/**
+ * Keeps every home log entry it sees, reading each shard's log from where it left off, so the
+ * checks after a run with compaction see the entries the leaders trimmed. An entry it finds
+ * already gone is counted in `unrecorded`.
+ */
+class LogRecorder {
+  readonly #entries: Map<number, LogEntry>[];
+  readonly #loops: Promise<void>[];
+  #stopped = false;
+  unrecorded = 0;
+
+  constructor(
+    private readonly store: DynamoStore,
+    shardCount: number,
+  ) {
+    this.#entries = Array.from({ length: shardCount }, () => new Map<number, LogEntry>());
+    this.#loops = Array.from({ length: shardCount }, (_, shard) => this.#follow(shard));
+  }
+
+  async #follow(shard: number): Promise<void> {
+    let next = 1;
+    const seen = this.#entries[shard] as Map<number, LogEntry>;
+    while (!this.#stopped) {
+      const entries = await this.store.readLog(shard, next, recorderPageEntries).catch((): LogEntry[] => []);
+      const first = entries[0];
+      if (first !== undefined && first.index > next) this.unrecorded += first.index - next;
+      for (const entry of entries) seen.set(entry.index, entry);
+      const last = entries.at(-1);
+      if (last !== undefined) next = last.index + 1;
+      // Read again at once while the log moves; a short pause when it does not.
+      if (entries.length < recorderPageEntries) await sleep(recorderPollMs);
+    }
+  }
+
+  /** Each shard's log: what was recorded, and what is still in the log after the run. */
+  merged(retained: LogEntry[][]): LogEntry[][] {
+    return retained.map((log, shard) => {
+      const all = new Map(this.#entries[shard]);
+      for (const entry of log) all.set(entry.index, entry);
+      return [...all.values()].sort((a, b) => a.index - b.index);
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await Promise.all(this.#loops);
+  }
+}
+
+const recorderPageEntries = 1_000;
+/** How often the recorder reads an idle shard's log: a leader trims every four ticks (250 ms each locally), and only entries beyond the retention. */
+const recorderPollMs = 20;
 
 function printReport(report: ChaosReport, print: (line: string) => void): void {
   const line = (label: string, value: string) => print(`  ${label.padEnd(22)} ${value}`);
@@ -410,6 +497,9 @@ function printReport(report: ChaosReport, print: (line: string) => void): void {
   line('sessions', `${report.session.reads} session reads (${report.session.servedByReplica} by a replica), ${report.session.readYourWritesViolations} read-your-writes and ${report.session.monotonicViolations} monotonic-read violations`);
   for (const sample of report.session.samples) print(`    ${sample}`);
   line('epoch order', `${report.epochOrder.violations} violations`);
+  if (report.compaction !== null) {
+    line('compaction', `retain ${report.compaction.retainEntries} entries; compacted through ${report.compaction.compactedThrough.join(',')} per shard; ${report.compaction.unrecorded} entries trimmed before the recorder saw them`);
+  }
   for (const sample of report.epochOrder.samples) print(`    ${sample}`);
   if (report.operations.unexpected > 0) line('unexpected answers', `${report.operations.unexpected}: ${report.operations.unexpectedSamples.join(' | ')}`);
   const bank = report.bank;

@@ -1,5 +1,6 @@
 import { validateConfig, type ClusterConfig } from '../config.ts';
 import { AssertionError } from '../core/assert.ts';
+import { retainEntriesMin, retentionDefaults } from '../core/compaction.ts';
 import { checkTimings, limits } from '../core/limits.ts';
 import { functionNameLengthMax, queueNameLengthMax } from './names.ts';
 import { tableNames } from './schema.ts';
@@ -43,6 +44,12 @@ export interface InfraConfig {
   /** Retention of every log group the stacks create. */
   logRetentionDays: number;
   /**
+   * Retention of each shard's replicated log (lib/core/compaction.ts): at most this many entries
+   * and none older than this many ms; handlers get them as EPOCHKV_LOG_RETAIN_ENTRIES / _AGE_MS.
+   */
+  logRetainEntries: number;
+  logRetainAgeMs: number;
+  /**
    * Reserved concurrency of each node function: capacity no other function of the account can
    * take, so a traffic spike elsewhere cannot starve leadership. 0 reserves nothing (for accounts
    * whose concurrency quota is too small to set any aside). See `nodeConcurrencyNeeded`.
@@ -70,6 +77,8 @@ export const contextKeys = {
   nodeMemoryMb: 'epochkv:nodeMemoryMb',
   replicaLagEntriesAlarm: 'epochkv:replicaLagEntriesAlarm',
   logRetentionDays: 'epochkv:logRetentionDays',
+  logRetainEntries: 'epochkv:logRetainEntries',
+  logRetainAgeMs: 'epochkv:logRetainAgeMs',
   nodeReservedConcurrency: 'epochkv:nodeReservedConcurrency',
   alarmEmail: 'epochkv:alarmEmail',
 } as const;
@@ -103,6 +112,8 @@ export const infraDefaults: Omit<InfraConfig, 'account' | 'alarmEmail'> = {
   nodeMemoryMb: 256,
   replicaLagEntriesAlarm: 1000,
   logRetentionDays: 30,
+  logRetainEntries: retentionDefaults.retainEntries,
+  logRetainAgeMs: retentionDefaults.retainAgeMs,
   nodeReservedConcurrency: nodeConcurrencyNeeded,
 };
 
@@ -163,6 +174,8 @@ export function infraConfigFromContext(read: ContextReader, options: { keys?: It
     nodeMemoryMb: parse.integer(contextKeys.nodeMemoryMb) ?? infraDefaults.nodeMemoryMb,
     replicaLagEntriesAlarm: parse.integer(contextKeys.replicaLagEntriesAlarm) ?? infraDefaults.replicaLagEntriesAlarm,
     logRetentionDays: parse.integer(contextKeys.logRetentionDays) ?? infraDefaults.logRetentionDays,
+    logRetainEntries: parse.integer(contextKeys.logRetainEntries) ?? infraDefaults.logRetainEntries,
+    logRetainAgeMs: parse.integer(contextKeys.logRetainAgeMs) ?? infraDefaults.logRetainAgeMs,
     nodeReservedConcurrency: parse.integer(contextKeys.nodeReservedConcurrency) ?? infraDefaults.nodeReservedConcurrency,
     alarmEmail: parse.string(contextKeys.alarmEmail),
   };
@@ -248,6 +261,11 @@ export function validateInfraConfig(config: InfraConfig): InfraConfig {
     config.alarmEmail === undefined || /^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(config.alarmEmail),
     `${contextKeys.alarmEmail} must be an email address (alarms of every region are sent there once it confirms); got "${config.alarmEmail}"`,
   );
+  check(
+    Number.isSafeInteger(config.logRetainEntries) && config.logRetainEntries >= retainEntriesMin,
+    `${contextKeys.logRetainEntries} must be an integer >= ${retainEntriesMin} (the log's head always stays); got ${config.logRetainEntries}`,
+  );
+  check(Number.isSafeInteger(config.logRetainAgeMs) && config.logRetainAgeMs >= 1, `${contextKeys.logRetainAgeMs} must be a positive integer (ms); got ${config.logRetainAgeMs}`);
   check(logRetentionDaysAllowed.includes(config.logRetentionDays), `${contextKeys.logRetentionDays} must be one of ${logRetentionDaysAllowed.join(', ')}; got ${config.logRetentionDays}`);
   if (problems.length === 0) {
     // The handlers validate the same contract at cold start; catch at synth what they would refuse.
@@ -277,6 +295,8 @@ export function clusterConfigFor(config: InfraConfig, region: string): ClusterCo
     tickMs: config.tickMs,
     nodeIds: [...config.nodeIds],
     replication: config.replication,
+    logRetainEntries: config.logRetainEntries,
+    logRetainAgeMs: config.logRetainAgeMs,
     // On AWS and on LocalStack the SDK finds its endpoints itself (LocalStack sets AWS_ENDPOINT_URL).
     dynamoEndpoint: undefined,
     sqsEndpoint: undefined,

@@ -66,6 +66,9 @@ export interface LocalCloudOptions {
   replication?: ReplicationMode;
   /** How the API writes (see ClusterConfig.writePath); default intake. */
   writePath?: WritePath;
+  /** Log retention (ClusterConfig.logRetainEntries / logRetainAgeMs; `--log-retain-entries N`): defaults 100000 entries, 7 days. */
+  logRetainEntries?: number;
+  logRetainAgeMs?: number;
   /** TEST ONLY: the API writes without the epoch ConditionCheck (the chaos suite must then fail). */
   unsafeDisableFencing?: boolean;
   /** Require `Authorization: Bearer <token>` on every API and control request (EPOCHKV_TOKEN). */
@@ -615,6 +618,8 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     nodeIds: options.nodeIds ?? defaultNodeIds,
     replication: options.replication ?? 'async',
     writePath: options.writePath ?? 'intake',
+    ...(options.logRetainEntries === undefined ? {} : { logRetainEntries: options.logRetainEntries }),
+    ...(options.logRetainAgeMs === undefined ? {} : { logRetainAgeMs: options.logRetainAgeMs }),
     dynamoEndpoint: options.dynamoEndpoint,
     sqsEndpoint: options.sqsEndpoint,
     local: true,

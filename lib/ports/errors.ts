@@ -3,6 +3,9 @@
  * messages.
  */
 export class EpochKvError extends Error {
+  /** Fields the answer carries beside `error` and `message` (an error that has more to say than its message). */
+  details: Record<string, unknown> | undefined;
+
   constructor(
     message: string,
     readonly status: number,
@@ -171,5 +174,24 @@ export class ReplicationUnmetError extends EpochKvError {
 export class WithdrawnError extends EpochKvError {
   constructor(readonly shard: number, readonly id: string) {
     super(`shard ${shard}: intake write ${id} was withdrawn`, 409, 'Withdrawn');
+  }
+}
+
+/**
+ * A watch asked for entries the log no longer holds: they were compacted. The caller re-reads
+ * the state (a list, or reads of its keys) and watches again from `compactedThrough + 1`.
+ */
+export class CompactedError extends EpochKvError {
+  constructor(
+    readonly shard: number,
+    readonly fromIndex: number,
+    readonly compactedThrough: number,
+  ) {
+    super(
+      `shard ${shard}: the log is compacted through index ${compactedThrough}; entries from ${fromIndex} are gone. Read the current state, then watch from ${compactedThrough + 1}`,
+      410,
+      'Compacted',
+    );
+    this.details = { compactedThrough };
   }
 }

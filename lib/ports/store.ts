@@ -258,4 +258,19 @@ export interface Store {
   confirmDurable(shard: number, key: string, index: number, tombstone: boolean): Promise<void>;
   /** Keys starting with `prefix` in key order across all shards, after `after` (exclusive). */
   list(prefix: string, limit: number, after: string | undefined, consistent: boolean): Promise<ListPage>;
+  /**
+   * Log compaction (lib/core/compaction.ts). The shard's compaction point: entries at or below it
+   * may be gone from this region's log (0: nothing compacted). Strongly consistent.
+   */
+  readCompaction(shard: number): Promise<number>;
+  /** Every shard's recorded compaction point, in one read. */
+  readCompactions(): Promise<Map<number, number>>;
+  /** Raises the compaction point (never lowers it) before the trim deletes below it; returns the point stored. */
+  recordCompaction(shard: number, compactedThrough: number, atMs: number): Promise<number>;
+  /** Index and commit time of the entries from `fromIndex`, oldest first, at most `limit`. */
+  readLogTimes(shard: number, fromIndex: number, limit: number): Promise<{ index: number; committedAtMs: number }[]>;
+  /** Deletes at most `max` of the oldest entries at or below `through` (BatchWriteItem); returns how many. */
+  trimLog(shard: number, through: number, max: number): Promise<number>;
+  /** Every kv item of the shard as stored (pending marks and tombstones included), strongly consistent: a snapshot's scan. */
+  readShardItems(shard: number): Promise<KvItem[]>;
 }

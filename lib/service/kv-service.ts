@@ -15,6 +15,7 @@ import {
   EpochKvError,
   HeadConflictError,
   NoLeaderError,
+  CompactedError,
   NotFoundError,
   OutcomeUnknownError,
   ReplicationUnmetError,
@@ -821,6 +822,13 @@ export class KvService {
       const startMs = this.clock.monotonicMs();
       for (;;) {
         const entries = await log.readLog(shard, fromIndex, limit);
+        const first = entries[0];
+        if (first !== undefined) {
+          // Below the compaction point entries are gone or going (the log is dense above it): the
+          // watch cannot promise them, so it says where the log starts instead.
+          const compactedThrough = await log.readCompaction(shard);
+          if (fromIndex <= compactedThrough || first.index > fromIndex) throw new CompactedError(shard, fromIndex, Math.max(compactedThrough, first.index - 1));
+        }
         if (entries.length > 0 || this.clock.monotonicMs() - startMs >= waitMs || signal?.aborted) return entries;
         await sleep(Math.min(watchPollMs, Math.max(1, waitMs - (this.clock.monotonicMs() - startMs))));
       }

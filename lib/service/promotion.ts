@@ -14,6 +14,7 @@ import type { TableNames } from '../infra/schema.ts';
 import { replicationQueueNames } from '../infra/names.ts';
 import type { ClusterState } from '../ports/store.ts';
 import { ReplicaApplier } from './replica-applier.ts';
+import { replicaSource, seedReplica } from './snapshot.ts';
 
 export interface PromotionOptions {
   /** The cluster as configured now: its home and replica regions. */
@@ -304,19 +305,43 @@ async function gatherShard(shard: number, target: RegionHandle, sources: RegionH
   const start = await target.replica.readProgress(shard);
   let progress: ReplicaProgress = start;
   let highestKnown = start.appliedIndex;
+  let seeded = false;
   for (;;) {
     // The longest verified continuation any source offers from the current progress.
     let best: LogEntry[] = [];
+    let compactedPast = false;
     for (const source of sources) {
       const entries = await source.store.readLog(shard, progress.appliedIndex + 1, gatherReadMax);
       if (entries.length > 0) highestKnown = Math.max(highestKnown, (entries.at(-1) as LogEntry).index);
+      // A copy compacted past the target's progress cannot continue it entry by entry.
+      if (entries[0] !== undefined && entries[0].index > progress.appliedIndex + 1) compactedPast = true;
       const continuation = longestVerifiedPrefix(entries, progress);
       if (continuation.length > best.length) best = continuation;
+    }
+    if (best.length === 0 && compactedPast && !seeded) {
+      // The target is behind what the other copies kept: seed it from the one furthest ahead
+      // (its items at its applied index), then go on gathering from the log copies.
+      seeded = true;
+      const ahead = await furthestAhead(shard, sources.filter((source) => source !== target));
+      if (ahead !== undefined && ahead.appliedIndex > progress.appliedIndex) {
+        progress = (await seedReplica(target.replica, replicaSource(ahead.source.region, ahead.source.store, ahead.source.replica), shard, progress, clock)).progress;
+        continue;
+      }
     }
     if (best.length === 0) break;
     for (const run of chunkRuns(best)) progress = await target.replica.applyRun(shard, progress, run, clock.wallMs());
   }
   return { shard, index: progress.appliedIndex, hash: progress.appliedHash, gathered: progress.appliedIndex - start.appliedIndex, highestKnown: Math.max(highestKnown, progress.appliedIndex) };
+}
+
+/** The source region whose copy of the shard has applied the most. */
+async function furthestAhead(shard: number, sources: RegionHandle[]): Promise<{ source: RegionHandle; appliedIndex: number } | undefined> {
+  let best: { source: RegionHandle; appliedIndex: number } | undefined;
+  for (const source of sources) {
+    const { appliedIndex } = await source.replica.readProgress(shard);
+    if (best === undefined || appliedIndex > best.appliedIndex) best = { source, appliedIndex };
+  }
+  return best;
 }
 
 function longestVerifiedPrefix(entries: LogEntry[], from: ReplicaProgress): LogEntry[] {

@@ -4,6 +4,7 @@ import { AssertionError } from '../core/assert.ts';
 import { chunkRuns, decideApply, isFencedOff, packRuns, runEntriesMax, runItemsMax, transactionItemsMax, type ReplicaProgress } from '../core/apply.ts';
 import { verifyChain, type LogEntry } from '../core/log.ts';
 import type { Store } from '../ports/store.ts';
+import { homeSource, seedReplica, SnapshotNeededError } from './snapshot.ts';
 
 /** Entries pulled from the home log per repair read. */
 const repairEntriesMax = 500;
@@ -247,7 +248,9 @@ export class ReplicaApplier {
           else if (entries.length > runEntriesMax || chunkRuns(entries).length > 1) alone.push(shard);
           else shared.push({ shard, from, entries });
         } catch (error) {
-          outcomes.set(shard, error instanceof Error ? error : new Error(String(error)));
+          // Behind the home's compaction point: the repair seeds it from a snapshot.
+          if (error instanceof SnapshotNeededError) alone.push(shard);
+          else outcomes.set(shard, error instanceof Error ? error : new Error(String(error)));
         }
       }),
     );
@@ -283,7 +286,17 @@ export class ReplicaApplier {
     let progress = from;
     while (toIndex === undefined || progress.appliedIndex < toIndex) {
       const limit = toIndex === undefined ? repairEntriesMax : Math.min(repairEntriesMax, toIndex - progress.appliedIndex);
-      const entries = await this.#readHome(shard, progress, limit);
+      let entries: LogEntry[];
+      try {
+        entries = await this.#readHome(shard, progress, limit);
+      } catch (error) {
+        if (!(error instanceof SnapshotNeededError)) throw error;
+        // The entries it needs are compacted at home: take the shard's items at an index instead, then follow the log.
+        const seeded = await this.#seed(shard, progress);
+        if (seeded.appliedIndex <= progress.appliedIndex) throw new Error(`shard ${shard}: a snapshot seed did not move the replica past ${progress.appliedIndex}`, { cause: error });
+        progress = seeded;
+        continue;
+      }
       if (entries.length === 0) break;
       progress = await this.#applyRun(shard, progress, entries);
       if (entries.length < limit) break;
@@ -294,6 +307,9 @@ export class ReplicaApplier {
   /** The home log's entries after `progress`, at most `limit`, verified to continue its chain. */
   async #readHome(shard: number, progress: ReplicaProgress, limit: number): Promise<LogEntry[]> {
     const entries = await this.home.readLog(shard, progress.appliedIndex + 1, limit);
+    // The log is dense above its compaction point: a first entry past the one asked for means the rest is compacted.
+    const first = entries[0];
+    if (first !== undefined && first.index > progress.appliedIndex + 1) throw new SnapshotNeededError(shard, progress.appliedIndex, first.index);
     const fenced = entries.find((entry) => isFencedOff(progress.fence, entry));
     if (fenced !== undefined) throw new AssertionError(`shard ${shard}: the home region this replica pulls from wrote index ${fenced.index} under a fenced cluster epoch; it is not home any more (deploy with the promoted home)`);
     const check = verifyChain(entries, { index: progress.appliedIndex, hash: progress.appliedHash });
@@ -301,6 +317,22 @@ export class ReplicaApplier {
     // something is corrupt and applying more would spread it.
     if (!check.ok) throw new AssertionError(`shard ${shard}: the home log does not continue the replica's chain: ${check.reason}`);
     return entries;
+  }
+
+  /** Shards seeded from a snapshot by this applier (a replica or region that fell behind the home's compaction point). */
+  seeds = 0;
+
+  async #seed(shard: number, from: ReplicaProgress): Promise<ReplicaProgress> {
+    try {
+      const seeded = await seedReplica(this.replica, homeSource(this.home), shard, from, this.clock);
+      this.seeds += 1;
+      this.#known.set(shard, seeded.progress);
+      return seeded.progress;
+    } catch (error) {
+      // Moved by someone else, or the outcome is unknown: look next time.
+      this.#known.delete(shard);
+      throw error;
+    }
   }
 
   async #read(shard: number): Promise<ReplicaProgress> {

@@ -714,3 +714,91 @@ describe('Class: ReplicaApplier', () => {
     });
   });
 });
+
+describe('Snapshot seed (the home log compacted past a replica)', () => {
+  // Its own tables: the shards of the shared ones are taken by the tests above.
+  let seedTables: TableNames;
+  let seedHome: DynamoStore;
+  let seedHomeClient: DocumentClient;
+  let seedReplica: DynamoReplicaStore;
+  let seedView: DynamoStore;
+  let seedReplicaClient: DocumentClient;
+
+  beforeAll(async () => {
+    const seedPrefix = uniquePrefix('seed');
+    ({ store: seedHome, tables: seedTables } = await createStore(seedPrefix, shardCount));
+    seedHomeClient = makeDynamoClient({ region: homeRegion, endpoint });
+    ({ client: seedReplicaClient } = await createReplicaRegion(seedPrefix, replicaRegion));
+    seedReplica = new DynamoReplicaStore(seedReplicaClient, seedTables);
+    seedView = new DynamoStore(seedReplicaClient, seedTables, shardCount);
+  });
+
+  afterAll(() => {
+    seedHomeClient?.destroy();
+    seedReplicaClient?.destroy();
+  });
+
+  /** Commits `added` to the home log and the kv state of the whole log `all`, as the write path stores them. */
+  async function putHome(shard: number, added: readonly LogEntry[], all: readonly LogEntry[] = added): Promise<void> {
+    for (const entry of added) await seedHomeClient.send(new PutCommand({ TableName: seedTables.log, Item: fromLogEntry(entry) }));
+    for (const [key, item] of expectedState(all)) {
+      await seedHomeClient.send(new PutCommand({ TableName: seedTables.kv, Item: { shard, key, value: item.value, version: item.version, epoch: item.epoch, index: item.version } }));
+    }
+  }
+
+  async function seededState(shard: number, keys: readonly string[]): Promise<Map<string, ExpectedItem>> {
+    const state = new Map<string, ExpectedItem>();
+    for (const key of keys) {
+      const item = await seedView.getItem(shard, key, true);
+      if (item !== undefined) state.set(key, { value: item.value, version: item.version, epoch: item.epoch });
+    }
+    return state;
+  }
+
+  it('seeds a replica whose next entry is compacted from a snapshot at the home head, then follows the log', async () => {
+    // Prepare: the replica applied 1..5 (it holds keys the home deleted since); home is at 60
+    // and compacted through 40.
+    const shard = 6;
+    const entries = sealChain(shard, workload(60, ['a', 'b', 'c', 'd', 'e']));
+    await putHome(shard, entries);
+    const seeding = new ReplicaApplier(seedReplica, seedHome, systemClock());
+    await seeding.deliver(shard, entries.slice(0, 5));
+    await seedHome.recordCompaction(shard, 40, Date.now());
+    expect(await seedHome.trimLog(shard, 40, 200)).toBe(40);
+
+    // Act
+    const pulled = await seeding.repair(shard);
+    const next = sealChain(shard, workload(61, ['a', 'b', 'c', 'd', 'e'])).slice(60);
+    await putHome(shard, next, [...entries, ...next]);
+    const followed = await seeding.deliver(shard, next);
+
+    // Assess
+    expect(seeding.seeds).toBe(1);
+    expect(pulled).toBe(55);
+    expect(followed).toMatchObject({ applied: 1 });
+    expect(await seedReplica.readProgress(shard)).toMatchObject({ appliedIndex: 61, appliedHash: at(next, 0).hash });
+    expect(await seededState(shard, keysOf([...entries, ...next]))).toEqual(expectedState([...entries, ...next]));
+    // The copy holds what it applied before, then the seed's entry and what followed; its point says where the gap ends.
+    expect((await seedView.readLog(shard, 1, 10_000)).map((entry) => entry.index)).toEqual([1, 2, 3, 4, 5, 60, 61]);
+    expect((await seedReplica.readCompactions()).get(shard)).toBe(59);
+  });
+
+  it('lets only the last claim of two racing seeds write or finish', async () => {
+    // Prepare
+    const shard = 7;
+    const entries = sealChain(shard, workload(10, ['a', 'b']));
+    const from = await seedReplica.readProgress(shard);
+    await seedReplica.claimSeed(shard, from, 'first');
+    await seedReplica.claimSeed(shard, from, 'second');
+
+    // Act and assess: the first claim's writes and finish are refused, the second's land.
+    await expect(seedReplica.writeSeedItems(shard, 'first', [{ key: 'a', value: text('stale'), version: 3, epoch: 1, index: 3 }], [])).rejects.toMatchObject({ name: 'ProgressMovedError' });
+    await expect(seedReplica.finishSeed(shard, 'first', at(entries, 9), undefined, Date.now())).rejects.toMatchObject({ name: 'ProgressMovedError' });
+    await seedReplica.writeSeedItems(shard, 'second', [{ key: 'a', value: text('fresh'), version: 9, epoch: 1, index: 9 }], []);
+    const progress = await seedReplica.finishSeed(shard, 'second', at(entries, 9), undefined, Date.now());
+    // The finish replaced the progress item: the claim ends with it.
+    await expect(seedReplica.writeSeedItems(shard, 'second', [{ key: 'b', value: text('late'), version: 2, epoch: 1, index: 2 }], [])).rejects.toMatchObject({ name: 'ProgressMovedError' });
+    expect(progress).toEqual({ appliedIndex: 10, appliedHash: at(entries, 9).hash, fence: undefined });
+    expect(await seededState(shard, ['a', 'b'])).toEqual(new Map([['a', { value: text('fresh'), version: 9, epoch: 1 }]]));
+  });
+});

@@ -77,6 +77,8 @@ describe('Infra config: typed in one place, from cdk.json context and -c flags',
     ['a prefix that cannot name a queue', { [contextKeys.prefix]: 'Epoch_KV' }, /epochkv:prefix must be lowercase letters/],
     ['a burst below the rate', { [contextKeys.apiRateLimitPerSecond]: 100, [contextKeys.apiBurstLimit]: 10 }, /epochkv:apiBurstLimit must be an integer >= epochkv:apiRateLimitPerSecond/],
     ['a retention CloudWatch does not offer', { [contextKeys.logRetentionDays]: 10 }, /epochkv:logRetentionDays must be one of 1, 3, 5/],
+    ['a log retention of no entries', { [contextKeys.logRetainEntries]: 0 }, /epochkv:logRetainEntries must be an integer >= 1 \(the log's head always stays\); got 0/],
+    ['a log retention of no time', { [contextKeys.logRetainAgeMs]: 0 }, /epochkv:logRetainAgeMs must be a positive integer \(ms\); got 0/],
   ])('refuses %s with a clear message', (_, context, message) => {
     const problems = problemsOf(context);
     expect(problems.join('\n')).toMatch(message);

@@ -12,6 +12,7 @@ import {
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import type { DocumentClient } from './document-client.ts';
+import { readCompaction, readCompactions, readLogTimes, readShardItems, recordCompaction, trimLog } from './log-compaction.ts';
 import { backoffMs, sleep } from '../../clock.ts';
 import { assert } from '../../core/assert.ts';
 import { limits } from '../../core/limits.ts';
@@ -1048,5 +1049,31 @@ export class DynamoStore implements Store {
       startKey = page.LastEvaluatedKey;
     } while (startKey !== undefined && items.length <= limit);
     return { items: items.slice(0, limit), more: items.length > limit || startKey !== undefined };
+  }
+
+  // Log compaction (lib/adapters/aws/log-compaction.ts; the decision is lib/core/compaction.ts).
+
+  async readCompaction(shard: number): Promise<number> {
+    return readCompaction(this.client, this.tables, shard);
+  }
+
+  async readCompactions(): Promise<Map<number, number>> {
+    return readCompactions(this.client, this.tables);
+  }
+
+  async recordCompaction(shard: number, compactedThrough: number, atMs: number): Promise<number> {
+    return recordCompaction(this.client, this.tables, shard, compactedThrough, atMs);
+  }
+
+  async readLogTimes(shard: number, fromIndex: number, limit: number): Promise<{ index: number; committedAtMs: number }[]> {
+    return readLogTimes(this.client, this.tables, shard, fromIndex, limit);
+  }
+
+  async trimLog(shard: number, through: number, max: number): Promise<number> {
+    return trimLog(this.client, this.tables, shard, through, max);
+  }
+
+  async readShardItems(shard: number): Promise<KvItem[]> {
+    return readShardItems(this.client, this.tables, shard);
   }
 }

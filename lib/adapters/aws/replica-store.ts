@@ -1,4 +1,7 @@
 import { ConditionalCheckFailedException, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
+import type { SnapshotItem } from '../../core/compaction.ts';
+import { limits } from '../../core/limits.ts';
+import type { KvItem } from '../../ports/store.ts';
 import { GetCommand, PutCommand, TransactWriteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { DocumentClient } from './document-client.ts';
 import { assert } from '../../core/assert.ts';
@@ -6,6 +9,7 @@ import { chunkRuns, emptyProgress, isFencedOff, netEffects, runItemsMax, type Re
 import type { LogEntry } from '../../core/log.ts';
 import type { TableNames } from '../../infra/schema.ts';
 import { fromLogEntry, queryPartition } from './dynamo-store.ts';
+import { compactionPartition, readCompactions, readShardItems, recordCompaction, trimLog } from './log-compaction.ts';
 
 const progressPartition = 'progress';
 
@@ -182,7 +186,144 @@ export class DynamoReplicaStore {
     assert(items.length <= runItemsMax(run.length), 'a run touches each item once');
     return { items, progress: { appliedIndex: last.index, appliedHash: last.hash, fence } };
   }
+
+  // Snapshot seed (lib/service/snapshot.ts): a replica whose next entry was compacted at home
+  // takes the shard's items at an index instead. Claim, write the items, finish: every write
+  // after the claim is conditional on it, and an apply or a later claim replaces it, so of two
+  // seeds (or a seed and an apply) racing on a shard only the last to claim can finish.
+
+  /**
+   * Claims the shard's progress for a seed: conditional on the progress (and its fence) being
+   * `from`. Throws ProgressMovedError when it is not.
+   */
+  async claimSeed(shard: number, from: ReplicaProgress, token: string): Promise<void> {
+    const fence = from.fence;
+    try {
+      await this.client.send(
+        new UpdateCommand({
+          TableName: this.tables.control,
+          Key: progressKey(shard),
+          UpdateExpression: 'SET #shard = :shard, #appliedIndex = if_not_exists(#appliedIndex, :zero), #appliedHash = if_not_exists(#appliedHash, :genesis), #seedToken = :token',
+          ConditionExpression: `${from.appliedIndex === 0 ? '(attribute_not_exists(#appliedIndex) OR #appliedIndex = :from)' : '#appliedIndex = :from'} AND ${fence === undefined ? 'attribute_not_exists(#fence)' : '#fence = :ce'}`,
+          ExpressionAttributeNames: { '#shard': 'shard', '#appliedIndex': 'appliedIndex', '#appliedHash': 'appliedHash', '#seedToken': 'seedToken', '#fence': 'fenceClusterEpoch' },
+          ExpressionAttributeValues: { ':shard': shard, ':zero': 0, ':genesis': emptyProgress.appliedHash, ':token': token, ':from': from.appliedIndex, ...(fence === undefined ? {} : { ':ce': fence.clusterEpoch }) },
+        }),
+      );
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) throw new ProgressMovedError(shard);
+      throw error;
+    }
+  }
+
+  /** The shard's kv items in this region, as stored. */
+  async readItems(shard: number): Promise<KvItem[]> {
+    return readShardItems(this.client, this.tables, shard);
+  }
+
+  /**
+   * Puts the snapshot's items and deletes the keys it lacks, in transactions that each check the
+   * seed's claim (so nothing lands after another seed or an apply took the shard over). Throws
+   * ProgressMovedError when the claim is gone.
+   */
+  async writeSeedItems(shard: number, token: string, puts: readonly SnapshotItem[], deletes: readonly string[]): Promise<void> {
+    const writes: { item: TransactItems[number]; bytes: number }[] = [
+      ...puts.map((item) => ({
+        item: { Put: { TableName: this.tables.kv, Item: { shard, key: item.key, value: item.value, version: item.version, epoch: item.epoch, index: item.index } } },
+        bytes: item.value.byteLength + Buffer.byteLength(item.key) + seedItemOverheadBytes,
+      })),
+      ...deletes.map((key) => ({ item: { Delete: { TableName: this.tables.kv, Key: { shard, key } } }, bytes: Buffer.byteLength(key) + seedItemOverheadBytes })),
+    ];
+    let chunk: TransactItems = [];
+    let bytes = 0;
+    const flush = async (): Promise<void> => {
+      if (chunk.length === 0) return;
+      await this.#seedTransact(shard, [this.#seedCheck(shard, token), ...chunk]);
+      chunk = [];
+      bytes = 0;
+    };
+    for (const write of writes) {
+      // One item is the claim's check; the rest within TransactWriteItems' 100 items and 4 MB.
+      if (chunk.length + 1 >= transactionItemsMaxOfSeed || bytes + write.bytes > limits.transactionBytesMax) await flush();
+      chunk.push(write.item);
+      bytes += write.bytes;
+    }
+    await flush();
+  }
+
+  /**
+   * Ends a seed: the progress moves to the snapshot's entry, the entry goes in the log copy and
+   * the region's compaction point says the copy starts after it, in one transaction conditional
+   * on the claim and the fence. Throws ProgressMovedError when the claim is gone.
+   */
+  async finishSeed(shard: number, token: string, entry: LogEntry, fence: ReplicaFence | undefined, nowMs: number): Promise<ReplicaProgress> {
+    await this.#seedTransact(shard, [
+      {
+        Put: {
+          TableName: this.tables.control,
+          Item: {
+            ...progressKey(shard),
+            shard,
+            appliedIndex: entry.index,
+            appliedHash: entry.hash,
+            appliedAtMs: nowMs,
+            lastLagMs: Math.max(0, nowMs - entry.committedAtMs),
+            ...(fence === undefined ? {} : { fenceClusterEpoch: fence.clusterEpoch, fenceIndex: fence.index }),
+          },
+          ConditionExpression: `#seedToken = :token AND ${fence === undefined ? 'attribute_not_exists(#fence)' : '#fence = :ce'}`,
+          ExpressionAttributeNames: { '#seedToken': 'seedToken', '#fence': 'fenceClusterEpoch' },
+          ExpressionAttributeValues: { ':token': token, ...(fence === undefined ? {} : { ':ce': fence.clusterEpoch }) },
+        },
+      },
+      { Put: { TableName: this.tables.log, Item: fromLogEntry(entry) } },
+      // Entries below the seed's are not in this copy (or are about to be trimmed): a watch there gets 410.
+      { Put: { TableName: this.tables.control, Item: { pk: compactionPartition, sk: String(shard).padStart(4, '0'), shard, compactedThrough: entry.index - 1, compactedAtMs: nowMs } } },
+    ]);
+    return { appliedIndex: entry.index, appliedHash: entry.hash, fence };
+  }
+
+  #seedCheck(shard: number, token: string): TransactItems[number] {
+    return {
+      ConditionCheck: {
+        TableName: this.tables.control,
+        Key: progressKey(shard),
+        ConditionExpression: '#seedToken = :token',
+        ExpressionAttributeNames: { '#seedToken': 'seedToken' },
+        ExpressionAttributeValues: { ':token': token },
+      },
+    };
+  }
+
+  async #seedTransact(shard: number, items: TransactItems): Promise<void> {
+    try {
+      await this.client.send(new TransactWriteCommand({ TransactItems: items }));
+    } catch (error) {
+      if (error instanceof TransactionCanceledException) {
+        const codes = (error.CancellationReasons ?? []).map((reason) => reason.Code);
+        if (codes.includes('ConditionalCheckFailed') || codes.includes('TransactionConflict')) throw new ProgressMovedError(shard);
+      }
+      throw error;
+    }
+  }
+
+  // This region's copy of the log is compacted too (the replica heartbeat): the same record and trim as at home.
+
+  async readCompactions(): Promise<Map<number, number>> {
+    return readCompactions(this.client, this.tables);
+  }
+
+  async recordCompaction(shard: number, compactedThrough: number, atMs: number): Promise<number> {
+    return recordCompaction(this.client, this.tables, shard, compactedThrough, atMs);
+  }
+
+  async trimLog(shard: number, through: number, max: number): Promise<number> {
+    return trimLog(this.client, this.tables, shard, through, max);
+  }
 }
+
+/** TransactWriteItems' item limit. */
+const transactionItemsMaxOfSeed = 100;
+/** Bytes an item takes beyond its key and value (attribute names, numbers), rounded up. */
+const seedItemOverheadBytes = 200;
 
 type TransactItems = NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']>;
 
