@@ -34,6 +34,8 @@ import type { IdempotencyRecord, IntakeOutcome, KvChange, KvItem, ListPage, LogH
 
 /** How often a watch re-reads the log while there is nothing new. */
 const watchPollMs = 100;
+/** A prefix watch across shards reads every shard's log each round: less often. */
+const prefixWatchPollMs = 250;
 
 /** How often a write waiting for a live leader re-reads the lease. */
 const leaderPollMs = 25;
@@ -834,6 +836,20 @@ export class KvService {
       }
     } finally {
       this.#watching -= 1;
+    }
+  }
+
+  /**
+   * Every shard's log from its own next index (a prefix watch across shards), waiting up to
+   * `waitMs` for any entry. Polls all shards each round: an idle prefix watch costs a log read
+   * per shard per prefixWatchPollMs.
+   */
+  async watchShards(nextIndexes: readonly number[], limit: number, waitMs: number, signal?: AbortSignal): Promise<{ shard: number; entries: LogEntry[] }[]> {
+    const startMs = this.clock.monotonicMs();
+    for (;;) {
+      const pages = await Promise.all(nextIndexes.map(async (fromIndex, shard) => ({ shard, entries: await this.watch(shard, fromIndex, limit, 0, signal) })));
+      if (pages.some((page) => page.entries.length > 0) || this.clock.monotonicMs() - startMs >= waitMs || signal?.aborted) return pages;
+      await sleep(Math.min(prefixWatchPollMs, Math.max(1, waitMs - (this.clock.monotonicMs() - startMs))));
     }
   }
 

@@ -95,7 +95,7 @@ const classes: Record<string, fc.Arbitrary<RawRequest>> = {
     get('/kv?nope=1'),
     get('/watch?shard=99'),
     get('/watch?shard=0&waitMs=999999'),
-    get('/watch?prefix=nohashtag'),
+    get('/watch?prefix=nohashtag&from=notacursor'),
     get('/watch?shard=0&from=-1'),
     { method: 'GET', target: '/kv/p', headers: [], body: Buffer.from('a body on a GET') },
     { method: 'DELETE', target: '/kv/p', headers: [], body: Buffer.from('a body on a DELETE') },

@@ -178,4 +178,38 @@ describe('POST /txn through the local cloud (Lambda model, two replica regions)'
     expect(readA.body).toMatchObject({ value: 'A1' });
     expect(readB.body).toMatchObject({ value: 'B1' });
   });
+
+  it('watches a prefix across shards with a cursor that resumes exactly where it stopped, deletes included', async () => {
+    // Prepare: a cursor at the head of every shard.
+    const start = await call('GET', '/watch?prefix=app/&from=now&waitMs=0');
+    expect(start.status).toBe(200);
+    const a = keyInShard(1, shardCount, 'app/');
+    const b = keyInShard(6, shardCount, 'app/');
+
+    // Act: writes on two shards, one outside the prefix, a binary value, and a transaction's delete.
+    await call('PUT', `/kv/${encodeURIComponent(a)}`, 'a1');
+    await call('PUT', `/kv/${encodeURIComponent('other/c')}`, 'c1');
+    await fetch(`${cloud.apiUrl}/kv/${encodeURIComponent(b)}`, { method: 'PUT', body: new Uint8Array([0xff, 0x00]) });
+    await call('POST', '/txn', { success: [{ op: 'delete', key: a }, { op: 'put', key: b, value: 'b2' }] });
+    const events: { key: string; type: string; version: number; value?: string; valueBase64?: string }[] = [];
+    let cursor = start.body.next as string;
+    await waitUntil('the four events', async () => {
+      const page = await call('GET', `/watch?prefix=app/&from=${encodeURIComponent(cursor)}&waitMs=500`);
+      expect(page.status).toBe(200);
+      events.push(...(page.body.events as typeof events));
+      cursor = page.body.next as string;
+      return events.length >= 4 ? true : undefined;
+    }, 30_000);
+    const after = await call('GET', `/watch?prefix=app/&from=${encodeURIComponent(cursor)}&waitMs=0`);
+
+    // Assess: each key's events in order, nothing outside the prefix, nothing twice.
+    expect(events.filter((event) => event.key === a).map((event) => event.type)).toEqual(['put', 'delete']);
+    expect(events.filter((event) => event.key === b).map((event) => [event.type, event.value ?? event.valueBase64])).toEqual([
+      ['put', '/wA='],
+      ['put', 'b2'],
+    ]);
+    expect(events.some((event) => !event.key.startsWith('app/'))).toBe(false);
+    expect(after.body.events).toEqual([]);
+    expect((await call('GET', '/watch?prefix=app/&from=w1.bogus')).status).toBe(400);
+  });
 });
