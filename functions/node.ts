@@ -276,6 +276,14 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
   // their keys are deleted through the log, by the same fenced transactions as the API's.
   const coordination = new CoordinationService(new KvService(store, { ...config, writePath: 'direct' }, clock, { ...(options.shipper === undefined ? {} : { shipper: options.shipper }), log }), clock);
   const leaseExpirer = new LeaseExpirer({ store, coordination, clock, log, label: node });
+  // Off the tick's path, one run at a time: expiry work must never delay a lease renewal.
+  let expiring: Promise<void> | undefined;
+  const maybeExpireLeases = (): void => {
+    if (expiring !== undefined) return;
+    expiring = leaseExpirer.run(election.leading()).finally(() => {
+      expiring = undefined;
+    });
+  };
   let lastSweepMs = clock.monotonicMs();
   const maybeSweepIntake = async (): Promise<void> => {
     if (clock.monotonicMs() - lastSweepMs < intakeSweepEveryMs) return;
@@ -356,7 +364,7 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
       syncCommitters();
       if (fullTick) await maybeReship();
       if (fullTick) await maybeSweepIntake();
-      if (fullTick) await leaseExpirer.run(election.leading());
+      if (fullTick) maybeExpireLeases();
       if (fullTick) maybeCompact();
     } catch (error) {
       summary.errors += 1;
@@ -381,6 +389,7 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
   }
   for (const committer of committers.values()) committer.stop();
   await compacting;
+  await expiring;
   return summary;
 }
 

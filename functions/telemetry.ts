@@ -136,7 +136,9 @@ export function replicaHeartbeatTelemetry(config: ClusterConfig, clock: Clock, c
   };
 }
 
-const apiPaths = new Set(['/kv', '/watch', '/cluster', '/health', '/livez']);
+const apiPaths = new Set(['/kv', '/watch', '/cluster', '/health', '/livez', '/txn', '/leases']);
+/** Routes with a name or id in the path, by their first segment. */
+const apiTemplates: Record<string, string> = { leases: '/leases/{id}', locks: '/locks/{name}', elections: '/elections/{name}' };
 const apiMethods = new Set(['GET', 'PUT', 'DELETE', 'POST', 'HEAD']);
 
 /**
@@ -146,14 +148,19 @@ const apiMethods = new Set(['GET', 'PUT', 'DELETE', 'POST', 'HEAD']);
 export function routeOf(method: string, path: string): string {
   const verb = apiMethods.has(method.toUpperCase()) ? method.toUpperCase() : 'OTHER';
   if (path.startsWith('/kv/')) return `${verb} /kv/{key}`;
-  return apiPaths.has(path) ? `${verb} ${path}` : `${verb} other`;
+  if (apiPaths.has(path)) return `${verb} ${path}`;
+  const [first, , action] = path.split('/').filter(Boolean);
+  const template = first === undefined ? undefined : apiTemplates[first];
+  if (template === undefined) return `${verb} other`;
+  // The action after the name (keepalive, campaign, proclaim) is a fixed word or `other`.
+  return action === undefined ? `${verb} ${template}` : `${verb} ${template}/${['keepalive', 'campaign', 'proclaim'].includes(action) ? action : 'other'}`;
 }
 
 /**
- * The API handler's telemetry: one embedded-metric line per request with `Requests` and
- * `LatencyMs`, and for writes `Commits` (answered 200) or `LostRaces` (answered 503 with a
- * race's error code). The line carries two dimension sets, `cluster,service` (totals, what the
- * alarms use) and `cluster,service,route,status` (the breakdown).
+ * The API handler's telemetry: two embedded-metric lines per request with `Requests` and
+ * `LatencyMs`, one by `cluster,service` (totals, what the alarms use) with `Commits` (a write
+ * answered 200) or `LostRaces` (answered 503 with a race's error code), one by
+ * `cluster,service,route,status` (the breakdown).
  */
 export function apiTelemetry(config: ClusterConfig) {
   const logger = lambdaLogger(metricServices.api, config);
@@ -165,10 +172,18 @@ export function apiTelemetry(config: ClusterConfig) {
         const startedMs = performance.now();
         const response = await handler(event);
         const method = event.httpMethod.toUpperCase();
-        metrics.addDimensions({ [routeDimension]: routeOf(method, event.path), [statusDimension]: String(response.statusCode) });
+        const latencyMs = performance.now() - startedMs;
+        // The breakdown on a line of its own: Powertools puts every dimension added to a Metrics
+        // object into one set, and the totals (cluster,service) must be a set the alarms can see
+        // on every invocation, warm ones included.
+        const breakdown = metrics.singleMetric();
+        breakdown.addDimensions({ [routeDimension]: routeOf(method, event.path), [statusDimension]: String(response.statusCode) });
+        breakdown.addMetric(metricNames.apiRequests, MetricUnit.Count, 1);
+        breakdown.addMetric(metricNames.apiLatencyMs, MetricUnit.Milliseconds, latencyMs);
+        breakdown.publishStoredMetrics();
         metrics.addMetric(metricNames.apiRequests, MetricUnit.Count, 1);
-        metrics.addMetric(metricNames.apiLatencyMs, MetricUnit.Milliseconds, performance.now() - startedMs);
-        if (method === 'PUT' || method === 'DELETE') {
+        metrics.addMetric(metricNames.apiLatencyMs, MetricUnit.Milliseconds, latencyMs);
+        if (method === 'PUT' || method === 'DELETE' || method === 'POST') {
           if (response.statusCode === 200) metrics.addMetric(metricNames.commits, MetricUnit.Count, 1);
           else if (response.statusCode === 503 && lostRaceErrorCodes.includes(errorCodeOf(response))) metrics.addMetric(metricNames.lostRaces, MetricUnit.Count, 1);
         }
