@@ -148,7 +148,7 @@ describe('Function: netEffects', () => {
     const effects = netEffects(chain);
 
     // Assess
-    expect(effects).toEqual([{ type: 'delete', key: 'a', index: 2 }]);
+    expect(effects).toEqual([{ type: 'delete', key: 'a', index: 2, epoch: 1 }]);
   });
 
   it('yields a put for a put after a delete', () => {
@@ -178,7 +178,7 @@ describe('Function: netEffects', () => {
 
     // Assess
     expect(effects).toEqual([
-      { type: 'delete', key: 'a', index: 1 },
+      { type: 'delete', key: 'a', index: 1, epoch: 1 },
       { type: 'put', key: 'b', value: text('second'), index: 1, epoch: 1 },
     ]);
   });
