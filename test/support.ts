@@ -6,6 +6,8 @@ import { DynamoStore } from '../lib/adapters/aws/dynamo-store.ts';
 import { shardOf } from '../lib/core/shard.ts';
 import { tableNames, type TableNames } from '../lib/infra/schema.ts';
 import { ensureTables } from '../lib/local/tables.ts';
+import type { LocalCloud, LocalCloudOptions } from '../lib/local/cloud.ts';
+import { waitUntil as waitFor } from '../lib/wait.ts';
 
 export const region = 'us-east-1';
 
@@ -48,4 +50,23 @@ export function keyInShard(shard: number, shardCount: number, label = 'k'): stri
     if (shardOf(key, shardCount) === shard) return key;
   }
   throw new Error(`no key found for shard ${shard}`);
+}
+
+/**
+ * A local cloud of its own (own tables, any free ports) on the run's emulators, returned once
+ * every shard has a live leader: what a user's first write waits for.
+ */
+export async function startLedCloud(label: string, options: Partial<LocalCloudOptions> = {}): Promise<LocalCloud> {
+  // Loaded here, not at the top: the unit tests that use this module need none of the local cloud.
+  const { startLocalCloud } = await import('../lib/local/cloud.ts');
+  const cloud = await startLocalCloud({ basePort: 0, dynamoEndpoint: inject('dynamoEndpoint'), sqsEndpoint: inject('sqsEndpoint'), tablePrefix: uniquePrefix(label), log: () => undefined, ...options });
+  await waitFor(
+    'every shard led',
+    async () => {
+      const status = (await (await fetch(`${cloud.apiUrl}/cluster`)).json()) as { shards: { live: boolean }[] };
+      return status.shards.every((shard) => shard.live) ? true : undefined;
+    },
+    60_000,
+  );
+  return cloud;
 }

@@ -1,7 +1,6 @@
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { EpochKv } from '../../lib/client/index.ts';
-import { startLocalCloud, type LocalCloud } from '../../lib/local/cloud.ts';
-import { uniquePrefix, waitUntil } from '../support.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCloud } from '../../lib/local/cloud.ts';
+import { startLedCloud, waitUntil } from '../support.ts';
 
 let cloud: LocalCloud;
 
@@ -28,9 +27,7 @@ const kv = (key: string) => `/kv/${encodeURIComponent(key)}`;
 
 describe('Leases, TTL keys, locks with fencing tokens and elections, over HTTP (Lambda model)', () => {
   beforeAll(async () => {
-    cloud = await startLocalCloud({ basePort: 0, dynamoEndpoint: inject('dynamoEndpoint'), sqsEndpoint: inject('sqsEndpoint'), tablePrefix: uniquePrefix('coord'), replicaRegions: [], log: () => undefined });
-    const client = new EpochKv({ endpoint: cloud.apiUrl });
-    await waitUntil('every shard led', async () => (((await client.status()) as { shards: { live: boolean }[] }).shards.every((shard) => shard.live) ? true : undefined), 60_000);
+    cloud = await startLedCloud('coord', { replicaRegions: [] });
   }, 120_000);
 
   afterAll(async () => {

@@ -1,9 +1,8 @@
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { EpochKv } from '../../lib/client/index.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { limits } from '../../lib/core/limits.ts';
 import { shardOf } from '../../lib/core/shard.ts';
-import { startLocalCloud, type LocalCloud } from '../../lib/local/cloud.ts';
-import { keyInShard, uniquePrefix, waitUntil } from '../support.ts';
+import type { LocalCloud } from '../../lib/local/cloud.ts';
+import { keyInShard, startLedCloud, waitUntil } from '../support.ts';
 
 let cloud: LocalCloud;
 const shardCount = 8;
@@ -27,9 +26,7 @@ async function heads(): Promise<number[]> {
 
 describe('POST /txn through the local cloud (Lambda model, two replica regions)', () => {
   beforeAll(async () => {
-    cloud = await startLocalCloud({ basePort: 0, dynamoEndpoint: inject('dynamoEndpoint'), sqsEndpoint: inject('sqsEndpoint'), tablePrefix: uniquePrefix('txn'), log: () => undefined });
-    const client = new EpochKv({ endpoint: cloud.apiUrl });
-    await waitUntil('every shard led', async () => (((await client.status()) as { shards: { live: boolean }[] }).shards.every((shard) => shard.live) ? true : undefined), 60_000);
+    cloud = await startLedCloud('txn');
   }, 120_000);
 
   afterAll(async () => {
