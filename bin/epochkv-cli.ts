@@ -4,6 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -17,7 +18,10 @@ import {
   BadRequestError,
   EpochKv,
   EpochKvError,
+  FenceRejectedError,
+  LeaseNotFoundError,
   localEndpoint,
+  LockHeldError,
   OutcomeUnknownError,
   UnavailableError,
   VersionConflictError,
@@ -43,7 +47,11 @@ const commands: Record<string, { usage: string; help?: string }> = {
     usage: 'put <key> [value] [--file f]    write a value: the argument, the bytes of --file, or stdin',
     help: `Writes the exact bytes given: the [value] argument (as UTF-8), the file of --file, or
 stdin when neither is given (binary-safe: epochkv put k < photo.jpg).
-  --replication quorum|all   wait for more than the cluster's mode for this write`,
+  --replication quorum|all   wait for more than the cluster's mode for this write
+  --lease <id>               attach the key to a lease: it is deleted when the lease ends
+  --ttl-ms <n>               give the key its own expiry (1000 to 86400000)
+  --fence <name:token>       write only while lock <name> is held with <token> (inside
+                             \`epochkv lock\`: --fence "$EPOCHKV_FENCE"); else exit 4, nothing written`,
   },
   get: {
     usage: 'get <key>                       print a value (--consistency strong|session|eventual)',
@@ -51,7 +59,7 @@ stdin when neither is given (binary-safe: epochkv put k < photo.jpg).
 value does not end in one). --json prints {key, value | valueBase64, version, ...}:
 valueBase64 when the value is not UTF-8.`,
   },
-  del: { usage: 'del <key>                       delete a key' },
+  del: { usage: 'del <key>                       delete a key', help: '  --fence <name:token>       delete only while lock <name> is held with <token>; else exit 4' },
   txn: {
     usage: 'txn [--file f]                  a transaction: its JSON body from stdin or --file',
     help: `Sends POST /txn with the JSON body read from stdin (or --file):
@@ -63,10 +71,12 @@ When every compare holds the success ops run, else the failure ops, atomically a
 Prints the answer as JSON: {"succeeded", "results", "token"}; a get's value is "value" when it is
 UTF-8 text, else "valueBase64". Exit 0 when the compares held (success ran), 4 when they did
 not (failure ran; its results are printed all the same).
-  --replication quorum|all   wait for more than the cluster's mode for this transaction`,
+  --replication quorum|all   wait for more than the cluster's mode for this transaction
+  --fence <name:token>       commit only while lock <name> is held with <token>; else exit 4`,
   },
   cas: {
     usage: 'cas <key> <version> [value]     write only while the key is at <version> (value as put)',
+    help: '  --fence <name:token>       write only while lock <name> is held with <token>; else exit 4',
   },
   ls: {
     usage: 'ls [--prefix p] [--limit n]     list keys in order',
@@ -79,6 +89,33 @@ at the current head; --from 1 replays the whole log first. An idle shard is wait
 ever: each long poll waits --wait-ms (default 10000, at most 20000) for an entry.`,
   },
   status: { usage: 'status                          nodes, shard leaders and epochs, replica lag' },
+  lock: {
+    usage: 'lock <name> [--ttl-ms n] [--wait-ms n] -- <command...>   run a command while holding a lock',
+    help: `Takes lock <name> on a lease of --ttl-ms (default 10000) kept alive every ttl/3, runs the
+command with EPOCHKV_FENCE=<name>:<token> in its environment (pass it on writes:
+epochkv put k v --fence "$EPOCHKV_FENCE", or the X-Epochkv-Fence header), and releases the lock
+when the command ends (Ctrl-C is passed on to the command first). --wait-ms: how long to wait
+for another holder to let go (default 0: do not wait).
+Exit codes: the command's own (128+n if a signal ended it; 127 if it could not be started); 4
+when the lock is held by another holder past --wait-ms (the command does not run); 1 when the
+lease was lost while the command ran (no keepalive succeeded for a whole ttl: the command is
+sent SIGTERM, since its fenced writes are refused from then on); others as below.`,
+  },
+  lease: {
+    usage: 'lease grant <ttlMs> | keepalive <id> | revoke <id> | show <id>   leases',
+    help: `  grant <ttlMs>     grant a lease (1000 to 86400000 ms); prints its id (--json: {id, ttlMs})
+  keepalive <id>    keep it alive every ttl/3 until Ctrl-C (--once: one keepalive, then exit)
+  revoke <id>       end it now: its keys (and locks, leaderships) are deleted
+  show <id>         its ttl, the time left, its keys
+A lease that has ended (expired or revoked) exits 3.`,
+  },
+  elect: {
+    usage: 'elect <name> <value> [--ttl-ms n] [--wait-ms n]   campaign, lead until Ctrl-C, resign',
+    help: `Campaigns in election <name> with <value> on a lease of --ttl-ms (default 10000) kept alive
+every ttl/3, waiting for the current leader to go (for ever, or --wait-ms: then exit 4 if
+not elected). Prints the leadership once won and holds it until Ctrl-C (or SIGTERM), then
+resigns and exits 0. Exit 1 if the lease is lost meanwhile.`,
+  },
   chaos: { usage: 'chaos kill|pause|resume|start <node>   local cloud only: fault controls' },
   region: { usage: 'region cut|heal <region>        local cloud only: lose a region and get it back' },
   promote: {
@@ -102,9 +139,11 @@ const options = `options:
   -h, --help          usage (of a command: epochkv <command> --help)
   --version           the version`;
 
-const exitCodeText = `exit codes: 0 ok, 1 error, 2 bad usage, 3 not found, 4 version conflict (or a
-  txn whose compares failed), 5 access denied (401/403), 6 outcome unknown (a write got no
-  verdict: it may or may not have been applied; read the key to find out)`;
+const exitCodeText = `exit codes: 0 ok, 1 error, 2 bad usage, 3 not found (a key, or a lease that ended), 4
+  version conflict (or a txn whose compares failed, a lock held by another holder, a --fence
+  whose lock moved on), 5 access denied (401/403), 6 outcome unknown (a write got no verdict,
+  even after repeating it under its Idempotency-Key: it may or may not have been applied; read
+  the key to find out)`;
 
 const usage = `usage: epochkv <command> [arguments] [options]
 
@@ -171,9 +210,15 @@ if (process.argv[2] === 'bench') {
 async function cli(): Promise<void> {
   const first = process.argv.slice(2).find((argument) => !argument.startsWith('-'));
   const named = first !== undefined && commands[first] !== undefined ? first : undefined;
+  // `epochkv lock <name> [options] -- <command...>`: everything after `--` is the command's own.
+  const argv = process.argv.slice(2);
+  const dashDash = named === 'lock' ? argv.indexOf('--') : -1;
+  const own = dashDash < 0 ? argv : argv.slice(0, dashDash);
+  const lockCommand = dashDash < 0 ? [] : argv.slice(dashDash + 1);
   let parsed;
   try {
     parsed = parseArgs({
+      args: own,
       allowPositionals: true,
       options: {
         endpoint: { type: 'string' },
@@ -187,6 +232,10 @@ async function cli(): Promise<void> {
         shard: { type: 'string' },
         from: { type: 'string' },
         'wait-ms': { type: 'string' },
+        'ttl-ms': { type: 'string' },
+        lease: { type: 'string' },
+        fence: { type: 'string' },
+        once: { type: 'boolean', default: false },
         file: { type: 'string' },
         replication: { type: 'string' },
         force: { type: 'boolean', default: false },
@@ -347,6 +396,125 @@ async function cli(): Promise<void> {
     return raw as 'async' | 'quorum' | 'all';
   }
 
+  /** `--fence name:token` (the server checks the lock; here only its shape, for a usage error that says so). */
+  function fenceOption(): { fence?: string } {
+    const fence = values.fence;
+    if (fence === undefined) return {};
+    if (!/^[A-Za-z0-9._:-]{1,200}:[1-9][0-9]*$/.test(fence)) usageError(`--fence must be <lock name>:<token>, as \`epochkv lock\` passes in EPOCHKV_FENCE; got "${fence}"`);
+    return { fence };
+  }
+
+  /** Resolves on the first Ctrl-C or SIGTERM. */
+  function interrupted(): Promise<NodeJS.Signals> {
+    return new Promise((resolve) => {
+      process.once('SIGINT', () => resolve('SIGINT'));
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+    });
+  }
+
+  async function runLocked(): Promise<number> {
+    const name = arg(1, 'name');
+    if (positionals.length > 2) usageError(`lock takes one <name>, then -- and the command (got "${positionals[2]}" before --)`);
+    if (lockCommand.length === 0) usageError('lock needs a command after --: epochkv lock <name> -- <command...>');
+    const ttlMs = integer(values['ttl-ms'], '--ttl-ms');
+    const waitMs = integer(values['wait-ms'], '--wait-ms');
+    const lock = await client.lock(name, { ...(ttlMs === undefined ? {} : { ttlMs }), ...(waitMs === undefined ? {} : { waitMs }) });
+    if (!json) console.error(`lock ${name} held (token ${lock.token}, lease ${lock.leaseId}); running ${lockCommand.join(' ')}`);
+    const child = spawn(lockCommand[0]!, lockCommand.slice(1), { stdio: 'inherit', env: { ...process.env, EPOCHKV_FENCE: lock.fence } });
+    // Ctrl-C reaches the command through the terminal's process group; a SIGTERM sent to us alone is passed on.
+    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    process.on('SIGINT', () => undefined);
+    process.on('SIGTERM', forward);
+    let lost = false;
+    void lock.lost.then((error) => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      lost = true;
+      console.error(`lock ${name}: ${error.message}; stopping the command (SIGTERM): its fenced writes are refused from now on`);
+      child.kill('SIGTERM');
+    });
+    const code = await new Promise<number>((resolve) => {
+      child.once('error', (error: NodeJS.ErrnoException) => {
+        console.error(`lock ${name}: cannot run ${lockCommand[0]}: ${error.code ?? error.message}`);
+        resolve(127);
+      });
+      child.once('exit', (exitCode, signal) => resolve(exitCode ?? 128 + (signal === null ? 0 : (os.constants.signals[signal] ?? 0))));
+    });
+    process.off('SIGTERM', forward);
+    try {
+      await lock.release();
+      if (!json) console.error(`lock ${name} released`);
+    } catch (error) {
+      // Lost meanwhile: nothing to release, and the lost lease already decides the exit code.
+      if (!(error instanceof FenceRejectedError) || !lost) throw error;
+    }
+    if (json) out('', { name, token: lock.token, leaseId: lock.leaseId, fence: lock.fence, exitCode: code, lost });
+    return lost ? exitCodes.error : code;
+  }
+
+  async function leaseCommand(): Promise<number> {
+    const action = arg(1, 'grant|keepalive|revoke|show');
+    if (action === 'grant') {
+      const ttlMs = integer(arg(2, 'ttlMs'), '<ttlMs>') as number;
+      const lease = await client.grantLease(ttlMs, { keepAlive: false });
+      // The id alone, so that id=$(epochkv lease grant 60000) works.
+      out(lease.id, { id: lease.id, ttlMs: lease.ttlMs });
+      return exitCodes.ok;
+    }
+    const id = arg(2, 'id');
+    switch (action) {
+      case 'show': {
+        const info = await client.leaseInfo(id);
+        out(`lease ${info.id}: ttl ${info.ttlMs} ms, ${info.remainingMs} ms left, ${info.keys.length} key(s)${info.keys.map((key) => `\n  ${key}`).join('')}`, info);
+        return exitCodes.ok;
+      }
+      case 'revoke': {
+        const revoked = await client.revokeLease(id);
+        out(`lease ${id} revoked, ${revoked.keysDeleted} key(s) deleted`, revoked);
+        return exitCodes.ok;
+      }
+      case 'keepalive': {
+        const kept = await client.keepLeaseAlive(id);
+        out(`lease ${id} kept alive (ttl ${kept.ttlMs} ms)`, kept);
+        if (values.once) return exitCodes.ok;
+        const lease = await client.lease(id);
+        const ended = await Promise.race([interrupted().then(() => undefined), lease.lost]);
+        lease.close();
+        if (ended === undefined) return exitCodes.ok;
+        console.error(`lease ${id}: ${ended.message}`);
+        return ended instanceof LeaseNotFoundError && ended.code === 'LeaseNotFound' ? exitCodes.notFound : exitCodes.error;
+      }
+      default:
+        return usageError(`lease takes grant, keepalive, revoke or show, got "${action}"`);
+    }
+  }
+
+  async function elect(): Promise<number> {
+    const name = arg(1, 'name');
+    const value = arg(2, 'value');
+    const ttlMs = integer(values['ttl-ms'], '--ttl-ms');
+    const waitMs = integer(values['wait-ms'], '--wait-ms');
+    const stop = new AbortController();
+    const signalled = interrupted();
+    void signalled.then(() => stop.abort());
+    if (!json) console.error(`campaigning in ${name} with ${JSON.stringify(value)}${waitMs === undefined ? '' : ` (waiting ${waitMs} ms at most)`}; Ctrl-C stops`);
+    let leadership;
+    try {
+      leadership = await client.election(name).campaign(value, { waitMs: waitMs ?? Number.POSITIVE_INFINITY, signal: stop.signal, ...(ttlMs === undefined ? {} : { ttlMs }) });
+    } catch (error) {
+      if (stop.signal.aborted) return exitCodes.ok;
+      throw error;
+    }
+    out(`leader of ${name}: ${value} (token ${leadership.token}, lease ${leadership.leaseId}); Ctrl-C resigns`, { name, token: leadership.token, leaseId: leadership.leaseId, value });
+    const ended = await Promise.race([signalled.then(() => undefined), leadership.lost]);
+    if (ended !== undefined) {
+      console.error(`election ${name}: ${ended.message}; no longer leader`);
+      return exitCodes.error;
+    }
+    await leadership.resign();
+    if (!json) console.error(`resigned from ${name}`);
+    return exitCodes.ok;
+  }
+
   function authHeaders(): Record<string, string> {
     return bearerToken === undefined ? {} : { authorization: `Bearer ${bearerToken}` };
   }
@@ -391,7 +559,14 @@ async function cli(): Promise<void> {
         const key = arg(1, 'key');
         const replication = replicationMode();
         const value = await valueArg(2);
-        const result = await client.put(key, value, replication === undefined ? {} : { replication });
+        const ttlMs = integer(values['ttl-ms'], '--ttl-ms');
+        if (ttlMs !== undefined && values.lease !== undefined) usageError('give --lease or --ttl-ms, not both');
+        const result = await client.put(key, value, {
+          ...(replication === undefined ? {} : { replication }),
+          ...(values.lease === undefined ? {} : { lease: values.lease }),
+          ...(ttlMs === undefined ? {} : { ttlMs }),
+          ...fenceOption(),
+        });
         out(
           `${key} = version ${result.version} (epoch ${result.epoch}${result.replication === undefined ? '' : `; ${result.replication.mode}, in ${result.replication.acceptedBy.join(', ') || 'no'} replica queue(s)`})`,
           { ...result, session: client.sessionToken },
@@ -417,14 +592,14 @@ async function cli(): Promise<void> {
       }
       case 'del': {
         const key = arg(1, 'key');
-        const deleted = await client.delete(key);
+        const deleted = await client.delete(key, fenceOption());
         out(deleted ? `${key} deleted` : `${key}: not found`, { key, deleted, session: client.sessionToken });
         return deleted ? exitCodes.ok : exitCodes.notFound;
       }
       case 'txn': {
         if (positionals.length > 1) usageError(`txn takes its JSON body from stdin or --file, not as an argument (got "${positionals[1]}")`);
         const request = txnRequestOf(await jsonBody());
-        const result = await client.txn(request, { replication: replicationMode() });
+        const result = await client.txn(request, { replication: replicationMode(), ...fenceOption() });
         console.log(
           JSON.stringify({
             succeeded: result.succeeded,
@@ -438,7 +613,7 @@ async function cli(): Promise<void> {
       case 'cas': {
         const key = arg(1, 'key');
         const version = integer(arg(2, 'version'), '<version>') as number;
-        const result = await client.cas(key, version, await valueArg(3));
+        const result = await client.cas(key, version, await valueArg(3), fenceOption());
         out(`${key} = version ${result.version} (was ${version})`, { ...result, session: client.sessionToken });
         return exitCodes.ok;
       }
@@ -496,6 +671,12 @@ async function cli(): Promise<void> {
         }
         return exitCodes.ok;
       }
+      case 'lock':
+        return runLocked();
+      case 'lease':
+        return leaseCommand();
+      case 'elect':
+        return elect();
       case 'chaos': {
         const action = arg(1, 'kill|pause|resume|start');
         const node = arg(2, 'node');
@@ -578,9 +759,13 @@ async function cli(): Promise<void> {
           `or point the CLI at a running cluster: export EPOCHKV_ENDPOINT=<url> (or pass --endpoint <url>).`,
       );
       process.exitCode = exitCodes.error;
-    } else if (error instanceof VersionConflictError) {
+    } else if (error instanceof VersionConflictError || error instanceof LockHeldError || error instanceof FenceRejectedError) {
+      // A condition that did not hold: a version, a lock held by another, a fence that moved on.
       console.error(error.message);
       process.exitCode = exitCodes.conflict;
+    } else if (error instanceof LeaseNotFoundError) {
+      console.error(error.message);
+      process.exitCode = exitCodes.notFound;
     } else if (error instanceof AccessDeniedError) {
       const hint = error.status === 401 ? ' (set EPOCHKV_TOKEN or pass --token)' : values.region === undefined ? ' (a deployed API needs --region to sign requests)' : '';
       console.error(`access denied by ${endpoint}: ${error.message}${hint}`);

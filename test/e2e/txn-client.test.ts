@@ -162,10 +162,10 @@ describe('Class: EpochKv, txn, and `epochkv txn`, against the local cloud', () =
 });
 
 describe('Class: EpochKv, which 503s a write may repeat', () => {
-  it('treats 503 ReplicationUnmet on a put and on a txn as an unknown outcome and sends it once', async () => {
-    // Prepare: committed at home, not yet in enough replica regions.
+  it('treats 503 ReplicationUnmet on a put and on a txn without an Idempotency-Key as an unknown outcome and sends it once', async () => {
+    // Prepare: committed at home, not yet in enough replica regions; no Idempotency-Key makes a repeat safe.
     const api = await scriptedApi([{ status: 503, body: { error: 'ReplicationUnmet', message: 'committed at home; 0 of 1 replica regions accepted it in time' } }]);
-    const kv = new EpochKv({ endpoint: api.endpoint, attemptsMax: 4 });
+    const kv = new EpochKv({ endpoint: api.endpoint, attemptsMax: 4, idempotentWrites: false });
 
     try {
       // Act
@@ -185,7 +185,7 @@ describe('Class: EpochKv, which 503s a write may repeat', () => {
     }
   });
 
-  it('repeats a txn answered 503 with a code that says nothing was applied, but not OutcomeUnknown nor a bare store error', async () => {
+  it('repeats a txn answered 503 with a code that says nothing was applied, but, without an Idempotency-Key, not OutcomeUnknown nor a bare store error', async () => {
     // Prepare: two lost races, then the commit.
     const raced = await scriptedApi([
       { status: 503, body: { error: 'HeadConflict', message: 'shard 1: log index 7 is taken' } },
@@ -198,8 +198,8 @@ describe('Class: EpochKv, which 503s a write may repeat', () => {
     try {
       // Act
       const committed = await new EpochKv({ endpoint: raced.endpoint, attemptsMax: 4 }).txn({ success: [{ op: 'put', key: 'k', value: 'v' }] });
-      const lost = await new EpochKv({ endpoint: unknown.endpoint, attemptsMax: 4 }).txn({ success: [{ op: 'put', key: 'k', value: 'v' }] }).catch((error: unknown) => error);
-      const bareWrite = await new EpochKv({ endpoint: bare.endpoint, attemptsMax: 4 }).put('k', 'v').catch((error: unknown) => error);
+      const lost = await new EpochKv({ endpoint: unknown.endpoint, attemptsMax: 4, idempotentWrites: false }).txn({ success: [{ op: 'put', key: 'k', value: 'v' }] }).catch((error: unknown) => error);
+      const bareWrite = await new EpochKv({ endpoint: bare.endpoint, attemptsMax: 4 }).put('k', 'v', { idempotencyKey: false }).catch((error: unknown) => error);
       const bareRead = await new EpochKv({ endpoint: bare.endpoint, attemptsMax: 3 }).get('k').catch((error: unknown) => error);
 
       // Assess
