@@ -350,6 +350,26 @@ describe('Class: EpochKv, leases, locks, elections and idempotent writes, agains
     expect(after.code).toBe(3);
     expect(help.stdout).toContain('keepalive <id>');
   }, cliTestTimeoutMs);
+  it('`epochkv elect` leads until Ctrl-C, then resigns and exits 0', async () => {
+    // Prepare
+    const env: NodeJS.ProcessEnv = { ...process.env, EPOCHKV_ENDPOINT: cloud.apiUrl };
+    delete env.EPOCHKV_TOKEN;
+    const child = spawn(process.execPath, [cliPath, 'elect', 'cli-primary', 'node-cli', '--ttl-ms', '5000'], { cwd: scratch, env });
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+
+    // Act
+    await waitUntil('the CLI to lead', () => (stdout.includes('leader of cli-primary') ? true : undefined), 60_000, 50);
+    const leading = await client().leader('cli-primary');
+    child.kill('SIGINT');
+    const code = await exited;
+
+    // Assess
+    expect(leading).toMatchObject({ name: 'cli-primary', value: 'node-cli' });
+    expect(code).toBe(0);
+    expect(await client().leader('cli-primary')).toBeUndefined();
+  }, cliTestTimeoutMs);
 });
 
 describe('Class: EpochKv, which unknown outcomes a write repeats under its Idempotency-Key', () => {
