@@ -683,6 +683,8 @@ async function idempotent(
     const record = await deps.service.store.readIdempotency(key, deps.clock.wallMs());
     if (record === undefined) return undefined;
     if (record.fingerprint !== fingerprint) throw new IdempotencyKeyReusedError(key);
+    // A quorum/all answer promises durability: a replay checks it again before promising it.
+    if (record.durability !== undefined) await deps.service.awaitDurable(record.durability);
     return { statusCode: record.status, headers: { ...jsonHeaders, ...session(record.body), 'idempotent-replayed': 'true' }, body: record.body };
   };
   const earlier = await replay();

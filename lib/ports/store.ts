@@ -88,6 +88,12 @@ export interface IdempotencyRecord {
   body: string;
   /** Wall-clock ms after which the record no longer counts (and DynamoDB's TTL deletes it). */
   expiresAtMs: number;
+  /**
+   * quorum/all: the entries the answer promises durable. The first answer came only once they
+   * were; a replay must not promise more, so it checks them again (the first answer may have
+   * been a 503 ReplicationUnmet the client never received).
+   */
+  durability?: { mode: 'quorum' | 'all'; parts: { shard: number; index: number }[] } | undefined;
 }
 
 /** A multi-key transaction's commit (see lib/core/txn.ts and KvService.txn). */

@@ -373,8 +373,18 @@ export class KvService {
    */
   async txn(request: TxnRequest, token: SessionToken, writeOptions: WriteOptions & { fence?: Fence | undefined; idempotency?: Idempotency | undefined } = {}): Promise<TxnResult> {
     const idempotency = writeOptions.idempotency;
-    const recordOf = (result: TxnResult): IdempotencyRecord | undefined =>
-      idempotency === undefined ? undefined : { key: idempotency.key, fingerprint: idempotency.fingerprint, ...idempotency.answer(result), expiresAtMs: this.clock.wallMs() + limits.idempotencyKeepMs };
+    const recordOf = (result: TxnResult): IdempotencyRecord | undefined => {
+      if (idempotency === undefined) return undefined;
+      const mode = this.replicationFor(writeOptions.replication);
+      const parts = (result.parts ?? []).map(({ shard, index }) => ({ shard, index }));
+      return {
+        key: idempotency.key,
+        fingerprint: idempotency.fingerprint,
+        ...idempotency.answer(result),
+        expiresAtMs: this.clock.wallMs() + limits.idempotencyKeepMs,
+        ...(mode !== 'async' && parts.length > 0 ? { durability: { mode, parts } } : {}),
+      };
+    };
     const fence = writeOptions.fence;
     const tooLarge = checkTxnFits(request, (key) => this.shardOf(key), fence === undefined ? 0 : 1);
     if (tooLarge !== undefined) throw new TxnTooLargeError(tooLarge.field, tooLarge.message);
@@ -769,6 +779,22 @@ export class KvService {
   /** A refused condition tells the key's current state as surely as a read does: only a durable one. */
   async #refusalIsDurable(shard: number, key: string): Promise<void> {
     await this.#durableState(shard, key, await this.store.getItem(shard, key, true), 'refusal');
+  }
+
+  /**
+   * A replayed quorum/all answer: waits (bounded, as a strong read does) until the replica
+   * regions report every entry applied where the mode needs it, else 503 ReplicationUnmet.
+   */
+  async awaitDurable(durability: NonNullable<IdempotencyRecord['durability']>): Promise<void> {
+    const startMs = this.clock.monotonicMs();
+    for (const part of durability.parts) {
+      while (!(await this.#appliedByReplicas(part.shard, part.index, durability.mode))) {
+        if (this.clock.monotonicMs() - startMs >= pendingWaitMs) {
+          throw new ReplicationUnmetError(`the write this request made (shard ${part.shard}, index ${part.index}) is committed at home, but the replica regions ${durability.mode} replication needs do not report it yet; its outcome is unknown; retry shortly`, part.index);
+        }
+        await sleep(pendingPollMs * 4);
+      }
+    }
   }
 
   /** Whether the replica regions' reports show the index applied where the mode needs it. */

@@ -482,6 +482,32 @@ describe('Class: KvService', () => {
     });
   });
 
+  it('stores a quorum write\'s answer with its commit, and a replay of it promises durability only once the replicas report the entry', async () => {
+    // Prepare: quorum mode, one replica region whose queue does not exist (every ship misses).
+    const prefix = uniquePrefix('idem-quorum');
+    const { store } = await createStore(prefix, shardCount);
+    const shipper = new Shipper({ prefix, regions: ['eu-west-1'], endpoint: inject('sqsEndpoint') });
+    const service = new KvService(store, { shardCount, leaseMs: 60_000, tickMs: 250, replication: 'quorum', writePath: 'direct' }, systemClock(), { shipper });
+    const key = 'paid';
+    const shard = service.shardOf(key);
+    await acquire(store, shard, holder);
+    const idempotency = { key: 'pay-1', fingerprint: 'f', answer: () => ({ status: 200, body: '{"ok":true}' }) };
+
+    // Act: the commit lands with its record; its replication fails.
+    const first = await service.txn({ compare: [], success: [{ op: 'put', key, value: text('once') }], failure: [] }, {}, { idempotency }).catch((error: unknown) => error);
+    const record = await store.readIdempotency('pay-1', Date.now());
+    const replayBeforeRepair = await service.awaitDurable(record!.durability!).catch((error: unknown) => error);
+    const head = (await store.readHead(shard))?.index ?? 0;
+    await store.putReplicaReports([{ region: 'eu-west-1', shard, appliedIndex: head, appliedAtMs: Date.now(), lastLagMs: 5, reportedAtMs: Date.now() }]);
+    const replayAfterRepair = await service.awaitDurable(record!.durability!).catch((error: unknown) => error);
+
+    // Assess
+    expect(first).toBeInstanceOf(ReplicationUnmetError);
+    expect(record).toMatchObject({ status: 200, durability: { mode: 'quorum', parts: [{ shard, index: head }] } });
+    expect(replayBeforeRepair).toBeInstanceOf(ReplicationUnmetError);
+    expect(replayAfterRepair).toBeUndefined();
+  }, 30_000);
+
   it('refuses writes to a shard without a live leader with a NoLeaderError', async () => {
     // Prepare: a lease whose holder stopped renewing long ago.
     const { store } = await createStore(uniquePrefix('noleader'), shardCount);

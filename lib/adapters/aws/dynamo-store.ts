@@ -44,7 +44,16 @@ const idempotencyPartition = 'idempotency';
 
 function idempotencyItem(record: IdempotencyRecord): Item {
   // DynamoDB's TTL takes epoch seconds.
-  return { pk: idempotencyPartition, sk: record.key, fingerprint: record.fingerprint, status: record.status, body: record.body, expiresAtMs: record.expiresAtMs, expiresAt: Math.ceil(record.expiresAtMs / 1000) };
+  return {
+    pk: idempotencyPartition,
+    sk: record.key,
+    fingerprint: record.fingerprint,
+    status: record.status,
+    body: record.body,
+    expiresAtMs: record.expiresAtMs,
+    expiresAt: Math.ceil(record.expiresAtMs / 1000),
+    ...(record.durability === undefined ? {} : { durability: record.durability }),
+  };
 }
 
 /** Only where no live record holds the key: TTL deletes lazily, so an expired one may still be there. */
@@ -900,7 +909,15 @@ export class DynamoStore implements Store {
     const result = await this.client.send(new GetCommand({ TableName: this.tables.control, Key: { pk: idempotencyPartition, sk: key }, ConsistentRead: true }));
     const item = result.Item;
     if (item === undefined || Number(item.expiresAtMs) < nowMs) return undefined;
-    return { key, fingerprint: String(item.fingerprint), status: Number(item.status), body: String(item.body), expiresAtMs: Number(item.expiresAtMs) };
+    const durability = item.durability as { mode?: unknown; parts?: Item[] } | undefined;
+    return {
+      key,
+      fingerprint: String(item.fingerprint),
+      status: Number(item.status),
+      body: String(item.body),
+      expiresAtMs: Number(item.expiresAtMs),
+      ...(durability?.mode === 'quorum' || durability?.mode === 'all' ? { durability: { mode: durability.mode, parts: (durability.parts ?? []).map((part) => ({ shard: Number(part.shard), index: Number(part.index) })) } } : {}),
+    };
   }
 
   async putIdempotency(record: IdempotencyRecord, nowMs: number): Promise<boolean> {
