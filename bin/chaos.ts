@@ -11,7 +11,7 @@ import { numberOption } from '../lib/cli-options.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-const usage = `usage: npm run chaos -- [--duration 60] [--seed N] [--nemesis all|none|kind,kind] [--workload all|register|bank] [--replication async|quorum|all] [--clients 10] [--keys 5] [--bank-clients 4]
+const usage = `usage: npm run chaos -- [--duration 60] [--seed N] [--nemesis all|none|kind,kind] [--workload all|register|bank|lock] [--replication async|quorum|all] [--clients 10] [--keys 5] [--bank-clients 4] [--lock-clients 4]
 
 Runs concurrent clients against a fresh local cloud while faults are injected, then checks
 that the history is linearizable, no acknowledged write was lost, the replicas converged to
@@ -19,12 +19,18 @@ the home state, sessions kept read-your-writes and monotonic reads, and no log e
 epoch follows a higher epoch's first entry. The report is printed and written as JSON under
 chaos/results/. Exit code 1 on any violation.
 
-workloads (default all: both side by side, each on its own keys):
+workloads (default all: every one side by side, each on its own keys):
   register              --clients clients on --keys keys: put, strong get, CAS, delete; the
                         linearizability checker and the session client at the replicas
   bank                  --bank-clients clients move money between 8 accounts on 8 shards by
                         compare-and-transaction (POST /txn); every read-only transaction of all
                         accounts must sum to the total, none negative, none missing (Jepsen's bank)
+  lock                  --lock-clients clients take one lock on a 1500 ms lease (keepalive every
+                        500 ms) and append to two keys by CAS with X-Epochkv-Fence; a quarter of
+                        the holds end in a holder pause (no keepalives, a sleep past the ttl, then
+                        a write and a release with the old token, which must be refused): every
+                        committed append had the lock's current token, tokens only grow, no stale
+                        write accepted; the keys' reads and CASes go to the linearizability checker
 
 nemeses: ${nemesisKinds.join(', ')} (all = every one but region-loss)
   region-loss           alone: cuts the home region off a third into the run and promotes
@@ -59,6 +65,7 @@ try {
       keys: { type: 'string' },
       workload: { type: 'string', default: 'all' },
       'bank-clients': { type: 'string' },
+      'lock-clients': { type: 'string' },
       replication: { type: 'string', default: 'async' },
       'unsafe-no-fencing': { type: 'boolean', default: false },
       'log-retain-entries': { type: 'string' },
@@ -100,6 +107,7 @@ const report = await runChaos({
   keyCount: integer(values.keys, 'keys', 5, 1, 1_000),
   workloads,
   bankClients: integer(values['bank-clients'], 'bank-clients', 4, 1, 100),
+  lockClients: integer(values['lock-clients'], 'lock-clients', 4, 1, 100),
   unsafeDisableFencing: values['unsafe-no-fencing'] === true,
   ...(values['log-retain-entries'] === undefined ? {} : { logRetainEntries: integer(values['log-retain-entries'], 'log-retain-entries', 100_000, 1, 1_000_000_000) }),
   resultsDirectory: 'chaos/results',

@@ -1079,3 +1079,155 @@ export function checkBank(reads: readonly BankSnapshot[], total: number): BankVe
   }
   return { reads: reads.length, violations, samples };
 }
+
+/** One log entry as checkLock reads it: puts and deletes with their values as text. */
+export interface LockLogEntry {
+  index: number;
+  ops: { type: 'put' | 'delete'; key: string; value?: string }[];
+}
+
+/** What the fenced lock workload recorded (lib/chaos/workload.ts LockHistory, structurally). */
+export interface LockRun {
+  keys: { sameShard: string; crossShard: string };
+  acquisitions: readonly { client: number; token: number | null; status: 'ok' | 'fail' | 'info'; callMs: number; returnMs: number }[];
+  observations: readonly { client: number; token: number | null; callMs: number; returnMs: number }[];
+  releases: readonly { client: number; token: number; stale: boolean; status: 'ok' | 'fail' | 'info'; reason?: string; callMs: number; returnMs: number }[];
+  writes: readonly { client: number; key: string; token: number; element: string; stale: boolean; status: 'ok' | 'fail' | 'info'; reason?: string; callMs: number; returnMs: number }[];
+}
+
+export interface LockVerdict {
+  violations: number;
+  samples: string[];
+  /** Acquisitions of the lock in the log (each a token). */
+  tokensInLog: number;
+  /** Appends committed in the data keys' logs (accepted fenced writes, unknown outcomes that landed included). */
+  committedWrites: number;
+  /** Stale writes (the holder-pause fault) sent, refused with FenceRejected, and accepted (each a violation). */
+  stale: { sent: number; refused: number; accepted: number; releasesRefused: number };
+}
+
+/** The token an appended element names: `c<client>.t<token>.s<sequence>[.stale]`. */
+function tokenOfElement(element: string): number | undefined {
+  const match = /^c\d+\.t(\d+)\.s\d+(?:\.stale)?$/.exec(element);
+  return match === null ? undefined : Number(match[1]);
+}
+
+/**
+ * The fenced lock's proof, from the logs and the clients' history:
+ *
+ * - mutual exclusion and token order in the lock key's log: the lock is put only while it is not
+ *   held, each acquisition's token (the lock key's version, its log index) is above every earlier
+ *   one, and every acquisition a client was answered is there at its token;
+ * - acquisitions in real time: one answered before another was sent has the smaller token;
+ * - every committed append to the key on the lock's shard (one log orders both) was made with the
+ *   token the lock held at that index: the latest acquisition's, not released since;
+ * - on both keys the appends' tokens never decrease in the key's log order, and each is a token
+ *   the lock's log granted;
+ * - no stale write was accepted: neither an append sent after its client saw the lock leave its
+ *   token (the holder-pause fault) nor any append, stale or not, whose token had demonstrably
+ *   ended before it was sent (a higher token acquired, the token released, or the lock seen at
+ *   another token or free after the acquisition) may be in a log or answered 200; the same for
+ *   a release with such a token.
+ *
+ * `lockLog` is the lock key's shard's log; `keyLogs` each data key's shard's log, in index order.
+ */
+export function checkLock(run: LockRun, lockKey: string, lockLog: readonly LockLogEntry[], keyLogs: ReadonlyMap<string, readonly LockLogEntry[]>): LockVerdict {
+  const samples: string[] = [];
+  let violations = 0;
+  const violation = (what: string) => {
+    violations += 1;
+    if (samples.length < 8) samples.push(what);
+  };
+
+  // The lock key's log: who held it at each index, and the same-shard key's appends checked against it.
+  const granted = new Set<number>();
+  let held: number | undefined;
+  let highest = 0;
+  for (const entry of lockLog) {
+    for (const op of entry.ops) {
+      if (op.key === lockKey) {
+        if (op.type === 'put') {
+          if (held !== undefined) violation(`lock acquired at index ${entry.index} while token ${held} still held it (two holders)`);
+          if (entry.index <= highest) violation(`lock token ${entry.index} granted after token ${highest}`);
+          held = entry.index;
+          highest = Math.max(highest, entry.index);
+          granted.add(entry.index);
+        } else {
+          held = undefined;
+        }
+      } else if (op.key === run.keys.sameShard && op.type === 'put') {
+        const token = tokenOfElement(op.value?.split(',').at(-1) ?? '');
+        if (token === undefined || token !== held) violation(`append ${op.value?.split(',').at(-1)} to ${op.key} committed at index ${entry.index} while the lock was ${held === undefined ? 'free' : `at token ${held}`}`);
+      }
+    }
+  }
+
+  const acquiredOk = run.acquisitions.filter((acquisition) => acquisition.status === 'ok' && acquisition.token !== null) as { client: number; token: number; callMs: number; returnMs: number }[];
+  const acquiredAt = new Map<number, number>();
+  for (const acquisition of acquiredOk) {
+    if (acquiredAt.has(acquisition.token)) violation(`token ${acquisition.token} answered to two acquisitions`);
+    acquiredAt.set(acquisition.token, acquisition.returnMs);
+    if (!granted.has(acquisition.token)) violation(`client ${acquisition.client} was answered token ${acquisition.token}, which is not an acquisition in the lock's log`);
+  }
+  const byReturn = [...acquiredOk].sort((a, b) => a.returnMs - b.returnMs);
+  for (const later of acquiredOk) {
+    // Any acquisition answered before this one was sent must have a smaller token.
+    const earlier = byReturn.filter((candidate) => candidate.returnMs < later.callMs && candidate.token >= later.token);
+    if (earlier.length > 0) violation(`token ${later.token} acquired after token ${earlier[0]!.token} had been answered: tokens went back`);
+  }
+
+  // Appends in each key's log order: tokens non-decreasing, each a granted token.
+  const committed = new Set<string>();
+  for (const key of [run.keys.sameShard, run.keys.crossShard]) {
+    let previous = 0;
+    for (const entry of keyLogs.get(key) ?? []) {
+      for (const op of entry.ops) {
+        if (op.key !== key || op.type !== 'put') continue;
+        const element = op.value?.split(',').at(-1) ?? '';
+        const token = tokenOfElement(element);
+        committed.add(element);
+        if (token === undefined) {
+          violation(`${key} index ${entry.index}: a value not written by the workload (${element.slice(0, 40)})`);
+          continue;
+        }
+        if (!granted.has(token)) violation(`${key} index ${entry.index}: append ${element} with token ${token}, which the lock's log never granted`);
+        if (token < previous) violation(`${key} index ${entry.index}: append ${element} with token ${token} after an append with token ${previous}`);
+        previous = Math.max(previous, token);
+      }
+    }
+  }
+
+  // The moment each token had demonstrably ended, as the clients saw it.
+  const endedAt = (token: number): number => {
+    let ended = Number.POSITIVE_INFINITY;
+    for (const acquisition of acquiredOk) if (acquisition.token > token) ended = Math.min(ended, acquisition.returnMs);
+    for (const release of run.releases) if (release.status === 'ok' && release.token === token && !release.stale) ended = Math.min(ended, release.returnMs);
+    const acquiredReturnMs = acquiredAt.get(token);
+    for (const seen of run.observations) {
+      const movedOn = seen.token !== null ? seen.token > token : acquiredReturnMs !== undefined && seen.callMs > acquiredReturnMs;
+      if (movedOn) ended = Math.min(ended, seen.returnMs);
+    }
+    return ended;
+  };
+
+  const stale = { sent: 0, refused: 0, accepted: 0, releasesRefused: 0 };
+  for (const write of run.writes) {
+    const landed = write.status === 'ok' || committed.has(write.element);
+    if (write.stale) {
+      stale.sent += 1;
+      if (write.status === 'fail' && write.reason === 'FenceRejected') stale.refused += 1;
+    }
+    // A refusal says nothing was written: the log must agree.
+    if (write.status === 'fail' && committed.has(write.element)) violation(`append ${write.element} to ${write.key} was refused (${write.reason ?? '?'}) but is in the log`);
+    if (landed && (write.stale || endedAt(write.token) < write.callMs)) {
+      if (write.stale) stale.accepted += 1;
+      violation(`stale append ${write.element} to ${write.key} ${write.status === 'ok' ? 'answered 200' : 'is in the log'}: token ${write.token} had ended before it was sent`);
+    }
+  }
+  for (const release of run.releases) {
+    if (release.stale && release.status === 'fail' && release.reason === 'FenceRejected') stale.releasesRefused += 1;
+    if (release.status === 'ok' && (release.stale || endedAt(release.token) < release.callMs)) violation(`release of token ${release.token} by client ${release.client} answered 200 after the token had ended`);
+  }
+
+  return { violations, samples, tokensInLog: granted.size, committedWrites: committed.size, stale };
+}

@@ -4,26 +4,36 @@ import { performance } from 'node:perf_hooks';
 import { makeDynamoClient } from '../adapters/aws/clients.ts';
 import { DynamoStore } from '../adapters/aws/dynamo-store.ts';
 import { DynamoReplicaStore } from '../adapters/aws/replica-store.ts';
+import { lockKey, reservedPrefix } from '../core/coordination.ts';
 import { verifyChain, type LogEntry } from '../core/log.ts';
 import { shardOf } from '../core/shard.ts';
 import { startLocalCloud, type LocalCloud } from '../local/cloud.ts';
 import type { ReplicationMode } from '../core/replication.ts';
 import { between, mulberry32, pick } from '../random.ts';
-import { checkBank, checkHistory, formatViolation } from './checker.ts';
+import { checkBank, checkHistory, checkLock, formatViolation, type LockLogEntry, type LockVerdict } from './checker.ts';
 import { Nemesis, nemesisKinds, nodeNemeses, type BlackholeRecord, type NemesisKind } from './nemesis.ts';
-import { bankAccounts, finalBankRead, runBankWorkload, runSessionClient, runWorkload, setupBank, type AcknowledgedWrite, type BankHistory } from './workload.ts';
+import { bankAccounts, finalBankRead, lockWorkloadKeys, runBankWorkload, runLockWorkload, runSessionClient, runWorkload, setupBank, type AcknowledgedWrite, type BankHistory, type LockHistory } from './workload.ts';
 
 /**
  * register: put, strong get, CAS and delete on a few keys, checked for linearizability (with
  * the session client at the replicas). bank: transfers between accounts on different shards by
- * POST /txn, every read-only transaction of all accounts checked for the total.
+ * POST /txn, every read-only transaction of all accounts checked for the total. lock: clients
+ * take one lock on a short lease and append to two keys with the fence header, some holders
+ * paused past their lease; checkLock proves every accepted write had the current token.
  */
-export const chaosWorkloads = ['register', 'bank'] as const;
+export const chaosWorkloads = ['register', 'bank', 'lock'] as const;
 export type ChaosWorkload = (typeof chaosWorkloads)[number];
 
 /** Bank accounts, each starting with bankBalance: the total every snapshot must see. */
 const bankAccountCount = 8;
 const bankBalance = 100;
+
+/** The fenced lock workload's lock, and its holders' lease: short, so pauses and faults outlive it. */
+const lockName = 'chaos-fenced';
+const lockTtlMs = 1_500;
+/** Holds that end in the holder-pause fault. */
+const lockPauseFraction = 0.25;
+const leasePrefix = `${reservedPrefix}lease/`;
 
 export interface ChaosOptions {
   durationS: number;
@@ -51,6 +61,8 @@ export interface ChaosOptions {
   workloads?: ChaosWorkload[];
   /** Clients of the bank workload (default 4). */
   bankClients?: number;
+  /** Clients of the fenced lock workload (default 4). */
+  lockClients?: number;
   print: (line: string) => void;
 }
 
@@ -91,6 +103,21 @@ export interface ChaosReport {
     unexpected: number;
     unexpectedSamples: string[];
   } | null;
+  /** The fenced lock workload (null when it did not run). */
+  lock: {
+    name: string;
+    keys: LockHistory['keys'];
+    ttlMs: number;
+    acquisitions: { ok: number; fail: number; info: number; byReason: Record<string, number> };
+    writes: { ok: number; fail: number; info: number; byReason: Record<string, number> };
+    releases: { ok: number; fail: number; info: number };
+    pauses: LockHistory['pauses'];
+    leasesLost: number;
+    keepalives: Record<string, number>;
+    verdict: LockVerdict;
+    unexpected: number;
+    unexpectedSamples: string[];
+  } | null;
   ok: boolean;
   summary: string;
 }
@@ -117,8 +144,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const workloads = options.workloads ?? ['register'];
   const register = workloads.includes('register');
   const bankClients = workloads.includes('bank') ? (options.bankClients ?? 4) : 0;
+  const lockClients = workloads.includes('lock') ? (options.lockClients ?? 4) : 0;
   print(
-    `chaos: seed ${options.seed}, ${options.durationS} s, nemeses ${options.nemeses.join(',') || 'none'}, replication ${replication}, ${register ? `${options.clients} clients on ${options.keyCount} keys` : 'no register clients'}${bankClients > 0 ? `, bank: ${bankClients} clients on ${bankAccountCount} accounts` : ''}${options.unsafeDisableFencing ? ', FENCING DISABLED (test only)' : ''}`,
+    `chaos: seed ${options.seed}, ${options.durationS} s, nemeses ${options.nemeses.join(',') || 'none'}, replication ${replication}, ${register ? `${options.clients} clients on ${options.keyCount} keys` : 'no register clients'}${bankClients > 0 ? `, bank: ${bankClients} clients on ${bankAccountCount} accounts` : ''}${lockClients > 0 ? `, lock: ${lockClients} clients on one lock (ttl ${lockTtlMs} ms)` : ''}${options.unsafeDisableFencing ? ', FENCING DISABLED (test only)' : ''}`,
   );
   const cloud = await startLocalCloud({
     replication,
@@ -146,7 +174,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const startedMs = Date.now();
     const deadlineMs = startedMs + options.durationS * 1_000;
     const keys = register ? Array.from({ length: options.keyCount }, (_, index) => `k${index}`) : [];
-    const busyShards = [...new Set([...keys, ...accounts].map((key) => shardOf(key, cloud.config.shardCount)))];
+    const lockKeys = lockWorkloadKeys(shardOf(lockKey(lockName), cloud.config.shardCount), cloud.config.shardCount, 'fenced');
+    const lockShardKeys = lockClients > 0 ? [lockKey(lockName), lockKeys.sameShard, lockKeys.crossShard] : [];
+    const busyShards = [...new Set([...keys, ...accounts, ...lockShardKeys].map((key) => shardOf(key, cloud.config.shardCount)))];
     const nemesis = new Nemesis(cloud, random, (line) => print(`  [${((Date.now() - startedMs) / 1_000).toFixed(1)} s] ${line}`), busyShards);
 
     // Two lanes of faults run side by side: one on the nodes and the API, one on replication.
@@ -171,7 +201,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       }),
     );
     const emptyBank: BankHistory = { reads: [], transfers: [], readsUnavailable: 0, acknowledged: [], counters: { unexpected: 0, unexpectedSamples: [] } };
-    const [workload, session, bankHistory] = await Promise.all([
+    const emptyLock: LockHistory = { name: lockName, keys: lockKeys, acquisitions: [], observations: [], releases: [], writes: [], pauses: { injected: 0, lockNeverMoved: 0 }, leasesLost: 0, keepalives: {}, history: [], acknowledged: [], counters: { unexpected: 0, unexpectedSamples: [] } };
+    const [workload, session, bankHistory, lockHistory] = await Promise.all([
       runWorkload({ apiUrl: () => cloud.apiUrl, shardCount: cloud.config.shardCount, clients: register ? options.clients : 0, keys, seed: options.seed, deadlineMs, requestTimeoutMs: 4 * cloud.config.leaseMs }),
       runSessionClient({
         homeUrl: cloud.apiUrl,
@@ -184,6 +215,22 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       bankClients > 0
         ? runBankWorkload({ apiUrl: () => cloud.apiUrl, shardCount: cloud.config.shardCount, accounts, clients: bankClients, seed: options.seed, deadlineMs, requestTimeoutMs: 4 * cloud.config.leaseMs })
         : Promise.resolve(emptyBank),
+      lockClients > 0
+        ? runLockWorkload({
+            apiUrl: () => cloud.apiUrl,
+            shardCount: cloud.config.shardCount,
+            name: lockName,
+            keys: lockKeys,
+            clients: lockClients,
+            ttlMs: lockTtlMs,
+            pauseFraction: lockPauseFraction,
+            // A lease's keys go within ttl + leaseMs + 2 ticks of its last keepalive (the README's bound).
+            expiryBoundMs: cloud.config.leaseMs + 2 * cloud.config.tickMs,
+            seed: options.seed,
+            deadlineMs,
+            requestTimeoutMs: 4 * cloud.config.leaseMs,
+          })
+        : Promise.resolve(emptyLock),
       schedule,
     ]);
     await schedule;
@@ -191,11 +238,16 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     else await nemesis.healAll();
     const home = new DynamoStore(makeDynamoClient({ region: cloud.config.homeRegion, endpoint: cloud.dynamoEndpoint }), cloud.config.tables, cloud.config.shardCount);
     print(`chaos: workload done (${workload.history.length} operations); healing and waiting for the replicas to converge...`);
+    // The lock workload leaves leases behind (one per acquisition, released or not, and those of
+    // attempts that waited in vain): their expiry appends deletes for a few seconds more. Wait
+    // for them, or the checks below race a log that still grows.
+    if (lockClients > 0 && !(await waitForLeasesGone(home, 30_000))) print('chaos: leases of the lock workload still present after 30 s; checking anyway');
     const convergedMs = await waitForConvergence(cloud, home, 60_000);
     const finalRead = bankClients > 0 ? await finalBankRead(cloud.apiUrl, accounts, 30_000) : undefined;
 
     const checkStartMs = performance.now();
-    const verdict = checkHistory(workload.history);
+    // The lock workload's data keys are registers too (reads and fenced CASes): one search for all.
+    const verdict = checkHistory([...workload.history, ...lockHistory.history]);
     const checkMs = Math.round(performance.now() - checkStartMs);
     const readLogs = async () => {
       const retained = await Promise.all(Array.from({ length: cloud.config.shardCount }, (_, shard) => home.readLog(shard, 1, 1_000_000)));
@@ -211,8 +263,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       logs = await readLogs();
       diverged = await findDivergence(cloud, home, logs, recorder !== undefined);
     }
-    const lost = findLost([...workload.acknowledged, ...bankHistory.acknowledged], logs);
+    const lost = findLost([...workload.acknowledged, ...bankHistory.acknowledged, ...lockHistory.acknowledged], logs);
     const bank = bankClients > 0 ? bankReport(bankHistory, finalRead, accounts.length) : null;
+    const lock = lockClients > 0 ? lockReport(lockHistory, logs, cloud.config.shardCount) : null;
     const epochOrder = checkEpochOrder(logs);
     await recorder?.stop();
     const compaction =
@@ -230,7 +283,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // non-linearizable history it makes) is the measured trade-off, not a failure of the run.
     const lossExpected = regionLossRun && replication === 'async';
     const bankOk = bank === null || (bank.violations === 0 && bank.finalBalances !== null && bank.unexpected === 0) || (lossExpected && bank.unexpected === 0);
-    const ok = (lossExpected || (verdict.linearizable && lost.count === 0)) && diverged.count === 0 && sessionViolations === 0 && epochOrder.violations === 0 && workload.counters.unexpected === 0 && bankOk &&
+    const lockOk = lock === null || ((lock.verdict.violations === 0 || lossExpected) && lock.unexpected === 0);
+    const ok = (lossExpected || (verdict.linearizable && lost.count === 0)) && diverged.count === 0 && sessionViolations === 0 && epochOrder.violations === 0 && workload.counters.unexpected === 0 && bankOk && lockOk &&
       // An entry trimmed before anyone saw it could hide a lost write: the run cannot vouch for it.
       (compaction === null || compaction.unrecorded === 0);
     const report: ChaosReport = {
@@ -266,8 +320,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       compaction,
       workloads,
       bank,
+      lock,
       ok,
-      summary: `chaos: linearizable=${verdict.linearizable ? 'yes' : 'no'} lost=${lost.count} diverged=${diverged.count} ops=${workload.history.length} faults=${nemesis.log.faults.length + (regionLoss === null ? 0 : 1)}${regionLossRun ? ` replication=${replication}` : ''}${bank === null ? '' : ` bank=${bankOk ? 'ok' : 'FAILED'} transfers=${bank.transfers.ok} reads=${bank.reads}`}`,
+      summary: `chaos: linearizable=${verdict.linearizable ? 'yes' : 'no'} lost=${lost.count} diverged=${diverged.count} ops=${workload.history.length} faults=${nemesis.log.faults.length + (regionLoss === null ? 0 : 1)}${regionLossRun ? ` replication=${replication}` : ''}${bank === null ? '' : ` bank=${bankOk ? 'ok' : 'FAILED'} transfers=${bank.transfers.ok} reads=${bank.reads}`}${lock === null ? '' : ` lock=${lockOk ? 'ok' : 'FAILED'} tokens=${lock.verdict.tokensInLog} writes=${lock.verdict.committedWrites} stale-refused=${lock.verdict.stale.refused}`}`,
     };
     printReport(report, print);
     if (options.resultsDirectory !== undefined) {
@@ -305,6 +360,17 @@ async function loseHomeRegion(cloud: LocalCloud, startedMs: number, deadlineMs: 
   );
   print(`nemesis region-loss: every shard led at ${promoted} ${writableAfterMs ?? '—'} ms after the loss`);
   return { lost, promoted, lostAtS: Math.round((lostMs - startedMs) / 100) / 10, writableAfterMs, promotionMs: report.durationMs, drainedMessages: report.drainedMessages, warnings: report.warnings };
+}
+
+/** Waits until no lease key is left in the home table (all expired through the log); false at the deadline. */
+async function waitForLeasesGone(home: DynamoStore, timeoutMs: number): Promise<boolean> {
+  const deadlineMs = Date.now() + timeoutMs;
+  while (Date.now() < deadlineMs) {
+    const page = await home.list(leasePrefix, 1, undefined, true).catch(() => undefined);
+    if (page !== undefined && page.items.every((item) => item.tombstone === true)) return true;
+    await sleep(200);
+  }
+  return false;
 }
 
 /** Waits until every replica applied every shard to the home head; the ms it took, or null. */
@@ -511,6 +577,50 @@ function printReport(report: ChaosReport, print: (line: string) => void): void {
     line('bank after healing', bank.finalBalances === null ? 'NO snapshot answered within 30 s' : `[${bank.finalBalances.join(', ')}] sum ${bank.finalBalances.reduce<number>((sum, balance) => sum + (balance ?? 0), 0)}`);
     if (bank.unexpected > 0) line('bank unexpected', `${bank.unexpected}: ${bank.unexpectedSamples.join(' | ')}`);
   }
+  const lock = report.lock;
+  if (lock !== null) {
+    const reasons = (byReason: Record<string, number>) => Object.entries(byReason).sort().map(([reason, count]) => `${reason}=${count}`).join(' ');
+    const counts = (outcome: { ok: number; fail: number; info: number }) => `ok ${outcome.ok}, failed ${outcome.fail}, indeterminate ${outcome.info}`;
+    line('lock acquisitions', `${counts(lock.acquisitions)} (${reasons(lock.acquisitions.byReason)}); ${lock.verdict.tokensInLog} tokens in the log`);
+    line('lock fenced writes', `${counts(lock.writes)} (${reasons(lock.writes.byReason)}); ${lock.verdict.committedWrites} appends in the logs`);
+    line('lock releases', `${counts(lock.releases)}; keepalives ${reasons(lock.keepalives)}; ${lock.leasesLost} leases lost while held`);
+    line('lock holder pauses', `${lock.pauses.injected} (${lock.pauses.lockNeverMoved} saw the lock never move): ${lock.verdict.stale.sent} stale writes, ${lock.verdict.stale.refused} refused FenceRejected, ${lock.verdict.stale.accepted} accepted; ${lock.verdict.stale.releasesRefused} stale releases refused`);
+    line('lock checker', `${lock.verdict.violations} violations`);
+    for (const sample of lock.verdict.samples) print(`    ${sample}`);
+    if (lock.unexpected > 0) line('lock unexpected', `${lock.unexpected}: ${lock.unexpectedSamples.join(' | ')}`);
+  }
+}
+
+/** The fenced lock workload's part of the report: checkLock over the lock's log and the data keys' logs. */
+function lockReport(history: LockHistory, logs: LogEntry[][], shardCount: number): NonNullable<ChaosReport['lock']> {
+  const asLockLog = (log: LogEntry[]): LockLogEntry[] =>
+    log.map((entry) => ({
+      index: entry.index,
+      ops: entry.ops.flatMap((op): LockLogEntry['ops'] => (op.type === 'put' ? [{ type: 'put', key: op.key, value: Buffer.from(op.value).toString('utf8') }] : op.type === 'delete' ? [{ type: 'delete', key: op.key }] : [])),
+    }));
+  const keyLogs = new Map([history.keys.sameShard, history.keys.crossShard].map((key) => [key, asLockLog(logs[shardOf(key, shardCount)] ?? [])]));
+  const verdict = checkLock(history, lockKey(history.name), asLockLog(logs[shardOf(lockKey(history.name), shardCount)] ?? []), keyLogs);
+  const tally = <T extends { status: 'ok' | 'fail' | 'info'; reason?: string }>(items: readonly T[]) => {
+    const byReason: Record<string, number> = {};
+    for (const item of items) if (item.reason !== undefined) byReason[item.reason] = (byReason[item.reason] ?? 0) + 1;
+    const count = (status: string) => items.filter((item) => item.status === status).length;
+    return { ok: count('ok'), fail: count('fail'), info: count('info'), byReason };
+  };
+  const releases = tally(history.releases);
+  return {
+    name: history.name,
+    keys: history.keys,
+    ttlMs: lockTtlMs,
+    acquisitions: tally(history.acquisitions),
+    writes: tally(history.writes),
+    releases: { ok: releases.ok, fail: releases.fail, info: releases.info },
+    pauses: history.pauses,
+    leasesLost: history.leasesLost,
+    keepalives: history.keepalives,
+    verdict,
+    unexpected: history.counters.unexpected,
+    unexpectedSamples: history.counters.unexpectedSamples,
+  };
 }
 
 /** The bank workload's part of the report: every snapshot, the one after healing included, checked for the total. */

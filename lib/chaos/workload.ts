@@ -418,3 +418,291 @@ export async function finalBankRead(apiUrl: string, accounts: string[], timeoutM
   }
   return undefined;
 }
+
+/** One POST /locks/{name}: the token it answered, or why not. */
+export interface LockAcquisition {
+  client: number;
+  /** The token answered (status ok); null otherwise. */
+  token: number | null;
+  status: 'ok' | 'fail' | 'info';
+  reason?: string;
+  callMs: number;
+  returnMs: number;
+}
+
+/** What the lock was seen at (GET /locks/{name}, or the holder's token in a 409 LockHeld): null when not held. */
+export interface LockObservation {
+  client: number;
+  token: number | null;
+  callMs: number;
+  returnMs: number;
+}
+
+/** One DELETE /locks/{name}?token=t. `stale`: sent by a holder that saw the lock leave its token first. */
+export interface LockRelease {
+  client: number;
+  token: number;
+  stale: boolean;
+  status: 'ok' | 'fail' | 'info';
+  reason?: string;
+  callMs: number;
+  returnMs: number;
+}
+
+/**
+ * One fenced append: a CAS of `key` from the value read to that value plus `element`, sent with
+ * `X-Epochkv-Fence: <name>:<token>`. `stale`: sent by a holder after it saw the lock leave its
+ * token (the holder-pause fault); the store must refuse it.
+ */
+export interface FencedWrite {
+  client: number;
+  key: string;
+  token: number;
+  /** `c<client>.t<token>.s<sequence>`: unique in the run, the last element of the value written. */
+  element: string;
+  stale: boolean;
+  status: 'ok' | 'fail' | 'info';
+  /** FenceRejected, conflict (412), an answer's code, or timeout. */
+  reason?: string;
+  callMs: number;
+  returnMs: number;
+}
+
+export interface LockHistory {
+  name: string;
+  /** The data keys appended to: `sameShard` shares the lock key's shard (one log orders both), `crossShard` does not. */
+  keys: { sameShard: string; crossShard: string };
+  acquisitions: LockAcquisition[];
+  observations: LockObservation[];
+  releases: LockRelease[];
+  writes: FencedWrite[];
+  /** Holder pauses injected, and those whose lock never moved within the wait (no stale write sent). */
+  pauses: { injected: number; lockNeverMoved: number };
+  /** Keepalives answered 404: the holder learned its lease was gone and stopped writing. */
+  leasesLost: number;
+  /** Keepalives by outcome: 200, an error code, or timeout. */
+  keepalives: Record<string, number>;
+  /** The data keys' reads and appends in the register model, for the linearizability checker. */
+  history: HistoryOperation[];
+  /** Accepted appends, with where the store says it put them: checked against the log. */
+  acknowledged: AcknowledgedWrite[];
+  counters: Pick<WorkloadCounters, 'unexpected' | 'unexpectedSamples'>;
+}
+
+export interface LockWorkloadOptions {
+  apiUrl: string | (() => string);
+  shardCount: number;
+  name: string;
+  keys: LockHistory['keys'];
+  clients: number;
+  /** The lease each acquisition asks for; keepalives every ttlMs / 3. */
+  ttlMs: number;
+  /** The fraction of holds that end in the holder-pause fault (client 0's first hold always does). */
+  pauseFraction: number;
+  /** A bound on the lock's release by expiry after the lease's ttl (leaseMs + 2 ticks): how long a paused holder waits to see it move. */
+  expiryBoundMs: number;
+  seed: number;
+  deadlineMs: number;
+  requestTimeoutMs: number;
+}
+
+/** The data keys of the lock workload: one on the lock key's shard, one on another. */
+export function lockWorkloadKeys(lockKeyShard: number, shardCount: number, prefix: string): LockHistory['keys'] {
+  const find = (wanted: (shard: number) => boolean, label: string) => {
+    for (let attempt = 0; ; attempt += 1) {
+      const key = `${prefix}/${label}-${attempt}`;
+      if (wanted(shardOf(key, shardCount))) return key;
+    }
+  };
+  return { sameShard: find((shard) => shard === lockKeyShard, 'same'), crossShard: find((shard) => shard !== lockKeyShard || shardCount === 1, 'cross') };
+}
+
+/** The client id a lock client records in the register history: apart from the register clients'. */
+const lockClientBase = 2_000;
+
+/**
+ * The fenced lock workload: clients take one lock on a short lease (kept alive every ttl/3 while
+ * held) and append their id to a data key by read-then-CAS with the fence header, then release.
+ * Some holds end in the holder-pause fault: the holder stops its keepalives and sleeps past its
+ * ttl still believing it holds the lock, waits to see the lock move on, and then writes (and
+ * releases) with its old token; the store must refuse both with 409 FenceRejected. checkLock
+ * proves the rest from this history and the logs.
+ */
+export async function runLockWorkload(options: LockWorkloadOptions): Promise<LockHistory> {
+  const history: LockHistory = {
+    name: options.name,
+    keys: options.keys,
+    acquisitions: [],
+    observations: [],
+    releases: [],
+    writes: [],
+    pauses: { injected: 0, lockNeverMoved: 0 },
+    leasesLost: 0,
+    keepalives: {},
+    history: [],
+    acknowledged: [],
+    counters: { unexpected: 0, unexpectedSamples: [] },
+  };
+  const unexpected = (what: string) => {
+    history.counters.unexpected += 1;
+    if (history.counters.unexpectedSamples.length < 10) history.counters.unexpectedSamples.push(what);
+  };
+  const lockUrl = (apiUrl: string) => `${apiUrl}/locks/${encodeURIComponent(options.name)}`;
+  const keyList = [options.keys.sameShard, options.keys.crossShard];
+
+  /** ok / fail (certainly not applied) / info (unknown), with the reason, as for single writes. */
+  const outcome = (answer: Answer | 'timeout', refusals: Record<number, string>, what: string): { status: 'ok' | 'fail' | 'info'; reason?: string } => {
+    if (answer === 'timeout') return { status: 'info', reason: 'timeout' };
+    if (answer.status === 200) return { status: 'ok' };
+    const code = String(answer.body.error ?? `Http${answer.status}`);
+    if (refusals[answer.status] === code) return { status: 'fail', reason: code };
+    if (answer.status === 503) return { status: notAppliedCodes.has(code) ? 'fail' : 'info', reason: code };
+    // A Lambda that crashed (502) or timed out (504) mid-request: the commit may have landed.
+    if (answer.status === 502 || answer.status === 504) return { status: 'info', reason: code };
+    if (answer.status === 500 && code === 'LambdaThrottled') return { status: 'fail', reason: code };
+    unexpected(`${what} ${answer.status} ${JSON.stringify(answer.body).slice(0, 200)}`);
+    return { status: 'info', reason: code };
+  };
+
+  /** A strong read then a fenced CAS appending `element`; recorded in both histories. */
+  const append = async (apiUrl: string, clientId: number, key: string, token: number, element: string, stale: boolean): Promise<FencedWrite['status'] | 'unread'> => {
+    const url = `${apiUrl}/kv/${encodeURIComponent(key)}`;
+    const readCallMs = performance.now();
+    const read = await send(url, { headers: { accept: 'application/json' } }, options.requestTimeoutMs);
+    const readReturnMs = performance.now();
+    if (read === 'timeout' || (read.status !== 200 && read.status !== 404)) {
+      if (read !== 'timeout' && ![500, 502, 503, 504].includes(read.status)) unexpected(`GET ${key} ${read.status} ${JSON.stringify(read.body).slice(0, 200)}`);
+      return 'unread';
+    }
+    const current = read.status === 200 ? String(read.body.value) : null;
+    history.history.push({ client: lockClientBase + clientId, kind: 'get', key, input: {}, status: 'ok', output: { value: current }, callMs: readCallMs, returnMs: readReturnMs });
+    const next = current === null || current === '' ? element : `${current},${element}`;
+    const precondition: Record<string, string> = current === null ? { 'if-none-match': '*' } : { 'if-match': `"${String(read.body.version)}"` };
+    const callMs = performance.now();
+    const answer = await send(url, { method: 'PUT', body: next, headers: { ...precondition, 'x-epochkv-fence': `${options.name}:${token}` } }, options.requestTimeoutMs);
+    const returnMs = performance.now();
+    const conflict = answer !== 'timeout' && answer.status === 412;
+    const { status, reason } = conflict ? { status: 'fail' as const, reason: 'conflict' } : outcome(answer, { 409: 'FenceRejected' }, `PUT ${key} (fenced)`);
+    history.writes.push({ client: clientId, key, token, element, stale, status, ...(reason === undefined ? {} : { reason }), callMs, returnMs });
+    // In the register model a 412 observed the register (it held another value); a refusal changed nothing.
+    history.history.push({
+      client: lockClientBase + clientId,
+      kind: 'cas',
+      key,
+      input: { value: next, ...(current === null ? {} : { expectedValue: current }) },
+      status: conflict ? 'ok' : status,
+      output: conflict ? { value: conflictMarker } : {},
+      callMs,
+      returnMs,
+    });
+    if (status === 'ok' && answer !== 'timeout') {
+      // A fenced write is a transaction: matched in the log by key, value and index.
+      history.acknowledged.push({ key, value: next, shard: shardOf(key, options.shardCount), index: Number(answer.body.index), epoch: undefined });
+    }
+    return status;
+  };
+
+  const release = async (apiUrl: string, clientId: number, token: number, stale: boolean) => {
+    const callMs = performance.now();
+    const answer = await send(`${lockUrl(apiUrl)}?token=${token}`, { method: 'DELETE' }, options.requestTimeoutMs);
+    const returnMs = performance.now();
+    const { status, reason } = outcome(answer, { 409: 'FenceRejected' }, 'DELETE /locks');
+    history.releases.push({ client: clientId, token, stale, status, ...(reason === undefined ? {} : { reason }), callMs, returnMs });
+  };
+
+  const client = async (clientId: number) => {
+    const random = mulberry32(options.seed * 1_000 + 700 + clientId);
+    let sequence = 0;
+    let holds = 0;
+    let backoff = false;
+    while (Date.now() < options.deadlineMs) {
+      // A refusal comes back at once: back off a little, as clients do.
+      if (backoff) await new Promise((resolve) => setTimeout(resolve, between(20, 80, random)));
+      backoff = false;
+      const apiUrl = typeof options.apiUrl === 'string' ? options.apiUrl : options.apiUrl();
+      const callMs = performance.now();
+      // The lease's ttl runs from its grant at the start of the request, not from the acquisition:
+      // a wait of half the ttl leaves the holder at least the other half to renew it.
+      const acquired = await send(`${lockUrl(apiUrl)}?waitMs=${Math.floor(options.ttlMs / 2)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ttlMs: options.ttlMs }) }, options.requestTimeoutMs);
+      const returnMs = performance.now();
+      if (acquired !== 'timeout' && acquired.status === 409 && acquired.body.error === 'LockHeld') {
+        history.acquisitions.push({ client: clientId, token: null, status: 'fail', reason: 'LockHeld', callMs, returnMs });
+        history.observations.push({ client: clientId, token: typeof acquired.body.token === 'number' && acquired.body.token > 0 ? acquired.body.token : null, callMs, returnMs });
+        continue;
+      }
+      // 404 LeaseNotFound: the lease granted for this request expired while it waited; nothing was acquired.
+      const { status, reason } = outcome(acquired, { 404: 'LeaseNotFound' }, 'POST /locks');
+      const token = status === 'ok' && acquired !== 'timeout' ? Number(acquired.body.token) : null;
+      history.acquisitions.push({ client: clientId, token, status, ...(reason === undefined ? {} : { reason }), callMs, returnMs });
+      if (token === null || acquired === 'timeout') {
+        backoff = true;
+        continue;
+      }
+      holds += 1;
+      const leaseId = String(acquired.body.leaseId);
+      const pause = (clientId === 0 && holds === 1) || random() < options.pauseFraction;
+
+      // Keepalives at once (the wait used part of the ttl), then every ttl/3 while held; a 404
+      // says the lease is gone: the holder stops writing.
+      let holding = true;
+      let lost = false;
+      const keepalive = (async () => {
+        for (let renewals = 0; holding; renewals += 1) {
+          if (renewals > 0) await new Promise((resolve) => setTimeout(resolve, options.ttlMs / 3));
+          if (!holding) return;
+          const keptCallMs = performance.now();
+          const kept = await send(`${apiUrl}/leases/${encodeURIComponent(leaseId)}/keepalive`, { method: 'POST' }, options.ttlMs);
+          const keptOutcome = kept === 'timeout' ? 'timeout' : String(kept.status === 200 ? 200 : (kept.body.error ?? kept.status));
+          history.keepalives[keptOutcome] = (history.keepalives[keptOutcome] ?? 0) + 1;
+          if (process.env.EPOCHKV_CHAOS_DEBUG === '1') console.log(`lock client ${clientId} token ${token}: keepalive ${keptOutcome} in ${Math.round(performance.now() - keptCallMs)} ms`);
+          if (kept !== 'timeout' && kept.status === 404) {
+            lost = true;
+            history.leasesLost += 1;
+            return;
+          }
+        }
+      })();
+      const appends = 1 + Math.floor(random() * 3);
+      for (let count = 0; count < appends && !lost && Date.now() < options.deadlineMs; count += 1) {
+        const written = await append(apiUrl, clientId, pick(keyList, random), token, `c${clientId}.t${token}.s${(sequence += 1)}`, false);
+        // A refused write says the lock moved on (or the shard had no leader): stop holding.
+        if (written === 'fail' && history.writes.at(-1)?.reason === 'FenceRejected') lost = true;
+      }
+      holding = false;
+      await keepalive;
+      if (!pause) {
+        if (!lost) await release(apiUrl, clientId, token, false);
+        continue;
+      }
+
+      // The holder-pause fault (a GC pause, a frozen VM): no more keepalives, and a sleep past the
+      // lease's ttl while the holder still believes it holds the lock. This sleep is the fault itself.
+      history.pauses.injected += 1;
+      await new Promise((resolve) => setTimeout(resolve, options.ttlMs + between(0, options.ttlMs, random)));
+      // Then wait until the lock has moved on from this token (expiry runs through the log within
+      // expiryBoundMs; faults may stretch it), so that the write below is stale for certain.
+      const waitUntilMs = Date.now() + options.expiryBoundMs + 4 * options.ttlMs;
+      let moved = false;
+      while (!moved && Date.now() < waitUntilMs) {
+        const lookCallMs = performance.now();
+        const look = await send(lockUrl(apiUrl), { headers: { accept: 'application/json' } }, options.requestTimeoutMs);
+        const lookReturnMs = performance.now();
+        if (look !== 'timeout' && look.status === 200) {
+          const seen = look.body.held === true ? Number(look.body.token) : null;
+          history.observations.push({ client: clientId, token: seen, callMs: lookCallMs, returnMs: lookReturnMs });
+          moved = seen !== token;
+        }
+        if (!moved) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      if (!moved) {
+        history.pauses.lockNeverMoved += 1;
+        continue;
+      }
+      await append(apiUrl, clientId, pick(keyList, random), token, `c${clientId}.t${token}.s${(sequence += 1)}.stale`, true);
+      await release(apiUrl, clientId, token, true);
+    }
+  };
+
+  await Promise.all(Array.from({ length: options.clients }, (_, clientId) => client(clientId)));
+  return history;
+}

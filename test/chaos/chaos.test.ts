@@ -195,6 +195,42 @@ describe('Function: runChaos', () => {
     expect(lines.at(-1)).toMatch(/^chaos: linearizable=yes lost=0 diverged=0 ops=0 faults=\d+ bank=ok transfers=\d+ reads=\d+$/);
   }, 120_000);
 
+  it('fenced lock: under kill, pause, api-pause and api-kill every committed append had the current token, tokens only grew, and paused holders\' stale writes were refused', async () => {
+    // Act: the lock workload alone, 4 clients on one lock with a 1500 ms lease; client 0's first
+    // hold and a quarter of the others end in the holder-pause fault.
+    const lines: string[] = [];
+    const report = await runChaos({
+      durationS: 20,
+      seed: 2424,
+      nemeses: ['kill', 'pause', 'api-pause', 'api-kill'],
+      clients: 0,
+      keyCount: 0,
+      workloads: ['lock'],
+      lockClients: 4,
+      dynamoEndpoint: inject('dynamoEndpoint'),
+      print: (line) => lines.push(line),
+    });
+    console.log(lines.join('\n'));
+
+    // Assess
+    const lock = report.lock!;
+    expect(report.faults.total).toBeGreaterThanOrEqual(2);
+    expect(lock.verdict.violations, lock.verdict.samples.join('\n')).toBe(0);
+    expect(lock.verdict.tokensInLog).toBeGreaterThan(2);
+    expect(lock.verdict.committedWrites).toBeGreaterThan(2);
+    expect(lock.verdict.stale.refused).toBeGreaterThanOrEqual(1);
+    expect(lock.verdict.stale.accepted).toBe(0);
+    expect(lock.unexpected, lock.unexpectedSamples.join('\n')).toBe(0);
+    // The data keys' reads and fenced CASes, checked as registers.
+    expect(report.checker.keys).toBe(2);
+    expect(report.checker.linearizable).toBe(true);
+    expect(report.lost.count).toBe(0);
+    expect(report.diverged.count).toBe(0);
+    expect(report.epochOrder.violations).toBe(0);
+    expect(report.ok).toBe(true);
+    expect(lines.at(-1)).toMatch(/^chaos: linearizable=yes lost=0 diverged=0 ops=0 faults=\d+ lock=ok tokens=\d+ writes=\d+ stale-refused=[1-9]\d*$/);
+  }, 120_000);
+
   it('keeps region-loss out of `all` and runs it only alone', () => {
     expect(parseNemeses('all')).not.toContain('region-loss');
     expect(parseNemeses('region-loss')).toEqual(['region-loss']);
