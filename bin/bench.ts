@@ -5,12 +5,14 @@
  * an SVG chart under bench/results/. The last line of stdout is the summary.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { BenchReport } from '../lib/bench/report.ts';
 import { runBench, writeReport } from '../lib/bench/run.ts';
 import { awsModelTable, runAwsModelBench } from '../lib/bench/aws-model.ts';
 import { runTxnBench, txnTable } from '../lib/bench/txn.ts';
+import { locksTable, runLocksBench } from '../lib/bench/locks.ts';
 import { numberOption } from '../lib/cli-options.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -18,6 +20,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const usage = `usage: npm run bench -- [--quick] [--profile] [--no-etcd] [--results <dir>] [--no-save-latest] [--lag-rate <writes/s>] [--lag-seconds <s>]
        npm run bench -- --aws-model [--quick] [--results <dir>]
        npm run bench -- --txn [--quick] [--results <dir>]
+       npm run bench -- --locks [--quick] [--results <dir>]
        npm run bench -- --render <report.json>
 
   --aws-model       the write path under Lambda's concurrency model against the one-process API,
@@ -35,6 +38,14 @@ const usage = `usage: npm run bench -- [--quick] [--profile] [--no-etcd] [--resu
                     Writes JSON to the results directory. Last line: bench-txn: writers=…
                     write_1shard_per_s=… write_8shards_per_s=… txn2_1shard_per_s=… txn2_1shard_ratio=…
                     txn2_2shards_… txn8_1shard_… txn8_8shards_… errors=…
+
+  --locks           lock acquire→release round trips (POST /locks then DELETE /locks?token=) under
+                    Lambda's concurrency model with the AWS latency model on: N clients on one
+                    lock name (contended) and on N names of their own, each as a ratio to
+                    single-key writes at the same clients in the same run (1 and 8 clients with
+                    --quick, 4 s cells; 1, 8 and 32 without, 12 s). Writes JSON to the results
+                    directory. Last line: bench-locks: clients=… single_per_s=… single_ratio=…
+                    write_per_s=… one_name_per_s=… one_name_ratio=… one_name_p50_ms=… own_names_… errors=…
 
   --quick           a 1–2 minute version: fewer cells, shorter phases, 2 failovers
   --profile         CPU-profile an extra write phase (always done in full runs)
@@ -57,6 +68,7 @@ try {
       quick: { type: 'boolean', default: false },
       'aws-model': { type: 'boolean', default: false },
       txn: { type: 'boolean', default: false },
+      locks: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       'no-etcd': { type: 'boolean', default: false },
       results: { type: 'string', default: 'bench/results' },
@@ -111,6 +123,24 @@ if (values.txn === true) {
     console.log('');
     for (const line of txnTable(report)) console.log(line);
     console.log(`\nreport: ${file}`);
+    console.log(report.summaryLine);
+    process.exit(0);
+  } catch (error) {
+    console.error(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    process.exit(1);
+  }
+}
+if (values.locks === true) {
+  try {
+    const report = await runLocksBench({ quick, progress: (line) => console.log(line), loadAverage: () => os.loadavg()[0] ?? 0 });
+    const directory = values.results ?? 'bench/results';
+    mkdirSync(directory, { recursive: true });
+    const file = path.join(directory, `locks-${report.startedAt.replace(/[:.]/g, '-')}.json`);
+    writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+    console.log('');
+    for (const line of locksTable(report)) console.log(line);
+    console.log(`\nload average (1 min): ${report.loadAverage.start} at the start, ${report.loadAverage.end} at the end, on ${os.cpus().length} cores`);
+    console.log(`report: ${file}`);
     console.log(report.summaryLine);
     process.exit(0);
   } catch (error) {
