@@ -6,14 +6,15 @@ import { Construct } from 'constructs';
 import type { InfraConfig } from './config.ts';
 import type { TableRole, TableSet } from './data.ts';
 import { replicationQueueNames } from './names.ts';
-import { replicaReportPartition, tableDefinitions, tableNames } from './schema.ts';
+import { compactionPartition, replicaReportPartition, tableDefinitions, tableNames } from './schema.ts';
 
 /**
  * The DynamoDB actions the store adapters issue (`lib/adapters/aws`), grouped by what a handler
  * does with a table. There is no IAM action for TransactWriteItems: each of its parts is
  * authorized as the single-item action it performs (ConditionCheck, Put, Update, Delete).
  * Scan, BatchGetItem, DescribeTable and streams are never used, so never granted; BatchWriteItem
- * only to replica heartbeats, for their reports, and only in the reports' partition.
+ * only to replica heartbeats, for their reports, and only in the reports' partition, and to the
+ * log trims (deletes of compacted entries) on `log` tables.
  */
 export const dynamoActions = {
   /** GetItem and Query (consistent or not). */
@@ -22,7 +23,25 @@ export const dynamoActions = {
   transactWrite: ['dynamodb:ConditionCheckItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
   /** Replica progress reports: PutItem and BatchWriteItem on the home `control` table's report partition. */
   replicaReports: ['dynamodb:BatchWriteItem', 'dynamodb:PutItem'],
+  /** Log compaction: the trim deletes compacted entries 25 to a BatchWriteItem. */
+  logTrim: ['dynamodb:BatchWriteItem'],
 } as const;
+
+/** Log compaction: BatchWriteItem on a `log` table, whose items are all log entries. */
+export function grantLogTrim(grantee: iam.IGrantable, log: dynamodb.ITable): void {
+  log.grant(grantee, ...dynamoActions.logTrim);
+}
+
+/** A replica region follows the home's compaction points: a Query of that partition of home `control`, nothing else of it. */
+export function grantCompactionRead(grantee: iam.IGrantable, control: dynamodb.ITable): void {
+  grantee.grantPrincipal.addToPrincipalPolicy(
+    new iam.PolicyStatement({
+      actions: ['dynamodb:Query'],
+      resources: [control.tableArn],
+      conditions: { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [compactionPartition] } },
+    }),
+  );
+}
 
 export function grantTableRead(grantee: iam.IGrantable, ...tables: dynamodb.ITable[]): void {
   for (const table of tables) table.grant(grantee, ...dynamoActions.read);

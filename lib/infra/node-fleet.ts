@@ -3,7 +3,7 @@ import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import { Construct } from 'constructs';
 import { env } from '../config.ts';
-import { grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
+import { grantLogTrim, grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
 import type { InfraConfig } from './config.ts';
 import { HandlerFunction, scheduledRunFindings } from './handler-function.ts';
 
@@ -61,6 +61,8 @@ export class NodeFleet extends Construct {
       // (log entries and kv items) in its own fenced transactions, so it writes `kv` too.
       grantTableRead(handler.function, cluster.homeTables.control, cluster.homeTables.log, cluster.homeTables.kv);
       grantTableTransactWrite(handler.function, cluster.homeTables.control, cluster.homeTables.log, cluster.homeTables.kv);
+      // A leader trims its shards' logs (lib/service/compaction.ts).
+      grantLogTrim(handler.function, cluster.homeTables.log);
       // A leader re-ships a stuck replica's missing range to that replica's queue.
       for (const queue of cluster.replicaQueues) queue.grantSendMessages(handler.function);
       const rule = new events.Rule(this, `${nodeId}-schedule`, {

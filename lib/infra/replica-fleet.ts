@@ -4,7 +4,7 @@ import * as targets from 'aws-cdk-lib/aws-events-targets';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { grantReplicaReports, grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
+import { grantCompactionRead, grantLogTrim, grantReplicaReports, grantTableRead, grantTableTransactWrite, type ClusterReferences } from './access.ts';
 import type { InfraConfig } from './config.ts';
 import { applyTimeout } from './data.ts';
 import { HandlerFunction, scheduledRunFindings } from './handler-function.ts';
@@ -42,8 +42,9 @@ export class ReplicaApply extends Construct {
     // One transaction per run of entries: progress in `control`, log copies, kv changes.
     grantTableRead(fn, cluster.localTables.control, cluster.localTables.log, cluster.localTables.kv);
     grantTableTransactWrite(fn, cluster.localTables.control, cluster.localTables.log, cluster.localTables.kv);
-    // A gap or a broken chain is repaired from the home log.
-    grantTableRead(fn, cluster.homeTables.log);
+    // A gap or a broken chain is repaired from the home log; past the home's compaction point,
+    // from a snapshot of the home kv items (lib/service/snapshot.ts).
+    grantTableRead(fn, cluster.homeTables.log, cluster.homeTables.kv);
     fn.addEventSource(new SqsEventSource(props.queue, { batchSize: applyBatchSize, reportBatchItemFailures: true, enabled: true }));
     // Failures are kept by the queue, not the function: after maxReceiveCount receives a message
     // moves to the queue's dead-letter queue (alarmed on by DeadLetters).
@@ -89,8 +90,11 @@ export class ReplicaHeartbeatSchedule extends Construct {
     grantTableRead(fn, cluster.localTables.control, cluster.localTables.log, cluster.localTables.kv);
     grantTableTransactWrite(fn, cluster.localTables.control, cluster.localTables.log, cluster.localTables.kv);
     // Home heads and missing ranges are read from the home log; reports go to home `control`.
-    grantTableRead(fn, cluster.homeTables.log);
+    grantTableRead(fn, cluster.homeTables.log, cluster.homeTables.kv);
     grantReplicaReports(fn, cluster.homeTables.control);
+    // The region's log copy follows the home's compaction points, trimmed like the home log.
+    grantCompactionRead(fn, cluster.homeTables.control);
+    grantLogTrim(fn, cluster.localTables.log);
     this.rule = new events.Rule(this, 'Schedule', {
       ruleName: `${config.prefix}-replica-heartbeat`,
       description: 'Starts the epochkv replica heartbeat every minute',

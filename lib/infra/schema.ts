@@ -28,6 +28,9 @@ export const controlTable: TableDefinition = {
 /** The control partition of replica progress reports: the only one replica heartbeats may write. */
 export const replicaReportPartition = 'replica';
 
+/** The control partition of each shard's log compaction point (lib/adapters/aws/log-compaction.ts): the only one of home `control` replica heartbeats may read. */
+export const compactionPartition = 'compaction';
+
 export const logTable: TableDefinition = {
   suffix: 'log',
   partitionKey: { name: 'shard', type: 'N' },

@@ -44,15 +44,20 @@ export class LogCompactor {
     const summary: CompactionRunSummary = { advanced: 0, trimmed: 0 };
     if (shards.length === 0) return summary;
     const { store, policy, hold, clock, log, label } = this.options;
-    const [reports, inSyncSets, points] = await Promise.all([
+    const [points, heads] = await Promise.all([store.readCompactions(), Promise.all(shards.map(async (shard) => ({ shard, head: await store.readHead(shard) })))]);
+    // Only a shard with more than its head above its point, or deletes left below it, has anything
+    // to do: the others cost no more reads.
+    const candidates = heads.flatMap(({ shard, head }) => {
+      const recorded = points.get(shard) ?? 0;
+      return head !== undefined && (head.index - 1 > recorded || (this.#cleanThrough.get(shard) ?? 0) < recorded) ? [{ shard, head }] : [];
+    });
+    if (candidates.length === 0) return summary;
+    const [reports, inSyncSets] = await Promise.all([
       replicaRegions.length === 0 ? Promise.resolve([]) : store.readReplicaReports(),
       replicaRegions.length === 0 ? Promise.resolve([]) : store.readInSyncSets(),
-      store.readCompactions(),
     ]);
     await Promise.all(
-      shards.map(async (shard) => {
-        const head = await store.readHead(shard);
-        if (head === undefined) return;
+      candidates.map(async ({ shard, head }) => {
         const recorded = points.get(shard) ?? 0;
         const nowMs = clock.wallMs();
         const oldest = head.index - recorded > 1 ? await store.readLogTimes(shard, recorded + 1, ageSampleEntriesMax) : [];

@@ -22,7 +22,7 @@ import { metricNames, metricNamespace } from '../../lib/infra/metrics.ts';
 import { replicationQueueNames, tableNames } from '../../lib/infra/names.ts';
 import { nodeTimeout } from '../../lib/infra/node-fleet.ts';
 import { replicaHeartbeatTimeout } from '../../lib/infra/replica-fleet.ts';
-import { replicaReportPartition, replicationQueueDefinition, tableDefinitions } from '../../lib/infra/schema.ts';
+import { compactionPartition, replicaReportPartition, replicationQueueDefinition, tableDefinitions } from '../../lib/infra/schema.ts';
 import { DataStack, stackNames } from '../../lib/infra/stacks.ts';
 import { policyDocuments, tableGrants, unauthenticatedMethods, wildcardAllowActions } from './policies.ts';
 import { uniquePrefix } from '../support.ts';
@@ -362,14 +362,24 @@ describe('Least privilege', () => {
     const inReports = ` when ${JSON.stringify({ 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [replicaReportPartition] } })}`;
     expect(writersOf(home('control'), ['dynamodb:PutItem'])).toEqual([...apis, ...nodes].sort());
     expect(writersOf(home('control'), [`dynamodb:PutItem${inReports}`])).toEqual([...heartbeats].sort());
-    for (const heartbeat of heartbeats) expect([...(grants.get(home('control'))?.get(heartbeat) ?? [])].sort()).toEqual([`dynamodb:BatchWriteItem${inReports}`, `dynamodb:PutItem${inReports}`]);
-    // Nobody gets Scan, batch or admin actions on any table.
-    expect(writersOf(home('kv'), dynamoActions.read)).toEqual([...apis, ...nodes].sort());
+    for (const heartbeat of heartbeats) {
+      expect([...(grants.get(home('control'))?.get(heartbeat) ?? [])].sort()).toEqual([`dynamodb:BatchWriteItem${inReports}`, `dynamodb:PutItem${inReports}`, `dynamodb:Query when ${JSON.stringify({ 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [compactionPartition] } })}`].sort());
+    }
+    // Home kv is read by the writers, and by the replica functions for snapshot seeds.
+    const applies = config.replicaRegions.map((region) => `${config.prefix}-apply@${region}`);
+    expect(writersOf(home('kv'), dynamoActions.read)).toEqual([...apis, ...nodes, ...applies, ...heartbeats].sort());
+    // Log trims: the nodes on the home log, each heartbeat on its region's copy; a heartbeat
+    // reads home control only in the compaction points' partition.
+    const inCompaction = ` when ${JSON.stringify({ 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [compactionPartition] } })}`;
+    expect(writersOf(home('log'), dynamoActions.logTrim)).toEqual([...nodes].sort());
+    for (const region of config.replicaRegions) expect(writersOf(`${region}/${config.prefix}-log`, dynamoActions.logTrim)).toEqual([`${config.prefix}-replica-heartbeat@${region}`]);
+    // Nobody gets Scan, batch (beyond those) or admin actions on any table.
     const allowed = new Set<string>([...dynamoActions.read, ...dynamoActions.transactWrite]);
     for (const [table, byGrantee] of grants) {
       for (const [grantee, actions] of byGrantee) {
-        const reports = table === home('control') && heartbeats.includes(grantee) ? dynamoActions.replicaReports.map((action) => `${action}${inReports}`) : [];
-        expect([...actions].filter((action) => !allowed.has(action) && !reports.includes(action)), `${grantee} on ${table}`).toEqual([]);
+        const reports = table === home('control') && heartbeats.includes(grantee) ? [...dynamoActions.replicaReports.map((action) => `${action}${inReports}`), `dynamodb:Query${inCompaction}`] : [];
+        const trims: string[] = table.endsWith(`/${config.prefix}-log`) && (nodes.includes(grantee) || heartbeats.includes(grantee)) ? [...dynamoActions.logTrim] : [];
+        expect([...actions].filter((action) => !allowed.has(action) && !reports.includes(action) && !trims.includes(action)), `${grantee} on ${table}`).toEqual([]);
       }
     }
     // A replica's own tables are written only by its apply function and heartbeat (repairs).

@@ -2,7 +2,7 @@ import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { BatchWriteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { backoffMs, sleep } from '../../clock.ts';
 import { limits } from '../../core/limits.ts';
-import type { TableNames } from '../../infra/schema.ts';
+import { compactionPartition, type TableNames } from '../../infra/schema.ts';
 import type { KvItem } from '../../ports/store.ts';
 import type { DocumentClient } from './document-client.ts';
 import { queryPartition } from './dynamo-store.ts';
@@ -14,8 +14,8 @@ import { queryPartition } from './dynamo-store.ts';
  * store (DynamoStore) and a replica region's (DynamoReplicaStore).
  */
 
-/** One control partition holds every shard's compaction point: one Query reads them all. */
-export const compactionPartition = 'compaction';
+/** One control partition holds every shard's compaction point: one Query reads them all (schema.ts names it for IAM). */
+export { compactionPartition };
 
 /** BatchWriteItem takes at most 25 items per request. */
 const batchWriteItemsMax = 25;
