@@ -238,9 +238,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     else await nemesis.healAll();
     const home = new DynamoStore(makeDynamoClient({ region: cloud.config.homeRegion, endpoint: cloud.dynamoEndpoint }), cloud.config.tables, cloud.config.shardCount);
     print(`chaos: workload done (${workload.history.length} operations); healing and waiting for the replicas to converge...`);
-    // The lock workload leaves leases behind (one per acquisition, released or not, and those of
-    // attempts that waited in vain): their expiry appends deletes for a few seconds more. Wait
-    // for them, or the checks below race a log that still grows.
+    // The lock workload can leave leases behind (a paused holder's, one whose revoke timed out):
+    // their expiry appends deletes for a few seconds more. Wait for them, or the checks below
+    // race a log that still grows.
     if (lockClients > 0 && !(await waitForLeasesGone(home, 30_000))) print('chaos: leases of the lock workload still present after 30 s; checking anyway');
     const convergedMs = await waitForConvergence(cloud, home, 60_000);
     const finalRead = bankClients > 0 ? await finalBankRead(cloud.apiUrl, accounts, 30_000) : undefined;

@@ -497,7 +497,7 @@ export interface LockWorkloadOptions {
   clients: number;
   /** The lease each acquisition asks for; keepalives every ttlMs / 3. */
   ttlMs: number;
-  /** The fraction of holds that end in the holder-pause fault (client 0's first hold always does). */
+  /** The fraction of holds that end in the holder-pause fault (the run's first hold always does). */
   pauseFraction: number;
   /** A bound on the lock's release by expiry after the lease's ttl (leaseMs + 2 ticks): how long a paused holder waits to see it move. */
   expiryBoundMs: number;
@@ -521,8 +521,8 @@ export function lockWorkloadKeys(lockKeyShard: number, shardCount: number, prefi
 const lockClientBase = 2_000;
 
 /**
- * The fenced lock workload: clients take one lock on a short lease (kept alive every ttl/3 while
- * held) and append their id to a data key by read-then-CAS with the fence header, then release.
+ * The fenced lock workload: clients take one lock on a short lease of their own (kept alive every
+ * ttl/3) and append their id to a data key by read-then-CAS with the fence header, then release.
  * Some holds end in the holder-pause fault: the holder stops its keepalives and sleeps past its
  * ttl still believing it holds the lock, waits to see the lock move on, and then writes (and
  * releases) with its old token; the store must refuse both with 409 FenceRejected. checkLock
@@ -610,74 +610,93 @@ export async function runLockWorkload(options: LockWorkloadOptions): Promise<Loc
     history.releases.push({ client: clientId, token, stale, status, ...(reason === undefined ? {} : { reason }), callMs, returnMs });
   };
 
+  /** A lease the client holds across its acquisitions, renewed every ttl/3 until stopped or found gone. */
+  interface ClientLease {
+    id: string;
+    lost: boolean;
+    stopped: boolean;
+    renewals: Promise<void>;
+  }
+
+  const grantLease = async (apiUrl: string, clientId: number): Promise<ClientLease | undefined> => {
+    const granted = await send(`${apiUrl}/leases`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ttlMs: options.ttlMs }) }, options.requestTimeoutMs);
+    if (granted === 'timeout' || granted.status !== 201) {
+      if (granted !== 'timeout' && ![500, 502, 503, 504].includes(granted.status)) unexpected(`POST /leases ${granted.status} ${JSON.stringify(granted.body).slice(0, 200)}`);
+      return undefined;
+    }
+    const lease: ClientLease = { id: String(granted.body.id), lost: false, stopped: false, renewals: Promise.resolve() };
+    lease.renewals = (async () => {
+      while (!lease.stopped && !lease.lost) {
+        await new Promise((resolve) => setTimeout(resolve, options.ttlMs / 3));
+        if (lease.stopped) return;
+        const keptCallMs = performance.now();
+        const kept = await send(`${apiUrl}/leases/${encodeURIComponent(lease.id)}/keepalive`, { method: 'POST' }, options.ttlMs);
+        const keptOutcome = kept === 'timeout' ? 'timeout' : String(kept.status === 200 ? 200 : (kept.body.error ?? kept.status));
+        history.keepalives[keptOutcome] = (history.keepalives[keptOutcome] ?? 0) + 1;
+        if (process.env.EPOCHKV_CHAOS_DEBUG === '1') console.log(`lock client ${clientId} lease ${lease.id}: keepalive ${keptOutcome} in ${Math.round(performance.now() - keptCallMs)} ms`);
+        if (kept !== 'timeout' && kept.status === 404) {
+          lease.lost = true;
+          history.leasesLost += 1;
+        }
+      }
+    })();
+    return lease;
+  };
+
+  let firstPauseTaken = false;
   const client = async (clientId: number) => {
     const random = mulberry32(options.seed * 1_000 + 700 + clientId);
     let sequence = 0;
-    let holds = 0;
     let backoff = false;
+    // One lease per client, kept alive across its acquisitions (as a long-lived worker holds one):
+    // a failed acquisition leaves no lease behind to expire. A new one after a loss or a pause.
+    let lease: ClientLease | undefined;
     while (Date.now() < options.deadlineMs) {
       // A refusal comes back at once: back off a little, as clients do.
       if (backoff) await new Promise((resolve) => setTimeout(resolve, between(20, 80, random)));
       backoff = false;
       const apiUrl = typeof options.apiUrl === 'string' ? options.apiUrl : options.apiUrl();
+      if (lease === undefined || lease.lost) {
+        lease = await grantLease(apiUrl, clientId);
+        backoff = lease === undefined;
+        continue;
+      }
       const callMs = performance.now();
-      // The lease's ttl runs from its grant at the start of the request, not from the acquisition:
-      // a wait of half the ttl leaves the holder at least the other half to renew it.
-      const acquired = await send(`${lockUrl(apiUrl)}?waitMs=${Math.floor(options.ttlMs / 2)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ttlMs: options.ttlMs }) }, options.requestTimeoutMs);
+      const acquired = await send(`${lockUrl(apiUrl)}?waitMs=${options.ttlMs}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ leaseId: lease.id }) }, options.requestTimeoutMs);
       const returnMs = performance.now();
       if (acquired !== 'timeout' && acquired.status === 409 && acquired.body.error === 'LockHeld') {
         history.acquisitions.push({ client: clientId, token: null, status: 'fail', reason: 'LockHeld', callMs, returnMs });
         history.observations.push({ client: clientId, token: typeof acquired.body.token === 'number' && acquired.body.token > 0 ? acquired.body.token : null, callMs, returnMs });
         continue;
       }
-      // 404 LeaseNotFound: the lease granted for this request expired while it waited; nothing was acquired.
+      // 404 LeaseNotFound: the lease expired (a keepalive came too late); nothing was acquired.
       const { status, reason } = outcome(acquired, { 404: 'LeaseNotFound' }, 'POST /locks');
       const token = status === 'ok' && acquired !== 'timeout' ? Number(acquired.body.token) : null;
       history.acquisitions.push({ client: clientId, token, status, ...(reason === undefined ? {} : { reason }), callMs, returnMs });
-      if (token === null || acquired === 'timeout') {
+      if (reason === 'LeaseNotFound') lease.lost = true;
+      if (token === null) {
         backoff = true;
         continue;
       }
-      holds += 1;
-      const leaseId = String(acquired.body.leaseId);
-      const pause = (clientId === 0 && holds === 1) || random() < options.pauseFraction;
-
-      // Keepalives at once (the wait used part of the ttl), then every ttl/3 while held; a 404
-      // says the lease is gone: the holder stops writing.
-      let holding = true;
-      let lost = false;
-      const keepalive = (async () => {
-        for (let renewals = 0; holding; renewals += 1) {
-          if (renewals > 0) await new Promise((resolve) => setTimeout(resolve, options.ttlMs / 3));
-          if (!holding) return;
-          const keptCallMs = performance.now();
-          const kept = await send(`${apiUrl}/leases/${encodeURIComponent(leaseId)}/keepalive`, { method: 'POST' }, options.ttlMs);
-          const keptOutcome = kept === 'timeout' ? 'timeout' : String(kept.status === 200 ? 200 : (kept.body.error ?? kept.status));
-          history.keepalives[keptOutcome] = (history.keepalives[keptOutcome] ?? 0) + 1;
-          if (process.env.EPOCHKV_CHAOS_DEBUG === '1') console.log(`lock client ${clientId} token ${token}: keepalive ${keptOutcome} in ${Math.round(performance.now() - keptCallMs)} ms`);
-          if (kept !== 'timeout' && kept.status === 404) {
-            lost = true;
-            history.leasesLost += 1;
-            return;
-          }
-        }
-      })();
+      // The run's first hold always ends in a pause, so every run sends a stale write.
+      const pause = !firstPauseTaken || random() < options.pauseFraction;
+      firstPauseTaken = true;
       const appends = 1 + Math.floor(random() * 3);
-      for (let count = 0; count < appends && !lost && Date.now() < options.deadlineMs; count += 1) {
+      for (let count = 0; count < appends && !lease.lost && Date.now() < options.deadlineMs; count += 1) {
         const written = await append(apiUrl, clientId, pick(keyList, random), token, `c${clientId}.t${token}.s${(sequence += 1)}`, false);
-        // A refused write says the lock moved on (or the shard had no leader): stop holding.
-        if (written === 'fail' && history.writes.at(-1)?.reason === 'FenceRejected') lost = true;
+        // A refused write says the lock moved on: stop holding.
+        if (written === 'fail' && history.writes.at(-1)?.reason === 'FenceRejected') break;
       }
-      holding = false;
-      await keepalive;
       if (!pause) {
-        if (!lost) await release(apiUrl, clientId, token, false);
+        if (!lease.lost) await release(apiUrl, clientId, token, false);
         continue;
       }
 
       // The holder-pause fault (a GC pause, a frozen VM): no more keepalives, and a sleep past the
       // lease's ttl while the holder still believes it holds the lock. This sleep is the fault itself.
       history.pauses.injected += 1;
+      lease.stopped = true;
+      lease = undefined;
       await new Promise((resolve) => setTimeout(resolve, options.ttlMs + between(0, options.ttlMs, random)));
       // Then wait until the lock has moved on from this token (expiry runs through the log within
       // expiryBoundMs; faults may stretch it), so that the write below is stale for certain.
@@ -700,6 +719,13 @@ export async function runLockWorkload(options: LockWorkloadOptions): Promise<Loc
       }
       await append(apiUrl, clientId, pick(keyList, random), token, `c${clientId}.t${token}.s${(sequence += 1)}.stale`, true);
       await release(apiUrl, clientId, token, true);
+    }
+    // Revoked at the end, so no lease of the run is left to expire during the checks.
+    if (lease !== undefined) {
+      lease.stopped = true;
+      await lease.renewals;
+      const apiUrl = typeof options.apiUrl === 'string' ? options.apiUrl : options.apiUrl();
+      await send(`${apiUrl}/leases/${encodeURIComponent(lease.id)}`, { method: 'DELETE' }, options.requestTimeoutMs);
     }
   };
 
