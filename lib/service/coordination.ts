@@ -78,7 +78,16 @@ export class CoordinationService {
     for (;;) {
       const keys = await this.#attachedKeys(id);
       if (keys.length === 0) return deleted;
-      const batch = keys.slice(0, revokeKeysPerTxn);
+      // A lock or a leadership goes only while this lease still holds it: released and taken by
+      // another holder meanwhile, it is not this lease's to delete (only its attachment is).
+      const owned = keys.filter((key) => key.startsWith(lockKey('')) || key.startsWith(electionKey('')));
+      for (const key of owned.slice(0, revokeKeysPerTxn)) {
+        const attachment: TxnOp = { op: 'delete', key: `${leaseAttachmentPrefix(id)}${key}` };
+        const done = await this.#commit({ compare: [{ key, value: encodeJson({ leaseId: id }) }], success: [{ op: 'delete', key }, attachment], failure: [attachment] });
+        if (done.succeeded) deleted += 1;
+      }
+      const batch = keys.filter((key) => !owned.includes(key)).slice(0, revokeKeysPerTxn);
+      if (batch.length === 0) continue;
       // A key already gone (deleted by its owner) fails nothing: a transaction's delete of a missing key is a no-op.
       await this.#commit({ compare: [], success: batch.flatMap((key): TxnOp[] => [{ op: 'delete', key }, { op: 'delete', key: `${leaseAttachmentPrefix(id)}${key}` }]), failure: [] });
       deleted += batch.length;

@@ -7,6 +7,8 @@ import { sealEntry, verifyChain, type LogEntry } from '../../lib/core/log.ts';
 import { ensureReplicationQueue } from '../../lib/local/queues.ts';
 import { HeadConflictError, NoLeaderError, NotFoundError, ReplicationUnmetError, StaleEpochError, VersionConflictError } from '../../lib/ports/errors.ts';
 import { KvService } from '../../lib/service/kv-service.ts';
+import { CoordinationService } from '../../lib/service/coordination.ts';
+import { leaseAttachmentPrefix, lockKey } from '../../lib/core/coordination.ts';
 import { createStore, keyInShard, uniquePrefix, waitUntil } from '../support.ts';
 
 const shardCount = 8;
@@ -507,6 +509,28 @@ describe('Class: KvService', () => {
     expect(replayBeforeRepair).toBeInstanceOf(ReplicationUnmetError);
     expect(replayAfterRepair).toBeUndefined();
   }, 30_000);
+
+  it('ends a lease without taking a lock it no longer holds: a lock released and taken by another lease stays with its new holder', async () => {
+    // Prepare: every shard led; two leases; the lock held by the second.
+    const { store } = await createStore(uniquePrefix('lease-race'), shardCount);
+    for (let shard = 0; shard < shardCount; shard += 1) await acquire(store, shard, holder);
+    const kv = new KvService(store, { shardCount, leaseMs: 60_000, tickMs: 250, writePath: 'direct' }, systemClock());
+    const coordination = new CoordinationService(kv, systemClock());
+    const first = await coordination.grantLease(60_000);
+    const second = await coordination.grantLease(60_000);
+    const held = await coordination.acquireLock('race', { leaseId: second.id }, 0);
+    // The state a release racing the first lease's end leaves: the first lease's attachment to the lock.
+    await kv.txn({ compare: [], success: [{ op: 'put', key: `${leaseAttachmentPrefix(first.id)}${lockKey('race')}`, value: new Uint8Array(0) }], failure: [] }, {});
+
+    // Act
+    const revoked = await coordination.revokeLease(first.id);
+
+    // Assess: the lock keeps its holder and token; the stale attachment is gone.
+    expect(revoked).toEqual({ keysDeleted: 0 });
+    expect(await coordination.lockHolder('race')).toEqual({ token: held.token, leaseId: second.id });
+    expect((await coordination.leaseInfo(second.id)).keys).toEqual([lockKey('race')]);
+    expect((await kv.list(leaseAttachmentPrefix(first.id), 10, undefined, 'strong')).items).toEqual([]);
+  }, 60_000);
 
   it('refuses writes to a shard without a live leader with a NoLeaderError', async () => {
     // Prepare: a lease whose holder stopped renewing long ago.
