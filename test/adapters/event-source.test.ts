@@ -20,11 +20,15 @@ interface Outgoing {
 }
 
 const clients = new Map<string, SQSClient>();
-/** One client per region: fauxqs tells regions apart by the client's signing region. */
+/**
+ * One client per region: fauxqs tells regions apart by the client's signing region. The
+ * long-poll role, as the local cloud's event sources have: a worker's 2 s request timeout would
+ * cut a 2 s receive and retry it, three times.
+ */
 function sqsIn(regionName: string): SQSClient {
   let client = clients.get(regionName);
   if (client === undefined) {
-    client = makeSqsClient({ region: regionName, endpoint: inject('sqsEndpoint') });
+    client = makeSqsClient({ region: regionName, endpoint: inject('sqsEndpoint'), role: 'long-poll' });
     clients.set(regionName, client);
   }
   return client;
