@@ -293,7 +293,7 @@ export async function runNode(options: NodeRunOptions): Promise<NodeRunSummary> 
 
   // Leader duty: keep each shard's log within the retention (lib/service/compaction.ts).
   const retention = retentionOf(config);
-  const compactor = new LogCompactor({ store, policy: retention, hold: holdBoundsFor(config, retention), clock, log, label: node });
+  const compactor = new LogCompactor({ store, policy: retention, hold: holdBoundsFor(config, retention), clock, log, label: node, turn: leaseTurn });
   let lastCompactionMs = clock.monotonicMs();
   let compacting: Promise<void> | undefined;
   const maybeCompact = (): void => {

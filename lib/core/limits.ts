@@ -82,15 +82,16 @@ export const limits = {
 
   /**
    * Group commit: writes of one shard queued while its previous commit is in flight share the
-   * next transaction — one lease check plus a log put and a kv change each, within
+   * next transaction — one lease check and one log-floor check (the compaction point) plus a
+   * log put and a kv change each, within
    * TransactWriteItems' 100 items and 4 MB.
    */
   commitGroupWritesMax: 49,
   /**
-   * The shard leader's group commit of its intake: one lease check plus, per write, a log put,
-   * a kv change and the intake item's mark.
+   * The shard leader's group commit of its intake: one lease check and one log-floor check
+   * plus, per write, a log put, a kv change and the intake item's mark.
    */
-  intakeGroupWritesMax: 33,
+  intakeGroupWritesMax: 32,
   /** Longest an intake write waits for its leader before it is withdrawn (under API Gateway's 29 s). */
   intakeWaitMsMax: 20_000,
   /** Bytes one transaction of ours may carry (a group commit, a replica apply): TransactWriteItems takes 4 MB. */
@@ -180,8 +181,8 @@ assert(
   Math.ceil((limits.valueBytesMax + limits.keyBytesMax + limits.itemOverheadBytesMax) / 3) * 4 <= limits.sqsMessageBytesMax,
   'a base64-encoded log entry must fit in one 1 MiB SQS message',
 );
-assert(1 + 2 * limits.commitGroupWritesMax <= 100, 'a group commit must stay within the 100 items of one TransactWriteItems');
-assert(1 + 3 * limits.intakeGroupWritesMax <= 100, 'an intake group commit must stay within the 100 items of one TransactWriteItems');
+assert(2 + 2 * limits.commitGroupWritesMax <= 100, 'a group commit must stay within the 100 items of one TransactWriteItems');
+assert(2 + 3 * limits.intakeGroupWritesMax <= 100, 'an intake group commit must stay within the 100 items of one TransactWriteItems');
 assert(
   2 * (limits.valueBytesMax + 3 * limits.keyBytesMax + limits.itemOverheadBytesMax) <= limits.transactionBytesMax && limits.transactionBytesMax <= 4 * 1000 * 1000,
   'a transaction must hold the largest write and stay under the 4 MB TransactWriteItems limit',

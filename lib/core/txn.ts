@@ -166,15 +166,16 @@ export function comparesHold(compares: readonly TxnCompare[], state: TxnState): 
 }
 
 /**
- * The DynamoDB transaction items a branch's commit takes: per shard it writes, the lease check
- * and the log entry; then one item per key it reads or writes (a condition on what was read).
+ * The DynamoDB transaction items a branch's commit takes: per shard it writes, the lease check,
+ * the log entry and the log-floor check (the compaction point); then one item per key it reads
+ * or writes (a condition on what was read).
  */
 export function txnItemsOf(txn: TxnRequest, branch: TxnOp[], shardOf: (key: string) => number): number {
   const writes = branch.filter((op) => op.op !== 'get');
   if (writes.length === 0) return 0;
   const shards = new Set(writes.map((op) => shardOf(op.key)));
   const keys = new Set([...txn.compare.map((compare) => compare.key), ...branch.map((op) => op.key)]);
-  return 2 * shards.size + keys.size;
+  return 3 * shards.size + keys.size;
 }
 
 /** Checks that each branch's commit fits one DynamoDB transaction (items and bytes). */
@@ -182,7 +183,7 @@ export function checkTxnFits(txn: TxnRequest, shardOf: (key: string) => number, 
   for (const branch of branches) {
     const items = txnItemsOf(txn, txn[branch], shardOf);
     if (items > 0 && items + extraItems > limits.txnItemsMax) {
-      return tooLarge(branch, `${branch} would commit ${items + extraItems} items in one DynamoDB transaction (a lease check and a log entry per shard written, one item per key read or written); the limit is ${limits.txnItemsMax}: touch fewer shards or keys`);
+      return tooLarge(branch, `${branch} would commit ${items + extraItems} items in one DynamoDB transaction (a lease check, a log entry and a log-floor check per shard written, one item per key read or written); the limit is ${limits.txnItemsMax}: touch fewer shards or keys`);
     }
     // Each put's value is stored twice: in its shard's log entry and in its item.
     const bytes = txn[branch].reduce((sum, op) => sum + (op.op === 'put' ? 2 * (op.value.byteLength + Buffer.byteLength(op.key)) + limits.itemOverheadBytesMax : 0), 0);

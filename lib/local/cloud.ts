@@ -1116,7 +1116,14 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
       for (const region of regions.map((endpoint) => endpoint.region)) {
         const sqs = makeSqsClient({ region, endpoint: directSqsEndpoint });
         try {
-          await ensureReplicationQueue(sqs, config.tablePrefix, { visibilityTimeoutS: localVisibilityTimeoutS, maxReceiveCount: localMaxReceiveCount });
+          // A just-started emulator on a loaded machine can be slow to answer its first calls:
+          // keep trying within a bound rather than fail the caller (the chaos run's nemesis).
+          await waitUntil(
+            `the replication queue of ${region} on the restarted SQS emulator`,
+            async () => (await ensureReplicationQueue(sqs, config.tablePrefix, { visibilityTimeoutS: localVisibilityTimeoutS, maxReceiveCount: localMaxReceiveCount }), true),
+            30_000,
+            200,
+          );
         } finally {
           sqs.destroy();
         }

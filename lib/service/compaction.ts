@@ -36,6 +36,12 @@ export class LogCompactor {
       log: (line: string) => void;
       /** Names the caller in log lines. */
       label: string;
+      /**
+       * Runs a write to the shard's compaction point between the leader's own group commits of
+       * the shard: each commit condition-checks that item (the log floor), and on DynamoDB a
+       * write to an item an in-flight transaction checks fails (TransactionConflictException).
+       */
+      turn?: <T>(shard: number, work: () => Promise<T>) => Promise<T>;
     },
   ) {}
 
@@ -76,7 +82,8 @@ export class LogCompactor {
         );
         let through = recorded;
         if (decision.compactedThrough > recorded) {
-          through = await store.recordCompaction(shard, decision.compactedThrough, nowMs);
+          const record = () => store.recordCompaction(shard, decision.compactedThrough, nowMs);
+          through = await (this.options.turn === undefined ? record() : this.options.turn(shard, record));
           summary.advanced += 1;
           if (decision.leftBehind.length > 0) log(`${label} shard ${shard}: compacted through ${through} (head ${head.index}); ${decision.leftBehind.join(', ')} left behind: seeded from a snapshot when it returns`);
         }

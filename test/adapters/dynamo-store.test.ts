@@ -87,6 +87,43 @@ describe('Class: DynamoStore', () => {
       expect((await store.getItem(shard, key, true))?.version).toBe(entry.index);
     });
 
+    it('refuses an entry, a group and a transaction part at a trimmed index below the head: a stale head cannot fork a compacted log', async () => {
+      // Prepare: entries 1..10 (a marker and nine puts), compacted through 7 and trimmed. A
+      // writer that read the head at 5 still holds the lease's epoch; index 6 is empty again.
+      const { store: compacted } = await createStore(uniquePrefix('floor'), shardCount);
+      const shard = 5;
+      const key = keyInShard(shard, shardCount, 'floor');
+      const epoch = await acquire(compacted, shard, holder);
+      for (let value = 2; value <= 10; value += 1) {
+        const entry = await putEntry(compacted, shard, epoch, key, `v${value}`, `f${value}`);
+        await compacted.commit({ entry, kv: { change: { type: 'put', key, value: text(`v${value}`) }, precondition: {} } });
+      }
+      const staleHead = (await compacted.readLog(shard, 5, 1))[0];
+      await compacted.recordCompaction(shard, 7, Date.now());
+      expect(await compacted.trimLog(shard, 7, 200)).toBe(7);
+      const stale = sealEntry(staleHead, { shard, index: 6, epoch, ops: [{ type: 'put', key, value: text('stale') }], requestId: 'stale', committedAtMs: Date.now() });
+      const staleGroup = [stale, sealEntry(stale, { shard, index: 7, epoch, ops: [{ type: 'put', key: keyInShard(shard, shardCount, 'floor-other'), value: text('stale') }], requestId: 'stale-2', committedAtMs: Date.now() })];
+
+      // Act
+      const single = compacted.commit({ entry: stale, kv: { change: { type: 'put', key, value: text('stale') }, precondition: {} } });
+      const otherKey = keyInShard(shard, shardCount, 'floor-other');
+      const group = compacted.commitGroup(staleGroup.map((entry, position) => ({ entry, kv: { change: { type: 'put', key: position === 0 ? key : otherKey, value: text('stale') }, precondition: {} } })));
+      const txn = compacted.commitTxn({ entries: [stale], reads: [{ shard, key, version: 10 }], writes: [{ shard, change: { type: 'put', key, value: text('stale') }, index: 6, epoch }] });
+
+      // Assess: each is a head conflict (the writer reads the head again), and nothing changed.
+      await expect(single).rejects.toBeInstanceOf(HeadConflictError);
+      await expect(group).rejects.toBeInstanceOf(HeadConflictError);
+      await expect(txn).rejects.toBeInstanceOf(HeadConflictError);
+      expect((await compacted.readLog(shard, 1, 100)).map((entry) => entry.index)).toEqual([8, 9, 10]);
+      const item = await compacted.getItem(shard, key, true);
+      expect([new TextDecoder().decode(item?.value), item?.version]).toEqual(['v10', 10]);
+      expect(await compacted.getItem(shard, otherKey, true)).toBeUndefined();
+      // Above the point the log goes on as before.
+      const next = await putEntry(compacted, shard, epoch, key, 'v11', 'f11');
+      await compacted.commit({ entry: next, kv: { change: { type: 'put', key, value: text('v11') }, precondition: {} } });
+      expect((await compacted.readHead(shard))?.index).toBe(11);
+    });
+
     it('reports a failed If-Match with the current version and appends nothing', async () => {
       // Prepare
       const shard = 3;

@@ -38,13 +38,13 @@ describe('Function: parseTxn', () => {
 });
 
 describe('Function: txnItemsOf / checkTxnFits', () => {
-  it('counts a lease check and an entry per shard written plus one item per key read or written', () => {
+  it('counts a lease check, an entry and a log-floor check per shard written plus one item per key read or written', () => {
     const txn: TxnRequest = { compare: [{ key: 'c', absent: true }], success: [{ op: 'put', key: 'a', value: bytes('1') }, { op: 'put', key: 'b', value: bytes('2') }, { op: 'get', key: 'c' }], failure: [{ op: 'get', key: 'a' }] };
     const shardOf = (key: string) => (key === 'a' ? 0 : 1);
-    expect(txnItemsOf(txn, txn.success, shardOf)).toBe(2 * 2 + 3);
+    expect(txnItemsOf(txn, txn.success, shardOf)).toBe(3 * 2 + 3);
     expect(txnItemsOf(txn, txn.failure, shardOf)).toBe(0);
     expect(checkTxnFits(txn, shardOf, 0)).toBeUndefined();
-    expect(checkTxnFits(txn, shardOf, 94)).toMatchObject({ code: 'TxnTooLarge', message: expect.stringContaining('101 items') });
+    expect(checkTxnFits(txn, shardOf, 92)).toMatchObject({ code: 'TxnTooLarge', message: expect.stringContaining('101 items') });
   });
 });
 

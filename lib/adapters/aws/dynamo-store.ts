@@ -12,7 +12,7 @@ import {
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import type { DocumentClient } from './document-client.ts';
-import { readCompaction, readCompactions, readLogTimes, readShardItems, recordCompaction, trimLog } from './log-compaction.ts';
+import { logFloorCheck, readCompaction, readCompactions, readLogTimes, readShardItems, recordCompaction, trimLog } from './log-compaction.ts';
 import { backoffMs, sleep } from '../../clock.ts';
 import { assert } from '../../core/assert.ts';
 import { limits } from '../../core/limits.ts';
@@ -394,14 +394,15 @@ export class DynamoStore implements Store {
                 ExpressionAttributeNames: { '#index': 'index' },
               },
             },
+            logFloorCheck(this.tables, shard, marker.index),
           ],
         }),
       );
     } catch (error) {
       if (error instanceof TransactionCanceledException) {
-        const [leaseCode, logCode] = reasonCodes(error);
+        const [leaseCode, logCode, floorCode] = reasonCodes(error);
         if (leaseCode === 'ConditionalCheckFailed') throw new StaleEpochError(shard, epoch);
-        if (logCode === 'ConditionalCheckFailed') throw new HeadConflictError(shard, marker.index);
+        if (logCode === 'ConditionalCheckFailed' || floorCode === 'ConditionalCheckFailed') throw new HeadConflictError(shard, marker.index);
         throw new TransactionRaceError(`shard ${shard}: leader marker raced another transaction`);
       }
       throw error;
@@ -646,6 +647,9 @@ export class DynamoStore implements Store {
         ExpressionAttributeValues: { ':epoch': epoch },
       },
     }));
+    // The first index above the compaction point (the others follow it): see logFloorCheck.
+    const floorAt = items.length;
+    items.push(logFloorCheck(this.tables, shard, first.entry.index));
     /** Where each request's log put, kv change and intake mark sit in the transaction. */
     const positions: { log: number; kv: number | undefined; intake: number | undefined }[] = [];
     for (const { entry, kv, intake } of requests) {
@@ -677,6 +681,7 @@ export class DynamoStore implements Store {
       const failed = (position: number | undefined) => position !== undefined && codes[position] === 'ConditionalCheckFailed';
       // Order matters: a stale epoch or a stale head makes the kv conditions meaningless.
       if (fencing.length > 0 && failed(0)) throw new StaleEpochError(shard, epoch);
+      if (failed(floorAt)) throw new HeadConflictError(shard, first.entry.index);
       const stale = positions.findIndex((position) => failed(position.log));
       if (stale >= 0) throw new HeadConflictError(shard, requests[stale]?.entry.index ?? first.entry.index);
       const refused = new Map<number, EpochKvError>();
@@ -959,6 +964,7 @@ export class DynamoStore implements Store {
     const items: TransactItems = [];
     const leaseAt = new Map<number, { position: number; epoch: number }>();
     const logAt = new Map<number, { position: number; index: number }>();
+    const floorAt = new Map<number, { position: number; index: number }>();
     for (const entry of commit.entries) {
       if (this.options.unsafeDisableFencing !== true) {
         leaseAt.set(entry.shard, { position: items.length, epoch: entry.epoch });
@@ -975,6 +981,8 @@ export class DynamoStore implements Store {
       }
       logAt.set(entry.shard, { position: items.length, index: entry.index });
       items.push({ Put: { TableName: this.tables.log, Item: fromLogEntry(entry), ConditionExpression: 'attribute_not_exists(#index)', ExpressionAttributeNames: { '#index': 'index' } } });
+      floorAt.set(entry.shard, { position: items.length, index: entry.index });
+      items.push(logFloorCheck(this.tables, entry.shard, entry.index));
     }
     const readsFrom = items.length;
     for (const read of commit.reads) {
@@ -1007,7 +1015,7 @@ export class DynamoStore implements Store {
       if (!(error instanceof TransactionCanceledException)) throw error;
       const codes = reasonCodes(error);
       for (const [shard, { position, epoch }] of leaseAt) if (codes[position] === 'ConditionalCheckFailed') throw new StaleEpochError(shard, epoch);
-      for (const [shard, { position, index }] of logAt) if (codes[position] === 'ConditionalCheckFailed') throw new HeadConflictError(shard, index);
+      for (const [shard, { position, index }] of [...logAt, ...floorAt]) if (codes[position] === 'ConditionalCheckFailed') throw new HeadConflictError(shard, index);
       if (idempotencyAt !== undefined && codes[idempotencyAt] === 'ConditionalCheckFailed') throw new IdempotencyRaceError(commit.idempotency!.key);
       const changed = commit.reads.findIndex((_, position) => codes[readsFrom + position] === 'ConditionalCheckFailed');
       if (changed >= 0) throw new SnapshotChangedError(`"${commit.reads[changed]?.key ?? ''}" changed after the transaction read it`);

@@ -21,7 +21,7 @@ export { compactionPartition };
 const batchWriteItemsMax = 25;
 const batchWriteAttemptsMax = 8;
 
-function compactionKey(shard: number): { pk: string; sk: string } {
+export function compactionKey(shard: number): { pk: string; sk: string } {
   return { pk: compactionPartition, sk: String(shard).padStart(4, '0') };
 }
 
@@ -29,6 +29,25 @@ function compactionKey(shard: number): { pk: string; sk: string } {
 export async function readCompaction(client: DocumentClient, tables: TableNames, shard: number): Promise<number> {
   const result = await client.send(new GetCommand({ TableName: tables.control, Key: compactionKey(shard), ConsistentRead: true }));
   return Number(result.Item?.compactedThrough ?? 0);
+}
+
+/**
+ * A transaction item that holds only while `index` is above the shard's compaction point. The
+ * log is dense above the point and entries there are never deleted, so with the entry's own
+ * `attribute_not_exists(index)` it proves `index` was never written: without it, a writer whose
+ * head is stale could write into a trimmed slot below the head (a fork of the chain that the
+ * put's own condition cannot see, since the slot is empty again).
+ */
+export function logFloorCheck(tables: TableNames, shard: number, index: number) {
+  return {
+    ConditionCheck: {
+      TableName: tables.control,
+      Key: compactionKey(shard),
+      ConditionExpression: 'attribute_not_exists(#through) OR #through < :index',
+      ExpressionAttributeNames: { '#through': 'compactedThrough' },
+      ExpressionAttributeValues: { ':index': index },
+    },
+  };
 }
 
 /** Every shard's compaction point that was ever recorded, in one consistent Query. */
