@@ -96,50 +96,20 @@ if (values.render !== undefined) {
   process.exit(0);
 }
 const quick = values.quick === true;
-if (values['aws-model'] === true) {
+/**
+ * Runs one of the single-report benchmarks: prints its table (and any extra lines), writes its
+ * JSON under `directory`, prints the summary line, and exits (1 with the stack when it failed).
+ */
+async function runReportBench<R extends { startedAt: string; summaryLine: string }>(name: string, directory: string, run: () => Promise<R>, table: (report: R) => string[], extraLines: (report: R) => string[] = () => []): Promise<never> {
   try {
-    const report = await runAwsModelBench({ quick, progress: (line) => console.log(line) });
-    const directory = values.results ?? 'bench/results';
+    const report = await run();
     mkdirSync(directory, { recursive: true });
-    const file = path.join(directory, `aws-model-${report.startedAt.replace(/[:.]/g, '-')}.json`);
+    const file = path.join(directory, `${name}-${report.startedAt.replace(/[:.]/g, '-')}.json`);
     writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
     console.log('');
-    for (const line of awsModelTable(report)) console.log(line);
-    console.log(`\nreport: ${file}`);
-    console.log(report.summaryLine);
-    process.exit(0);
-  } catch (error) {
-    console.error(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    process.exit(1);
-  }
-}
-if (values.txn === true) {
-  try {
-    const report = await runTxnBench({ quick, progress: (line) => console.log(line) });
-    const directory = values.results ?? 'bench/results';
-    mkdirSync(directory, { recursive: true });
-    const file = path.join(directory, `txn-${report.startedAt.replace(/[:.]/g, '-')}.json`);
-    writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+    for (const line of table(report)) console.log(line);
     console.log('');
-    for (const line of txnTable(report)) console.log(line);
-    console.log(`\nreport: ${file}`);
-    console.log(report.summaryLine);
-    process.exit(0);
-  } catch (error) {
-    console.error(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    process.exit(1);
-  }
-}
-if (values.locks === true) {
-  try {
-    const report = await runLocksBench({ quick, progress: (line) => console.log(line), loadAverage: () => os.loadavg()[0] ?? 0 });
-    const directory = values.results ?? 'bench/results';
-    mkdirSync(directory, { recursive: true });
-    const file = path.join(directory, `locks-${report.startedAt.replace(/[:.]/g, '-')}.json`);
-    writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
-    console.log('');
-    for (const line of locksTable(report)) console.log(line);
-    console.log(`\nload average (1 min): ${report.loadAverage.start} at the start, ${report.loadAverage.end} at the end, on ${os.cpus().length} cores`);
+    for (const line of extraLines(report)) console.log(line);
     console.log(`report: ${file}`);
     console.log(report.summaryLine);
     process.exit(0);
@@ -147,6 +117,13 @@ if (values.locks === true) {
     console.error(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
     process.exit(1);
   }
+}
+if (values['aws-model'] === true) await runReportBench('aws-model', values.results ?? 'bench/results', () => runAwsModelBench({ quick, progress: (line) => console.log(line) }), awsModelTable);
+if (values.txn === true) await runReportBench('txn', values.results ?? 'bench/results', () => runTxnBench({ quick, progress: (line) => console.log(line) }), txnTable);
+if (values.locks === true) {
+  await runReportBench('locks', values.results ?? 'bench/results', () => runLocksBench({ quick, progress: (line) => console.log(line), loadAverage: () => os.loadavg()[0] ?? 0 }), locksTable, (report) => [
+    `load average (1 min): ${report.loadAverage.start} at the start, ${report.loadAverage.end} at the end, on ${os.cpus().length} cores`,
+  ]);
 }
 let lagSeconds: number | undefined;
 let lagRatePerSecond: number | undefined;
