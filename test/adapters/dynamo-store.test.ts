@@ -104,16 +104,16 @@ describe('Class: DynamoStore', () => {
       const stale = sealEntry(staleHead, { shard, index: 6, epoch, ops: [{ type: 'put', key, value: text('stale') }], requestId: 'stale', committedAtMs: Date.now() });
       const staleGroup = [stale, sealEntry(stale, { shard, index: 7, epoch, ops: [{ type: 'put', key: keyInShard(shard, shardCount, 'floor-other'), value: text('stale') }], requestId: 'stale-2', committedAtMs: Date.now() })];
 
-      // Act
-      const single = compacted.commit({ entry: stale, kv: { change: { type: 'put', key, value: text('stale') }, precondition: {} } });
+      // Act, one after another (each settled before the next is sent): the single write, the group and the transaction part.
       const otherKey = keyInShard(shard, shardCount, 'floor-other');
-      const group = compacted.commitGroup(staleGroup.map((entry, position) => ({ entry, kv: { change: { type: 'put', key: position === 0 ? key : otherKey, value: text('stale') }, precondition: {} } })));
-      const txn = compacted.commitTxn({ entries: [stale], reads: [{ shard, key, version: 10 }], writes: [{ shard, change: { type: 'put', key, value: text('stale') }, index: 6, epoch }] });
+      const refusals = [
+        await compacted.commit({ entry: stale, kv: { change: { type: 'put', key, value: text('stale') }, precondition: {} } }).catch((error: unknown) => error),
+        await compacted.commitGroup(staleGroup.map((entry, position) => ({ entry, kv: { change: { type: 'put', key: position === 0 ? key : otherKey, value: text('stale') }, precondition: {} } }))).catch((error: unknown) => error),
+        await compacted.commitTxn({ entries: [stale], reads: [{ shard, key, version: 10 }], writes: [{ shard, change: { type: 'put', key, value: text('stale') }, index: 6, epoch }] }).catch((error: unknown) => error),
+      ];
 
       // Assess: each is a head conflict (the writer reads the head again), and nothing changed.
-      await expect(single).rejects.toBeInstanceOf(HeadConflictError);
-      await expect(group).rejects.toBeInstanceOf(HeadConflictError);
-      await expect(txn).rejects.toBeInstanceOf(HeadConflictError);
+      for (const refusal of refusals) expect(refusal).toBeInstanceOf(HeadConflictError);
       expect((await compacted.readLog(shard, 1, 100)).map((entry) => entry.index)).toEqual([8, 9, 10]);
       const item = await compacted.getItem(shard, key, true);
       expect([new TextDecoder().decode(item?.value), item?.version]).toEqual(['v10', 10]);
