@@ -96,15 +96,16 @@ if (values.render !== undefined) {
   process.exit(0);
 }
 const quick = values.quick === true;
+const resultsDirectory: string = values.results ?? 'bench/results';
 /**
  * Runs one of the single-report benchmarks: prints its table (and any extra lines), writes its
- * JSON under `directory`, prints the summary line, and exits (1 with the stack when it failed).
+ * JSON under --results, prints the summary line, and exits (1 with the stack when it failed).
  */
-async function runReportBench<R extends { startedAt: string; summaryLine: string }>(name: string, directory: string, run: () => Promise<R>, table: (report: R) => string[], extraLines: (report: R) => string[] = () => []): Promise<never> {
+async function runReportBench<R extends { startedAt: string; summaryLine: string }>(name: string, run: () => Promise<R>, table: (report: R) => string[], extraLines: (report: R) => string[] = () => []): Promise<never> {
   try {
     const report = await run();
-    mkdirSync(directory, { recursive: true });
-    const file = path.join(directory, `${name}-${report.startedAt.replace(/[:.]/g, '-')}.json`);
+    mkdirSync(resultsDirectory, { recursive: true });
+    const file = path.join(resultsDirectory, `${name}-${report.startedAt.replace(/[:.]/g, '-')}.json`);
     writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
     console.log('');
     for (const line of table(report)) console.log(line);
@@ -118,10 +119,10 @@ async function runReportBench<R extends { startedAt: string; summaryLine: string
     process.exit(1);
   }
 }
-if (values['aws-model'] === true) await runReportBench('aws-model', values.results ?? 'bench/results', () => runAwsModelBench({ quick, progress: (line) => console.log(line) }), awsModelTable);
-if (values.txn === true) await runReportBench('txn', values.results ?? 'bench/results', () => runTxnBench({ quick, progress: (line) => console.log(line) }), txnTable);
+if (values['aws-model'] === true) await runReportBench('aws-model', () => runAwsModelBench({ quick, progress: (line) => console.log(line) }), awsModelTable);
+if (values.txn === true) await runReportBench('txn', () => runTxnBench({ quick, progress: (line) => console.log(line) }), txnTable);
 if (values.locks === true) {
-  await runReportBench('locks', values.results ?? 'bench/results', () => runLocksBench({ quick, progress: (line) => console.log(line), loadAverage: () => os.loadavg()[0] ?? 0 }), locksTable, (report) => [
+  await runReportBench('locks', () => runLocksBench({ quick, progress: (line) => console.log(line), loadAverage: () => os.loadavg()[0] ?? 0 }), locksTable, (report) => [
     `load average (1 min): ${report.loadAverage.start} at the start, ${report.loadAverage.end} at the end, on ${os.cpus().length} cores`,
   ]);
 }
@@ -139,7 +140,7 @@ try {
     quick,
     profile: values.profile === true,
     etcd: values['no-etcd'] !== true,
-    resultsDirectory: values.results ?? 'bench/results',
+    resultsDirectory,
     // A run at a chosen lag rate is a comparison, not the README's copy.
     latestDirectory: quick || values['no-save-latest'] === true || lagRatePerSecond !== undefined || lagSeconds !== undefined ? undefined : 'lib/bench',
     lagRatePerSecond,

@@ -14,7 +14,7 @@
  * client on keys of its own over all 8 shards.
  */
 import { performance } from 'node:perf_hooks';
-import { withBenchCloud } from './bench-cloud.ts';
+import { startBenchCloud } from './bench-cloud.ts';
 import { failureCode, HttpClient, type HttpAnswer } from './http.ts';
 import { closedLoop, type Progress } from './load.ts';
 import { round } from './stats.ts';
@@ -110,93 +110,93 @@ export async function runLocksBench(options: { quick: boolean; progress: Progres
   const startedAt = new Date().toISOString();
   const loadAtStart = options.loadAverage();
   const results: LockBenchResult[] = [];
+  const { cloud, stop } = await startBenchCloud(`bench-locks-${Date.now().toString(36)}`, shardCount);
   const client = new HttpClient(512);
+  const api = (path: string) => `${cloud.apiUrl}${path}`;
   try {
-    await withBenchCloud(`bench-locks-${Date.now().toString(36)}`, shardCount, async (cloud) => {
-      const api = (path: string) => `${cloud.apiUrl}${path}`;
-      const value = Buffer.alloc(valueBytes, 120);
-      // Unmeasured: DynamoDB Local's JVM compiles its hot paths in the first seconds of load.
-      await closedLoop({
-        label: 'locks bench warmup',
-        concurrency: 8,
-        durationMs: warmupMs * 3,
-        op: async (worker, sequence) => {
-          const answer = await client.request('PUT', api(`/kv/bench-locks-warm-${worker}-${sequence % writeKeysPerClient}`), { body: value, timeoutMs: 30_000 }).catch(() => undefined);
-          return answer?.status === 200 ? { ok: true } : { ok: false, code: 'warmup' };
-        },
-      });
-      for (const clients of clientCounts) {
-        for (const cell of cellsFor(clients)) {
-          const tag = `${cell.kind}-${clients}`;
-          const errorSamples: string[] = [];
-          const sample = (what: string) => {
-            if (errorSamples.length < 5) errorSamples.push(what.slice(0, 300));
-          };
-          const leases: string[] = [];
-          if (cell.kind !== 'write') {
-            for (let worker = 0; worker < clients; worker += 1) {
-              const granted = await client.request('POST', api('/leases'), { body: JSON.stringify({ ttlMs: leaseTtlMs }), headers: { 'content-type': 'application/json' }, timeoutMs: 30_000 });
-              if (granted.status !== 201) throw new Error(`locks bench: POST /leases answered ${granted.status} ${granted.body.toString('utf8').slice(0, 200)}`);
-              leases.push(String(json(granted).id));
-            }
-          }
-          const nameOf = (worker: number) => (cell.kind === 'lock-one' ? `bench-${tag}` : `bench-${tag}-c${worker}`);
-          const startMs = performance.now();
-          const phase = await closedLoop({
-            label: `${lockCellLabel(cell)}, ${clients} clients`,
-            concurrency: clients,
-            durationMs: cellSeconds * 1_000,
-            warmupMs,
-            progress: options.progress,
-            op: async (worker, sequence) => {
-              try {
-                if (cell.kind === 'write') {
-                  const answer = await client.request('PUT', api(`/kv/bench-locks/${tag}/c${worker}/${sequence % writeKeysPerClient}`), { body: value, timeoutMs: 30_000 });
-                  if (answer.status === 200) return { ok: true };
-                  sample(`PUT ${answer.status} ${answer.body.toString('utf8')}`);
-                  return { ok: false, code: failureCode(answer) };
-                }
-                const name = encodeURIComponent(nameOf(worker));
-                const acquired = await client.request('POST', api(`/locks/${name}?waitMs=${lockWaitMs}`), { body: JSON.stringify({ leaseId: leases[worker] }), headers: { 'content-type': 'application/json' }, timeoutMs: 30_000 });
-                if (acquired.status !== 200) {
-                  sample(`POST /locks ${acquired.status} ${acquired.body.toString('utf8')}`);
-                  return { ok: false, code: `acquire ${failureCode(acquired)}` };
-                }
-                const token = Number(json(acquired).token);
-                for (let attempt = 1; ; attempt += 1) {
-                  const released = await client.request('DELETE', api(`/locks/${name}?token=${token}`), { timeoutMs: 30_000 });
-                  if (released.status === 200) return { ok: true };
-                  sample(`DELETE /locks ${released.status} ${released.body.toString('utf8')}`);
-                  if (released.status !== 503 || attempt >= releaseAttempts) return { ok: false, code: `release ${failureCode(released)}` };
-                }
-              } catch (error) {
-                return { ok: false, code: failureCode(undefined, error) };
-              }
-            },
-          });
-          // The leases go with their cell: nothing of it is left to expire during the next.
-          await Promise.all(leases.map((id) => client.request('DELETE', api(`/leases/${id}`), { timeoutMs: 30_000 }).catch(() => undefined)));
-          const perSecond = round(phase.opsPerSecond, 1);
-          const baseline = results.find((result) => result.kind === 'write' && result.clients === clients);
-          const result: LockBenchResult = {
-            ...cell,
-            perSecond,
-            p50Ms: phase.latency.p50Ms,
-            p99Ms: phase.latency.p99Ms,
-            ok: phase.ok,
-            errors: phase.errors,
-            errorSamples,
-            ratioToWrites: cell.kind === 'write' || baseline === undefined || baseline.perSecond === 0 ? null : round(perSecond / baseline.perSecond, 2),
-          };
-          results.push(result);
-          options.progress(
-            `${lockCellLabel(cell).padEnd(26)} ${String(clients).padStart(3)} clients: ${perSecond}/s${result.ratioToWrites === null ? '' : `, ratio ${result.ratioToWrites} to 1-key writes`}, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, errors ${phase.failed}${phase.failed > 0 ? ` ${JSON.stringify(phase.errors)}` : ''} (${round((performance.now() - startMs) / 1000, 0)} s)`,
-          );
-        }
-      }
+    const value = Buffer.alloc(valueBytes, 120);
+    // Unmeasured: DynamoDB Local's JVM compiles its hot paths in the first seconds of load.
+    await closedLoop({
+      label: 'locks bench warmup',
+      concurrency: 8,
+      durationMs: warmupMs * 3,
+      op: async (worker, sequence) => {
+        const answer = await client.request('PUT', api(`/kv/bench-locks-warm-${worker}-${sequence % writeKeysPerClient}`), { body: value, timeoutMs: 30_000 }).catch(() => undefined);
+        return answer?.status === 200 ? { ok: true } : { ok: false, code: 'warmup' };
+      },
     });
+    for (const clients of clientCounts) {
+      for (const cell of cellsFor(clients)) {
+        const tag = `${cell.kind}-${clients}`;
+        const errorSamples: string[] = [];
+        const sample = (what: string) => {
+          if (errorSamples.length < 5) errorSamples.push(what.slice(0, 300));
+        };
+        const leases: string[] = [];
+        if (cell.kind !== 'write') {
+          for (let worker = 0; worker < clients; worker += 1) {
+            const granted = await client.request('POST', api('/leases'), { body: JSON.stringify({ ttlMs: leaseTtlMs }), headers: { 'content-type': 'application/json' }, timeoutMs: 30_000 });
+            if (granted.status !== 201) throw new Error(`locks bench: POST /leases answered ${granted.status} ${granted.body.toString('utf8').slice(0, 200)}`);
+            leases.push(String(json(granted).id));
+          }
+        }
+        const nameOf = (worker: number) => (cell.kind === 'lock-one' ? `bench-${tag}` : `bench-${tag}-c${worker}`);
+        const startMs = performance.now();
+        const phase = await closedLoop({
+          label: `${lockCellLabel(cell)}, ${clients} clients`,
+          concurrency: clients,
+          durationMs: cellSeconds * 1_000,
+          warmupMs,
+          progress: options.progress,
+          op: async (worker, sequence) => {
+            try {
+              if (cell.kind === 'write') {
+                const answer = await client.request('PUT', api(`/kv/bench-locks/${tag}/c${worker}/${sequence % writeKeysPerClient}`), { body: value, timeoutMs: 30_000 });
+                if (answer.status === 200) return { ok: true };
+                sample(`PUT ${answer.status} ${answer.body.toString('utf8')}`);
+                return { ok: false, code: failureCode(answer) };
+              }
+              const name = encodeURIComponent(nameOf(worker));
+              const acquired = await client.request('POST', api(`/locks/${name}?waitMs=${lockWaitMs}`), { body: JSON.stringify({ leaseId: leases[worker] }), headers: { 'content-type': 'application/json' }, timeoutMs: 30_000 });
+              if (acquired.status !== 200) {
+                sample(`POST /locks ${acquired.status} ${acquired.body.toString('utf8')}`);
+                return { ok: false, code: `acquire ${failureCode(acquired)}` };
+              }
+              const token = Number(json(acquired).token);
+              for (let attempt = 1; ; attempt += 1) {
+                const released = await client.request('DELETE', api(`/locks/${name}?token=${token}`), { timeoutMs: 30_000 });
+                if (released.status === 200) return { ok: true };
+                sample(`DELETE /locks ${released.status} ${released.body.toString('utf8')}`);
+                if (released.status !== 503 || attempt >= releaseAttempts) return { ok: false, code: `release ${failureCode(released)}` };
+              }
+            } catch (error) {
+              return { ok: false, code: failureCode(undefined, error) };
+            }
+          },
+        });
+        // The leases go with their cell: nothing of it is left to expire during the next.
+        await Promise.all(leases.map((id) => client.request('DELETE', api(`/leases/${id}`), { timeoutMs: 30_000 }).catch(() => undefined)));
+        const perSecond = round(phase.opsPerSecond, 1);
+        const baseline = results.find((result) => result.kind === 'write' && result.clients === clients);
+        const result: LockBenchResult = {
+          ...cell,
+          perSecond,
+          p50Ms: phase.latency.p50Ms,
+          p99Ms: phase.latency.p99Ms,
+          ok: phase.ok,
+          errors: phase.errors,
+          errorSamples,
+          ratioToWrites: cell.kind === 'write' || baseline === undefined || baseline.perSecond === 0 ? null : round(perSecond / baseline.perSecond, 2),
+        };
+        results.push(result);
+        options.progress(
+          `${lockCellLabel(cell).padEnd(26)} ${String(clients).padStart(3)} clients: ${perSecond}/s${result.ratioToWrites === null ? '' : `, ratio ${result.ratioToWrites} to 1-key writes`}, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, errors ${phase.failed}${phase.failed > 0 ? ` ${JSON.stringify(phase.errors)}` : ''} (${round((performance.now() - startMs) / 1000, 0)} s)`,
+        );
+      }
+    }
   } finally {
     client.destroy();
+    await stop();
   }
   return { startedAt, quick: options.quick, cellSeconds, shardCount, loadAverage: { start: round(loadAtStart, 1), end: round(options.loadAverage(), 1) }, results, summaryLine: locksSummary(results) };
 }

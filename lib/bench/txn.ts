@@ -13,7 +13,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { shardOf } from '../core/shard.ts';
-import { withBenchCloud } from './bench-cloud.ts';
+import { startBenchCloud } from './bench-cloud.ts';
 import { failureCode, HttpClient } from './http.ts';
 import { closedLoop, type Progress } from './load.ts';
 import { round } from './stats.ts';
@@ -126,62 +126,62 @@ export async function runTxnBench(options: { quick: boolean; progress: Progress 
   const writerCounts = options.quick ? [1, 16] : [1, 16, 64];
   const startedAt = new Date().toISOString();
   const results: TxnBenchResult[] = [];
+  const { cloud, stop } = await startBenchCloud(`bench-txn-${Date.now().toString(36)}`, shardCount);
   const client = new HttpClient(512);
   try {
-    await withBenchCloud(`bench-txn-${Date.now().toString(36)}`, shardCount, async (cloud) => {
-      const value = Buffer.alloc(valueBytes, 120);
-      const text = value.toString('utf8');
-      // Unmeasured: DynamoDB Local's JVM compiles its hot paths in the first seconds of load.
-      const warmKeys = keyTable({ kind: 'write', keys: 1, shards: shardCount, writers: 16 }, 'warm');
-      await closedLoop({
-        label: 'txn bench warmup',
-        concurrency: 16,
-        durationMs: warmupMs * 3,
-        op: async (worker, sequence) => {
-          const answer = await client.request('PUT', `${cloud.apiUrl}/kv/${encodeURIComponent(warmKeys[worker]![sequence % writeKeysPerWriter]!)}`, { body: value, timeoutMs: 30_000 }).catch(() => undefined);
-          return answer?.status === 200 ? { ok: true } : { ok: false, code: 'warmup' };
-        },
-      });
-      for (const writers of writerCounts) {
-        for (const cell of cellsFor(writers)) {
-          const keys = keyTable(cell, `${cell.kind}${cell.keys}-${cell.shards}-${writers}`);
-          const errorSamples: string[] = [];
-          const body = (worker: number) => JSON.stringify({ success: keys[worker]!.map((key) => ({ op: 'put', key, value: text })) });
-          const bodies = keys.map((_, worker) => body(worker));
-          const startMs = performance.now();
-          const phase = await closedLoop({
-            label: `${txnCellLabel(cell)}, ${writers} writers`,
-            concurrency: writers,
-            durationMs: cellSeconds * 1_000,
-            warmupMs,
-            progress: options.progress,
-            op: async (worker, sequence) => {
-              try {
-                const answer =
-                  cell.kind === 'write'
-                    ? await client.request('PUT', `${cloud.apiUrl}/kv/${encodeURIComponent(keys[worker]![sequence % writeKeysPerWriter]!)}`, { body: value, timeoutMs: 30_000 })
-                    : await client.request('POST', `${cloud.apiUrl}/txn`, { body: bodies[worker]!, headers: { 'content-type': 'application/json' }, timeoutMs: 30_000 });
-                if (answer.status === 200) return { ok: true };
-                if (errorSamples.length < 5) errorSamples.push(`${answer.status} ${answer.body.toString('utf8').slice(0, 300)}`);
-                return { ok: false, code: failureCode(answer) };
-              } catch (error) {
-                return { ok: false, code: failureCode(undefined, error) };
-              }
-            },
-          });
-          const perSecond = round(phase.opsPerSecond, 1);
-          const partial: TxnBenchResult = { ...cell, perSecond, keysPerSecond: round(phase.opsPerSecond * cell.keys, 1), p50Ms: phase.latency.p50Ms, p99Ms: phase.latency.p99Ms, ok: phase.ok, errors: phase.errors, errorSamples, ratioToWrites: null };
-          const baseline = cell.kind === 'txn' ? baselineOf(results, cell) : undefined;
-          const result: TxnBenchResult = { ...partial, ratioToWrites: baseline === undefined || baseline.perSecond === 0 ? null : round(perSecond / baseline.perSecond, 2) };
-          results.push(result);
-          options.progress(
-            `${txnCellLabel(cell).padEnd(26)} ${String(writers).padStart(3)} writers: ${perSecond}/s (${result.keysPerSecond} keys/s)${result.ratioToWrites === null ? '' : `, ratio ${result.ratioToWrites} to 1-key writes`}, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, errors ${phase.failed}${phase.failed > 0 ? ` ${JSON.stringify(phase.errors)}` : ''} (${round((performance.now() - startMs) / 1000, 0)} s)`,
-          );
-        }
-      }
+    const value = Buffer.alloc(valueBytes, 120);
+    const text = value.toString('utf8');
+    // Unmeasured: DynamoDB Local's JVM compiles its hot paths in the first seconds of load.
+    const warmKeys = keyTable({ kind: 'write', keys: 1, shards: shardCount, writers: 16 }, 'warm');
+    await closedLoop({
+      label: 'txn bench warmup',
+      concurrency: 16,
+      durationMs: warmupMs * 3,
+      op: async (worker, sequence) => {
+        const answer = await client.request('PUT', `${cloud.apiUrl}/kv/${encodeURIComponent(warmKeys[worker]![sequence % writeKeysPerWriter]!)}`, { body: value, timeoutMs: 30_000 }).catch(() => undefined);
+        return answer?.status === 200 ? { ok: true } : { ok: false, code: 'warmup' };
+      },
     });
+    for (const writers of writerCounts) {
+      for (const cell of cellsFor(writers)) {
+        const keys = keyTable(cell, `${cell.kind}${cell.keys}-${cell.shards}-${writers}`);
+        const errorSamples: string[] = [];
+        const body = (worker: number) => JSON.stringify({ success: keys[worker]!.map((key) => ({ op: 'put', key, value: text })) });
+        const bodies = keys.map((_, worker) => body(worker));
+        const startMs = performance.now();
+        const phase = await closedLoop({
+          label: `${txnCellLabel(cell)}, ${writers} writers`,
+          concurrency: writers,
+          durationMs: cellSeconds * 1_000,
+          warmupMs,
+          progress: options.progress,
+          op: async (worker, sequence) => {
+            try {
+              const answer =
+                cell.kind === 'write'
+                  ? await client.request('PUT', `${cloud.apiUrl}/kv/${encodeURIComponent(keys[worker]![sequence % writeKeysPerWriter]!)}`, { body: value, timeoutMs: 30_000 })
+                  : await client.request('POST', `${cloud.apiUrl}/txn`, { body: bodies[worker]!, headers: { 'content-type': 'application/json' }, timeoutMs: 30_000 });
+              if (answer.status === 200) return { ok: true };
+              if (errorSamples.length < 5) errorSamples.push(`${answer.status} ${answer.body.toString('utf8').slice(0, 300)}`);
+              return { ok: false, code: failureCode(answer) };
+            } catch (error) {
+              return { ok: false, code: failureCode(undefined, error) };
+            }
+          },
+        });
+        const perSecond = round(phase.opsPerSecond, 1);
+        const partial: TxnBenchResult = { ...cell, perSecond, keysPerSecond: round(phase.opsPerSecond * cell.keys, 1), p50Ms: phase.latency.p50Ms, p99Ms: phase.latency.p99Ms, ok: phase.ok, errors: phase.errors, errorSamples, ratioToWrites: null };
+        const baseline = cell.kind === 'txn' ? baselineOf(results, cell) : undefined;
+        const result: TxnBenchResult = { ...partial, ratioToWrites: baseline === undefined || baseline.perSecond === 0 ? null : round(perSecond / baseline.perSecond, 2) };
+        results.push(result);
+        options.progress(
+          `${txnCellLabel(cell).padEnd(26)} ${String(writers).padStart(3)} writers: ${perSecond}/s (${result.keysPerSecond} keys/s)${result.ratioToWrites === null ? '' : `, ratio ${result.ratioToWrites} to 1-key writes`}, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, errors ${phase.failed}${phase.failed > 0 ? ` ${JSON.stringify(phase.errors)}` : ''} (${round((performance.now() - startMs) / 1000, 0)} s)`,
+        );
+      }
+    }
   } finally {
     client.destroy();
+    await stop();
   }
   return { startedAt, quick: options.quick, cellSeconds, shardCount, results, summaryLine: txnSummary(results) };
 }

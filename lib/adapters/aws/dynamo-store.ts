@@ -963,8 +963,8 @@ export class DynamoStore implements Store {
   async commitTxn(commit: TxnCommit): Promise<void> {
     const items: TransactItems = [];
     const leaseAt = new Map<number, { position: number; epoch: number }>();
-    const logAt = new Map<number, { position: number; index: number }>();
-    const floorAt = new Map<number, { position: number; index: number }>();
+    // Per shard: where its log put and its log-floor check sit, and its index.
+    const logAt = new Map<number, { position: number; floorPosition: number; index: number }>();
     for (const entry of commit.entries) {
       if (this.options.unsafeDisableFencing !== true) {
         leaseAt.set(entry.shard, { position: items.length, epoch: entry.epoch });
@@ -979,9 +979,8 @@ export class DynamoStore implements Store {
           },
         });
       }
-      logAt.set(entry.shard, { position: items.length, index: entry.index });
+      logAt.set(entry.shard, { position: items.length, floorPosition: items.length + 1, index: entry.index });
       items.push({ Put: { TableName: this.tables.log, Item: fromLogEntry(entry), ConditionExpression: 'attribute_not_exists(#index)', ExpressionAttributeNames: { '#index': 'index' } } });
-      floorAt.set(entry.shard, { position: items.length, index: entry.index });
       items.push(logFloorCheck(this.tables, entry.shard, entry.index));
     }
     const readsFrom = items.length;
@@ -1015,7 +1014,9 @@ export class DynamoStore implements Store {
       if (!(error instanceof TransactionCanceledException)) throw error;
       const codes = reasonCodes(error);
       for (const [shard, { position, epoch }] of leaseAt) if (codes[position] === 'ConditionalCheckFailed') throw new StaleEpochError(shard, epoch);
-      for (const [shard, { position, index }] of [...logAt, ...floorAt]) if (codes[position] === 'ConditionalCheckFailed') throw new HeadConflictError(shard, index);
+      for (const [shard, { position, floorPosition, index }] of logAt) {
+        if (codes[position] === 'ConditionalCheckFailed' || codes[floorPosition] === 'ConditionalCheckFailed') throw new HeadConflictError(shard, index);
+      }
       if (idempotencyAt !== undefined && codes[idempotencyAt] === 'ConditionalCheckFailed') throw new IdempotencyRaceError(commit.idempotency!.key);
       const changed = commit.reads.findIndex((_, position) => codes[readsFrom + position] === 'ConditionalCheckFailed');
       if (changed >= 0) throw new SnapshotChangedError(`"${commit.reads[changed]?.key ?? ''}" changed after the transaction read it`);

@@ -21,7 +21,7 @@ export { compactionPartition };
 const batchWriteItemsMax = 25;
 const batchWriteAttemptsMax = 8;
 
-export function compactionKey(shard: number): { pk: string; sk: string } {
+function compactionKey(shard: number): { pk: string; sk: string } {
   return { pk: compactionPartition, sk: String(shard).padStart(4, '0') };
 }
 
