@@ -130,9 +130,23 @@ describe('Blackhole: DynamoDB and SQS accept connections and never answer', () =
     const { leaseMs } = cloud.config;
 
     // Act
+    const { apiUrl } = cloud;
     const startedMs = Date.now();
     cloud.blackhole(true);
-    const [write, unready] = await Promise.all([put(cloud.apiUrl, 'during', 'x'), health(cloud.apiUrl)]);
+    // An environment may answer /health from its readiness answer of the last half tick
+    // (ReadinessCache): look until the blackhole shows, and time the answer that shows it.
+    const [write, unready] = await Promise.all([
+      put(cloud.apiUrl, 'during', 'x'),
+      waitUntil(
+        '/health to answer 503 while the store hangs',
+        async () => {
+          const answer = await health(apiUrl);
+          return answer.status === 503 ? answer : undefined;
+        },
+        2 * awsCallMsMax(limits.apiRequestTimeoutMs) + 2_000,
+        0,
+      ),
+    ]);
     // Every shard's leader gives its shard up once its renewals go unanswered for about a lease.
     const stepDowns = await waitUntil(
       'a step-down for every shard',
